@@ -1,0 +1,175 @@
+"""Image–caption data for training and evaluation: the shapes world, or any `datasets` source.
+
+A source maps a step number to a batch, so training can resume at any step without replaying
+data: batch `s` is always the same pairs. `batch_stream` wraps a source in a DataLoader whose
+workers build batches ahead of the training loop, in step order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .encode import arrays_to_pixels
+from .model import OPENAI_MEAN, OPENAI_STD
+from .shapes import ShapesWorld
+
+
+class DataError(ValueError):
+    """A dataset could not be opened or lacks a needed column; the message is one line."""
+
+
+@dataclass
+class Batch:
+    pixel_values: torch.Tensor  # [B, 3, S, S] float32, normalised
+    captions: list[str]  # [B]
+
+
+@dataclass
+class ShapesPairs:
+    """Shapes-world pairs: batch s holds samples [s*B, (s+1)*B) of the train split."""
+
+    seed: int = 0
+    image_size: int = 64
+    mean: Sequence[float] = OPENAI_MEAN
+    std: Sequence[float] = OPENAI_STD
+
+    def __post_init__(self) -> None:
+        self.world = ShapesWorld(seed=self.seed, split="train", image_size=self.image_size)
+
+    def batch(self, step: int, batch_size: int) -> Batch:
+        samples = self.world.take(batch_size, start=step * batch_size)
+        arr = np.stack([np.asarray(s.image) for s in samples])  # [B, S, S, 3] uint8
+        return Batch(arrays_to_pixels(arr, self.mean, self.std), [s.caption for s in samples])
+
+
+def open_dataset(source: str, split: str = "train", streaming: bool = False):
+    """Open a `datasets` source: a save_to_disk directory, a local image folder (imagefolder with
+    a caption column in metadata.csv / metadata.jsonl), or a Hub dataset name."""
+    import datasets
+
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+                ds = datasets.load_from_disk(str(path))
+                if isinstance(ds, datasets.DatasetDict):
+                    if split not in ds:
+                        raise DataError(f"{source} has no split {split!r}; it has {', '.join(ds)}")
+                    ds = ds[split]
+                return ds.to_iterable_dataset() if streaming else ds
+            return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming)
+        if path.exists() or source.startswith((".", "/", "~")):
+            raise DataError(f"{source}: not a dataset directory")
+        return datasets.load_dataset(source, split=split, streaming=streaming)
+    except DataError:
+        raise
+    except Exception as e:  # datasets raises many types; the user needs one line
+        raise DataError(f"{source}: could not open dataset ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def to_rgb(value) -> Image.Image:
+    """A datasets image cell (PIL image, {'bytes','path'} dict, or path) as an RGB PIL image."""
+    if isinstance(value, Image.Image):
+        im = value
+    elif isinstance(value, dict) and value.get("bytes"):
+        im = Image.open(io.BytesIO(value["bytes"]))
+    elif isinstance(value, dict) and value.get("path"):
+        im = Image.open(value["path"])
+    elif isinstance(value, (str, os.PathLike)):
+        im = Image.open(value)
+    else:
+        raise DataError(f"cannot read an image from a {type(value).__name__}")
+    return im.convert("RGB")
+
+
+def _caption(value) -> str:
+    if isinstance(value, (list, tuple)):  # several captions per image: take the first
+        value = value[0] if value else ""
+    return str(value)
+
+
+class HFPairs:
+    """Pairs from a `datasets` source, reshuffled every epoch with the seed.
+
+    Map-style sets: batch s is a deterministic slice of the epoch's permutation. Streaming sets are
+    shuffled with a buffer and resumed by skipping s*B examples.
+    """
+
+    def __init__(self, dataset, processor, image_column: str = "image", text_column: str = "text", seed: int = 0):
+        columns = getattr(dataset, "column_names", None)
+        if columns is not None:
+            missing = [c for c in (image_column, text_column) if c not in columns]
+            if missing:
+                raise DataError(f"dataset has no column {missing[0]!r}; columns are {', '.join(columns)} "
+                                "(set --image-column / --text-column)")
+        self.dataset, self.processor = dataset, processor
+        self.image_column, self.text_column, self.seed = image_column, text_column, seed
+        self.streaming = not hasattr(dataset, "__len__")
+        self._iter: Iterator | None = None
+        self._next_step = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _pixels(self, rows: list[dict]) -> Batch:
+        images = [to_rgb(r[self.image_column]) for r in rows]
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return Batch(pixels, [_caption(r[self.text_column]) for r in rows])
+
+    def batch(self, step: int, batch_size: int) -> Batch:
+        if self.streaming:
+            if self._iter is None or step != self._next_step:
+                stream = self.dataset.shuffle(seed=self.seed, buffer_size=1000).skip(step * batch_size)
+                self._iter = iter(stream)
+            rows = []
+            for _ in range(batch_size):
+                try:
+                    rows.append(next(self._iter))
+                except StopIteration:  # next pass over the stream
+                    self._iter = iter(self.dataset.shuffle(seed=self.seed + 1, buffer_size=1000))
+                    rows.append(next(self._iter))
+            self._next_step = step + 1
+            return self._pixels(rows)
+        n = len(self.dataset)
+        if n < batch_size:
+            raise DataError(f"the dataset has {n} examples, fewer than the batch size {batch_size}")
+        per_epoch = n // batch_size  # drop the ragged tail of each epoch
+        epoch, k = divmod(step, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        idx = order[k * batch_size : (k + 1) * batch_size]
+        return self._pixels([self.dataset[int(i)] for i in idx])
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, source, batch_size: int, start_step: int, end_step: int):
+        self.source, self.batch_size, self.start, self.end = source, batch_size, start_step, end_step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.start + wid, self.end, nw):  # workers are read round-robin: order is kept
+            b = self.source.batch(step, self.batch_size)
+            yield b.pixel_values, b.captions
+
+
+def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1) -> Iterator[Batch]:
+    """Batches start_step .. end_step-1 of `source`, built ahead by `num_workers` processes."""
+    workers = 0 if getattr(source, "streaming", False) else num_workers
+    loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4 if workers else None,
+                                         persistent_workers=False)
+    for pixels, captions in loader:
+        yield Batch(pixels, list(captions))
+
+
+def describe(source) -> str:
+    return json.dumps({"type": type(source).__name__, **({"examples": len(source)} if hasattr(source, "__len__") else {})})

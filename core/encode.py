@@ -1,0 +1,123 @@
+"""Batched, L2-normalised image and text embeddings.
+
+Texts are padded to the longest text of each batch (never to 77), sorted by length so that a
+batch holds texts of similar length. Texts longer than the model's context are truncated, keeping
+the end-of-text token, with a warning. Images go through the model's own `CLIPImageProcessor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .model import Clip
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on the given device when precision == 'bf16', else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return contextlib.nullcontext()
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected, un-normalised image embeddings [B, D] from pixel_values [B, 3, H, W]."""
+    pooled = model.vision_model(pixel_values=pixel_values).pooler_output  # [B, vision_width]: CLS after LN
+    return model.visual_projection(pooled)  # [B, D]
+
+
+def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected, un-normalised text embeddings [B, D] taken at each text's end-of-text token."""
+    pooled = model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output  # [B, text_width]
+    return model.text_projection(pooled)  # [B, D]
+
+
+def tokenize(clip: Clip, texts: Sequence[str], warn: bool = True) -> dict[str, torch.Tensor]:
+    """Token ids [B, L] and attention mask [B, L], padded to the longest text (L <= context length).
+
+    Texts longer than the context keep their first (context - 1) tokens plus end-of-text.
+    """
+    tok = clip.tokenizer
+    ctx = clip.context_length
+    ids = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    eos = tok.eos_token_id
+    too_long = [i for i, seq in enumerate(ids) if len(seq) > ctx]
+    if too_long:
+        if warn:
+            warnings.warn(f"{len(too_long)} text(s) longer than the {ctx}-token context were truncated "
+                          f"(first: {texts[too_long[0]][:60]!r}...)", stacklevel=3)
+        for i in too_long:
+            ids[i] = ids[i][: ctx - 1] + [eos]
+    width = max(len(seq) for seq in ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, seq in enumerate(ids):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def pixel_values(clip: Clip, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The model's preprocessing of PIL images: [B, 3, S, S] float32."""
+    rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+    return clip.processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+def arrays_to_pixels(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Fast path for uint8 images already at model size: [B, S, S, 3] uint8 -> [B, 3, S, S] float32.
+
+    Same arithmetic as CLIPImageProcessor (rescale by 1/255, then normalise), minus the resize.
+    """
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@torch.inference_mode()
+def encode_texts(clip: Clip, texts: Sequence[str], batch_size: int = 256, precision: str = "fp32") -> torch.Tensor:
+    """L2-normalised text embeddings [N, D] (float32, CPU), in the order of `texts`."""
+    texts = list(texts)
+    if not texts:
+        return torch.empty(0, clip.embed_dim)
+    lengths = [len(ids) for ids in clip.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
+    out = torch.empty(len(texts), clip.embed_dim)
+    device = clip.device
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tokenize(clip, [texts[i] for i in idx])
+        with autocast_context(device, precision):
+            feats = text_features(clip.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out[torch.as_tensor(idx)] = F.normalize(feats.float(), dim=-1).cpu()
+    return out
+
+
+@torch.inference_mode()
+def encode_images(clip: Clip, images: Sequence[Image.Image] | torch.Tensor, batch_size: int = 64,
+                  precision: str = "fp32") -> torch.Tensor:
+    """L2-normalised image embeddings [N, D] (float32, CPU).
+
+    images: PIL images (preprocessed with the model's processor) or pixel values [N, 3, S, S].
+    """
+    n = len(images)
+    if n == 0:
+        return torch.empty(0, clip.embed_dim)
+    device = clip.device
+    chunks = []
+    for start in range(0, n, batch_size):
+        batch = images[start : start + batch_size]
+        pixels = batch if isinstance(batch, torch.Tensor) else pixel_values(clip, batch)
+        with autocast_context(device, precision):
+            feats = image_features(clip.model, pixels.to(device))
+        chunks.append(F.normalize(feats.float(), dim=-1).cpu())
+    return torch.cat(chunks)

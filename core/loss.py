@@ -1,0 +1,114 @@
+"""CLIP's symmetric contrastive loss (InfoNCE), in fp32, with everything the matrix view shows.
+
+The seed pseudo-code, for a batch of n pairs:
+
+    logits = exp(t) * I_e @ T_e.T                      # [n, n]
+    loss_i = cross_entropy(logits, arange(n), axis=1)  # each image picks its caption (rows)
+    loss_t = cross_entropy(logits, arange(n), axis=0)  # each caption picks its image (columns)
+    loss   = (loss_i + loss_t) / 2
+
+Distributed training drops in through `gather`: a function that all-gathers features from every
+rank *with gradients*. Each rank then scores its own rows against every column ("local loss"),
+and `label_offset` tells it where its own pairs sit in the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+MAX_LOGIT_SCALE = 100.0
+INIT_LOGIT_SCALE = 1 / 0.07
+
+
+@dataclass
+class ContrastiveOutput:
+    """Everything about one batch's matrix. Shapes for n images and m captions (n == m for a loss).
+
+    cosine [n, m]; logits [n, m] = scale * cosine; probs_rows [n, m] (softmax over each row,
+    image -> text); probs_cols [n, m] (softmax over each column, text -> image); loss_rows [n] and
+    loss_cols [m] are the per-row / per-column cross-entropy terms; loss_i, loss_t, loss are their
+    means (None when n != m: a non-square batch has no diagonal to score).
+    """
+
+    cosine: torch.Tensor
+    logits: torch.Tensor
+    probs_rows: torch.Tensor
+    probs_cols: torch.Tensor
+    scale: float
+    loss_rows: torch.Tensor | None = None
+    loss_cols: torch.Tensor | None = None
+    loss_i: torch.Tensor | None = None
+    loss_t: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+
+    @property
+    def accuracy_i2t(self) -> float | None:
+        """Share of rows whose argmax is the diagonal (image finds its caption)."""
+        if self.loss is None:
+            return None
+        return float((self.logits.argmax(1) == torch.arange(len(self.logits), device=self.logits.device)).float().mean())
+
+    @property
+    def accuracy_t2i(self) -> float | None:
+        """Share of columns whose argmax is the diagonal (caption finds its image)."""
+        if self.loss is None:
+            return None
+        return float((self.logits.argmax(0) == torch.arange(len(self.logits), device=self.logits.device)).float().mean())
+
+
+def clamp_logit_scale(log_scale: torch.Tensor) -> torch.Tensor:
+    """exp(t) clamped to at most 100 (the paper's stability fix); gradients flow below the clamp."""
+    return log_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor | float,
+                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None, label_offset: int = 0) -> torch.Tensor:
+    """The symmetric InfoNCE loss, a scalar, computed in fp32.
+
+    image_features [n, d], text_features [n, d]: paired rows, not necessarily normalised.
+    log_scale: t, the learnable log temperature (logits = exp(t) * cosine, exp(t) clamped at 100).
+    gather: optional all-gather with gradients; each rank then uses its n rows against all N columns.
+    label_offset: the global index of this rank's first pair (rank * n) when `gather` is given.
+    """
+    img = F.normalize(image_features.float(), dim=-1)  # [n, d]
+    txt = F.normalize(text_features.float(), dim=-1)  # [n, d]
+    scale = clamp_logit_scale(torch.as_tensor(log_scale, device=img.device))
+    all_img = gather(img) if gather is not None else img  # [N, d]
+    all_txt = gather(txt) if gather is not None else txt  # [N, d]
+    labels = torch.arange(img.shape[0], device=img.device) + label_offset  # [n]
+    logits_i = scale * img @ all_txt.T  # [n, N]: my images against every caption
+    logits_t = scale * txt @ all_img.T  # [n, N]: my captions against every image
+    return (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
+
+
+def similarity(image_features: torch.Tensor, text_features: torch.Tensor, scale: float | torch.Tensor = INIT_LOGIT_SCALE) -> ContrastiveOutput:
+    """The full matrix view of a batch, for display and teaching (no gradients needed).
+
+    image_features [n, d] and text_features [m, d]; when n == m, row i and column i are a pair and
+    the losses are filled in. Features are normalised here; scale multiplies cosines into logits.
+    """
+    img = F.normalize(image_features.detach().float(), dim=-1)
+    txt = F.normalize(text_features.detach().float(), dim=-1)
+    scale_t = torch.as_tensor(scale, dtype=torch.float32).clamp(max=MAX_LOGIT_SCALE)
+    cosine = img @ txt.T  # [n, m]
+    logits = scale_t * cosine
+    out = ContrastiveOutput(cosine=cosine, logits=logits, probs_rows=logits.softmax(dim=1),
+                            probs_cols=logits.softmax(dim=0), scale=float(scale_t))
+    if img.shape[0] == txt.shape[0] and img.shape[0] > 0:
+        labels = torch.arange(img.shape[0])
+        out.loss_rows = F.cross_entropy(logits, labels, reduction="none")  # [n]: -log probs_rows[i, i]
+        out.loss_cols = F.cross_entropy(logits.T, labels, reduction="none")  # [n]: -log probs_cols[j, j]
+        out.loss_i = out.loss_rows.mean()
+        out.loss_t = out.loss_cols.mean()
+        out.loss = (out.loss_i + out.loss_t) / 2
+    return out
+
+
+def init_log_scale() -> float:
+    """t at initialisation: log(1 / 0.07)."""
+    return math.log(INIT_LOGIT_SCALE)

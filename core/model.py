@@ -1,0 +1,254 @@
+"""One loader for every source of a CLIP model, plus from-scratch presets and saving.
+
+A `Clip` bundles what inference needs: transformers' `CLIPModel`, its tokenizer and its image
+processor. `load(source)` accepts a bundled model name, a local Hugging Face directory, or a Hub
+id. Everything is read from safetensors; nothing is ever unpickled and no remote code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+MODELS_DIR = ASSETS / "models"
+TOKENIZER_DIR = ASSETS / "tokenizer"
+DEFAULT_MODEL = "shapes-tiny"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded. The message is one line, written for the user."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Architecture of a from-scratch CLIP (nanoGPT-style: the config travels in the checkpoint)."""
+
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    text_width: int
+    text_layers: int
+    text_heads: int
+    embed_dim: int
+    context_length: int = 77
+
+    def to_config(self) -> CLIPConfig:
+        vision = dict(hidden_size=self.vision_width, intermediate_size=4 * self.vision_width,
+                      num_hidden_layers=self.vision_layers, num_attention_heads=self.vision_heads,
+                      image_size=self.image_size, patch_size=self.patch_size, projection_dim=self.embed_dim)
+        text = dict(hidden_size=self.text_width, intermediate_size=4 * self.text_width,
+                    num_hidden_layers=self.text_layers, num_attention_heads=self.text_heads,
+                    max_position_embeddings=self.context_length, projection_dim=self.embed_dim,
+                    vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+        return CLIPConfig(text_config=text, vision_config=vision, projection_dim=self.embed_dim)
+
+
+PRESETS: dict[str, Preset] = {
+    # CPU-trainable; the bundled model. 64 px images, 8-px patches: 64 patches + CLS.
+    "tiny": Preset(64, 8, 192, 6, 3, 128, 4, 2, 128),
+    # A step up for a laptop GPU or a long CPU run.
+    "small": Preset(128, 16, 384, 8, 6, 256, 6, 4, 256),
+    # The paper's ViT-B/32: 12 x 768 vision, 12 x 512 text, 8 text heads, context 77, embedding 512.
+    "base": Preset(224, 32, 768, 12, 12, 512, 12, 8, 512),
+}
+
+
+@dataclass
+class Clip:
+    """A loaded CLIP: model, tokenizer, image processor, and a per-model cache of zero-shot heads."""
+
+    model: CLIPModel
+    tokenizer: CLIPTokenizerFast
+    processor: CLIPImageProcessor
+    source: str
+    classifier_cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(t), the multiplier of cosines that gives logits (clamped at 100 as in the paper)."""
+        return float(self.model.logit_scale.detach().exp().clamp(max=100.0))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write an ordinary HF checkpoint (safetensors) atomically: temp dir, then rename."""
+        return save_pretrained_atomic(self, directory)
+
+
+def image_processor_for(image_size: int) -> CLIPImageProcessor:
+    """CLIP's preprocessing (resize shortest edge, centre crop, OpenAI mean/std) at image_size."""
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                              image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
+
+
+def load_tokenizer(directory: str | os.PathLike = TOKENIZER_DIR) -> CLIPTokenizerFast:
+    """CLIP's BPE tokenizer from a directory (offline). Never built from vocab_file=: see README."""
+    return CLIPTokenizerFast.from_pretrained(str(directory))
+
+
+def create(preset: str | Preset = "tiny", seed: int | None = None) -> Clip:
+    """A freshly initialised CLIP from a named preset ('tiny', 'small', 'base') or a `Preset`."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ModelLoadError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = CLIPModel(preset.to_config())
+    tok = load_tokenizer()
+    tok.model_max_length = preset.context_length
+    return Clip(model, tok, image_processor_for(preset.image_size), source=f"preset:{preset}")
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped in assets/models/."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def _has_safetensors(directory: Path) -> bool:
+    return any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json"))
+
+
+def _check_clip_config(config_path: Path, source: str) -> None:
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{source}: config.json is unreadable ({e.__class__.__name__})") from None
+    kind = config.get("model_type")
+    if kind != "clip":
+        raise ModelLoadError(f"{source} is not a CLIP model (model_type={kind!r}); CLIP Lab loads model_type 'clip' only")
+
+
+def _resolve(source: str) -> tuple[Path, str]:
+    """Map a source to a local directory. Hub ids are downloaded (safetensors only) or read from the cache."""
+    if source in bundled_models():
+        return MODELS_DIR / source, source
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{source}: not a directory; pass the folder that holds config.json")
+        return path, source
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelLoadError(f"{source}: no such model directory")
+    if not _HUB_ID.match(source):
+        known = ", ".join(bundled_models()) or "none"
+        raise ModelLoadError(f"{source!r} is neither a bundled model ({known}), a local directory, nor a Hub id like 'openai/clip-vit-base-patch32'")
+    return _download(source), source
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError)
+
+    patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "*.json", "*.txt"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise ModelLoadError(f"{repo_id} is not in the local Hugging Face cache and {why}; download it once online or pass a local directory") from None
+    except GatedRepoError:
+        raise ModelLoadError(f"{repo_id} is gated on the Hub; log in with `hf auth login` after accepting its terms") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"{repo_id} was not found on the Hugging Face Hub") from None
+    except OSError as e:
+        raise ModelLoadError(f"{repo_id}: download failed ({str(e).splitlines()[0][:200]})") from None
+
+
+def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Clip:
+    """Load a CLIP model with its tokenizer and image processor.
+
+    source: a bundled model name (see `bundled_models()`), a local HF-format directory, or a Hub id
+    such as 'openai/clip-vit-base-patch32'. Only safetensors weights are read. Raises
+    `ModelLoadError` with a one-line message on any failure.
+    """
+    directory, label = _resolve(str(source))
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{label}: no config.json, so this is not a Hugging Face model directory")
+    _check_clip_config(config_path, label)
+    if not _has_safetensors(directory):
+        raise ModelLoadError(f"{label}: no .safetensors weights; CLIP Lab never loads pickle checkpoints (.bin/.pt)")
+    try:
+        model = CLIPModel.from_pretrained(directory, use_safetensors=True, dtype=dtype)
+        tokenizer = CLIPTokenizerFast.from_pretrained(directory) if _has_tokenizer(directory) else load_tokenizer()
+        processor = _load_processor(directory, int(model.config.vision_config.image_size))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelLoadError(f"{label}: could not be loaded ({str(e).splitlines()[0][:200]})") from None
+    model.to(device).eval()
+    return Clip(model, tokenizer, processor, source=label)
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file()
+
+
+def _load_processor(directory: Path, image_size: int) -> CLIPImageProcessor:
+    if (directory / "preprocessor_config.json").is_file():
+        return CLIPImageProcessor.from_pretrained(directory)
+    return image_processor_for(image_size)
+
+
+def save_pretrained_atomic(clip: Clip, directory: str | os.PathLike, dtype: torch.dtype | None = None,
+                           extra_files: dict[str, str] | None = None) -> Path:
+    """Save model, tokenizer and processor as an HF checkpoint, atomically.
+
+    The files are written to a temporary sibling directory which is then renamed into place, so a
+    crash never leaves a half-written checkpoint at `directory`. dtype (e.g. torch.float16) casts a
+    copy of the weights for a smaller file; the live model is untouched.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model = clip.model
+        if dtype is not None:
+            model = CLIPModel(clip.model.config).to(dtype)
+            model.load_state_dict({k: v.to(dtype) for k, v in clip.model.state_dict().items()})
+        model.save_pretrained(tmp, safe_serialization=True)
+        clip.tokenizer.save_pretrained(tmp)
+        clip.processor.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

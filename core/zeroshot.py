@@ -1,0 +1,139 @@
+"""Zero-shot classification with prompt-template ensembling, as in OpenAI's prompt-engineering notebook.
+
+For each class, every template is filled with the class name and encoded; the class's weight row
+is the mean of those normalised embeddings, normalised again. An image's probabilities are
+softmax(logit_scale * image_embedding @ W.T). Templates and class names are data: presets live in
+assets/templates/ and assets/classnames/ as one entry per line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .encode import encode_images, encode_texts
+from .model import ASSETS, Clip
+
+TEMPLATES_DIR = ASSETS / "templates"
+CLASSNAMES_DIR = ASSETS / "classnames"
+CACHE_SIZE = 32  # zero-shot heads kept per model
+MAX_CLASSES = 5000
+MAX_TEMPLATES = 100
+MAX_NAME_CHARS = 300
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def template_presets() -> dict[str, list[str]]:
+    """Preset name -> templates, from assets/templates/*.txt."""
+    return {p.stem: _read_lines(p) for p in sorted(TEMPLATES_DIR.glob("*.txt"))}
+
+
+def classname_presets() -> dict[str, list[str]]:
+    """Preset name -> class names, from assets/classnames/*.txt."""
+    return {p.stem: _read_lines(p) for p in sorted(CLASSNAMES_DIR.glob("*.txt"))}
+
+
+def parse_classnames(text: str) -> list[str]:
+    """Class names from free text: one per line, or comma-separated on one line.
+
+    Whitespace is trimmed, control and zero-width characters are removed, empty entries dropped
+    and duplicates removed (first occurrence kept). Raises ValueError for an empty list or more than
+    MAX_CLASSES names.
+    """
+    cleaned = re.sub(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]", "", text or "")
+    parts = cleaned.splitlines() if "\n" in cleaned.strip() else cleaned.split(",")
+    names = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    if not names:
+        raise ValueError("no class names given: enter one per line or separate them with commas")
+    if len(names) > MAX_CLASSES:
+        raise ValueError(f"{len(names)} class names is more than the limit of {MAX_CLASSES}")
+    too_long = [n for n in names if len(n) > MAX_NAME_CHARS]
+    if too_long:
+        raise ValueError(f"a class name is {len(too_long[0])} characters long; the limit is {MAX_NAME_CHARS}")
+    return names
+
+
+def parse_templates(text: str | Sequence[str]) -> list[str]:
+    """Templates from text (one per line) or a list. Each must contain exactly one '{}'.
+
+    Other braces are refused with a message that says which template is wrong and why.
+    """
+    lines = text.splitlines() if isinstance(text, str) else list(text)
+    templates = list(dict.fromkeys(t.strip() for t in lines if t and t.strip()))
+    if not templates:
+        raise ValueError("no templates given: enter one per line, each with {} where the class name goes")
+    if len(templates) > MAX_TEMPLATES:
+        raise ValueError(f"{len(templates)} templates is more than the limit of {MAX_TEMPLATES}")
+    for t in templates:
+        if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
+            raise ValueError(f"template {t!r} must contain exactly one '{{}}' (the class name) and no other braces")
+    return templates
+
+
+def fill(template: str, classname: str) -> str:
+    """The template with the class name in place of '{}' (no str.format: names may hold braces)."""
+    return template.replace("{}", classname, 1)
+
+
+def template_embeddings(clip: Clip, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """Normalised embeddings of every filled template: [T, C, D]. Cached per model (LRU)."""
+    key = (tuple(classnames), tuple(templates))
+    cache = clip.classifier_cache
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    prompts = [fill(t, c) for t in templates for c in classnames]
+    emb = encode_texts(clip, prompts).view(len(templates), len(classnames), -1)  # [T, C, D]
+    cache[key] = emb
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+    return emb
+
+
+def build_classifier(clip: Clip, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """Zero-shot head W [C, D]: per class, the renormalised mean of its normalised template embeddings."""
+    return F.normalize(template_embeddings(clip, classnames, templates).mean(dim=0), dim=-1)
+
+
+@dataclass
+class Prediction:
+    """Zero-shot result for N images over C classes."""
+
+    classnames: list[str]
+    probs: torch.Tensor  # [N, C], rows sum to 1
+    logit_scale: float
+
+    def top_k(self, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per image, the k most likely (class name, probability) pairs, best first."""
+        k = min(k, len(self.classnames))
+        values, idx = self.probs.topk(k, dim=1)
+        return [[(self.classnames[j], float(v)) for v, j in zip(vs, ids)] for vs, ids in zip(values.tolist(), idx.tolist())]
+
+
+def classify_embeddings(image_emb: torch.Tensor, classifier: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Probabilities [N, C] from normalised image embeddings [N, D] and a head [C, D]."""
+    return (logit_scale * image_emb @ classifier.T).softmax(dim=-1)
+
+
+def classify(clip: Clip, images, classnames: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",)) -> Prediction:
+    """Zero-shot classify PIL images (or pixel values [N, 3, S, S]) among `classnames`.
+
+    With a cached head, this costs one image forward and one matmul.
+    """
+    classifier = build_classifier(clip, classnames, templates)  # [C, D]
+    image_emb = encode_images(clip, images)  # [N, D]
+    return Prediction(list(classnames), classify_embeddings(image_emb, classifier, clip.logit_scale), clip.logit_scale)
+
+
+def per_template_probs(clip: Clip, image_emb: torch.Tensor, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """What each template alone predicts: probabilities [T, N, C] (each template's own head)."""
+    emb = template_embeddings(clip, classnames, templates)  # [T, C, D]
+    return (clip.logit_scale * torch.einsum("nd,tcd->tnc", image_emb, emb)).softmax(dim=-1)
