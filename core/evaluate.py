@@ -88,3 +88,51 @@ def format_table(results: dict) -> str:
     if retrieval:
         lines.append("retrieval    " + "  ".join(f"{k} {v:.2%}" for k, v in retrieval.items()))
     return "\n".join(lines)
+
+
+def evaluate_dataset(clip: Clip, dataset, classnames: Sequence[str] | None = None, templates: Sequence[str] = ("a photo of a {}.",),
+                     image_column: str = "image", label_column: str | None = "label", text_column: str | None = "text",
+                     limit: int | None = None, batch_size: int = 64, progress=None) -> dict:
+    """Zero-shot (if a label column exists) and retrieval (if a text column exists) on a datasets source.
+
+    Class names come from `classnames`, else from the label column's ClassLabel names, else from
+    the sorted distinct string labels.
+    """
+    from .data import DataError, to_rgb
+    from .encode import pixel_values
+
+    columns = list(getattr(dataset, "column_names", None) or [])
+    if image_column not in columns:
+        raise DataError(f"dataset has no image column {image_column!r}; columns are {', '.join(columns)}")
+    has_labels = label_column in columns if label_column else False
+    has_text = text_column in columns if text_column else False
+    if not (has_labels or has_text):
+        raise DataError(f"dataset has neither a label column ({label_column!r}) nor a text column ({text_column!r})")
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    embs, raw_labels, captions = [], [], []
+    for start in range(0, n, batch_size):
+        rows = dataset.select(range(start, min(n, start + batch_size)))
+        embs.append(encode_images(clip, pixel_values(clip, [to_rgb(v) for v in rows[image_column]])))
+        if has_labels:
+            raw_labels += list(rows[label_column])
+        if has_text:
+            captions += [c[0] if isinstance(c, (list, tuple)) else str(c) for c in rows[text_column]]
+        if progress:
+            progress(min(n, start + batch_size), n)
+    img = torch.cat(embs)
+    results: dict = {}
+    if has_labels:
+        feature = dataset.features.get(label_column)
+        names = list(classnames) if classnames else (list(feature.names) if hasattr(feature, "names") else sorted({str(l) for l in raw_labels}))
+        if all(isinstance(l, (int, np.integer)) for l in raw_labels):
+            y = [int(l) for l in raw_labels]
+        else:
+            missing = sorted({str(l) for l in raw_labels} - set(names))
+            if missing:
+                raise DataError(f"labels {missing[:3]} are not among the class names")
+            y = [names.index(str(l)) for l in raw_labels]
+        probs = classify_embeddings(img, build_classifier(clip, names, templates), clip.logit_scale)
+        results["zero_shot"] = zero_shot_metrics(probs, y, len(names))
+    if has_text:
+        results["retrieval"] = retrieval_metrics(img, encode_texts(clip, captions))
+    return results
