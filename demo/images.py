@@ -1,0 +1,79 @@
+"""Safe image input and small image output helpers shared by the tabs.
+
+Uploads are opened with an allowlist of formats (the format comes from magic bytes, not the file
+name), decompression bombs are errors, and images are shrunk right after decoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+MAX_SIDE = 1024  # images are shrunk to this before anything else; CLIP needs 224 at most
+MAX_PIXELS = 40_000_000
+
+if not Image.MAX_IMAGE_PIXELS or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageInputError(ValueError):
+    """An upload is not an image we accept; the message is one line for the user."""
+
+
+def _path_of(item) -> str:
+    """A filesystem path from what Gradio hands a callback (str, Path, FileData-like, dict)."""
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, dict) and item.get("path"):
+        return str(item["path"])
+    path = getattr(item, "path", None) or getattr(item, "name", None)
+    if path:
+        return str(path)
+    raise ImageInputError(f"cannot read an image from a {type(item).__name__}")
+
+
+def open_image(item) -> Image.Image:
+    """Open an uploaded image as RGB, refusing non-image formats and decompression bombs."""
+    if isinstance(item, Image.Image):
+        image = item
+    else:
+        path = _path_of(item)
+        name = Path(path).name
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(path, formats=ALLOWED_FORMATS)
+                image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at reduced size
+                image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageInputError(f"{name}: the image is too large (over {MAX_PIXELS:,} pixels)") from None
+        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise ImageInputError(f"{name}: not a readable image (allowed: {', '.join(ALLOWED_FORMATS)})") from None
+    if max(image.size) > MAX_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
+    return image.convert("RGB")
+
+
+def display_name(item) -> str:
+    """The file name of an upload, for tables (Gradio stores uploads under random folders)."""
+    try:
+        return Path(_path_of(item)).name
+    except ImageInputError:
+        return "image"
+
+
+def thumbnail_uri(image: Image.Image, size: int = 48, fmt: str = "JPEG") -> str:
+    """A small data: URI of the image, for plotly layout images and hover cards."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((size, size))
+    buf = io.BytesIO()
+    thumb.save(buf, format=fmt, quality=80) if fmt == "JPEG" else thumb.save(buf, format=fmt)
+    mime = "jpeg" if fmt == "JPEG" else fmt.lower()
+    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"

@@ -1,0 +1,99 @@
+"""The process-wide model cache and the rules for which models a user may pick.
+
+Sessions hold only a model *name* (in `gr.State`); the models themselves live here, in one LRU
+shared by all sessions, so two users on the same model share its weights and its cached
+zero-shot heads, and two users on different models never see each other's.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import core
+from core.model import ModelLoadError, bundled_models
+
+if TYPE_CHECKING:
+    from .context import AppConfig
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+def _is_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+class ModelCache:
+    """Up to `config.max_models` loaded models, least recently used evicted first (thread-safe)."""
+
+    def __init__(self, config: "AppConfig", loader: Callable[[str], core.Clip] | None = None):
+        self.config = config
+        self._loader = loader or (lambda source: core.load(source))
+        self._models: OrderedDict[str, core.Clip] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def choices(self) -> list[str]:
+        """What the picker offers: the default, bundled models, allowlisted local folders, Hub ids."""
+        names = [self.config.default_model, *bundled_models()]
+        for folder in self.config.model_dirs:
+            if folder.is_dir() and folder.resolve() != core.model.MODELS_DIR.resolve():
+                names += [str(p) for p in sorted(folder.iterdir()) if (p / "config.json").is_file()]
+        names += list(self.config.hub_models)
+        return list(dict.fromkeys(names))
+
+    def resolve(self, name: str) -> str:
+        """Check a picked name against the allowlist and return the source to load.
+
+        Bundled names and Hub ids pass; a local path must be the default model or lie inside one
+        of `config.model_dirs` (after resolving symlinks and '..'). Raises ModelLoadError.
+        """
+        name = (name or "").strip()
+        if not name:
+            raise ModelLoadError("no model chosen: pick one from the list")
+        if name == self.config.default_model or name in bundled_models():
+            return name
+        if _is_local(name) or Path(name).expanduser().exists():
+            path = Path(name).expanduser().resolve()
+            if not any(path == d or d in path.parents for d in self.config.model_dirs):
+                allowed = ", ".join(str(d) for d in self.config.model_dirs)
+                raise ModelLoadError(f"{name}: local models may only be loaded from the allowed folders ({allowed})")
+            if not path.is_dir():
+                raise ModelLoadError(f"{name}: no such model directory")
+            return str(path)
+        if not _HUB_ID.match(name):
+            raise ModelLoadError(f"{name!r} is not a known model, an allowed local folder, or a Hub id like 'openai/clip-vit-base-patch32'")
+        return name
+
+    def cached(self) -> list[str]:
+        """Names of the models now in memory, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def get(self, name: str, progress: Callable[[float, str], None] | None = None) -> core.Clip:
+        """The model called `name`, loading it (once, even under concurrent calls) if needed."""
+        source = self.resolve(name)
+        with self._lock:
+            if source in self._models:
+                self._models.move_to_end(source)
+                return self._models[source]
+            gate = self._loading.setdefault(source, threading.Lock())
+        with gate:
+            with self._lock:
+                if source in self._models:
+                    return self._models[source]
+            if progress:
+                progress(0.1, f"loading {name}")
+            clip = self._loader(source)
+            with self._lock:
+                self._models[source] = clip
+                self._models.move_to_end(source)
+                while len(self._models) > self.config.max_models:
+                    self._models.popitem(last=False)
+                self._loading.pop(source, None)
+            if progress:
+                progress(1.0, f"{name} ready")
+            return clip

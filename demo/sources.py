@@ -1,0 +1,147 @@
+"""Where (image, caption) pairs come from: the shapes world, uploads, or a `datasets` source.
+
+Shared by the similarity-matrix and embedding-map tabs. Every builder returns a `Pairs`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.data import DataError, open_dataset, to_rgb
+from core.shapes import ShapesWorld
+
+from .images import display_name, open_image
+
+SOURCES = ("shapes world", "uploaded images", "datasets source")
+LABEL_KEYS = ("shape", "colour", "combo", "style", "count", "size", "position", "background", "held_out")
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
+
+
+@dataclass
+class Pairs:
+    """N images with N captions, display names, and per-pair labels (may be empty dicts)."""
+
+    images: list
+    captions: list[str]
+    names: list[str]
+    labels: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def shapes_pairs(n: int, seed: int = 0, split: str = "eval", start: int = 0) -> Pairs:
+    """n consecutive samples of the shapes world (the eval split holds every colour–shape pair)."""
+    n, seed = int(n), int(seed)
+    if n < 1:
+        raise ValueError("the batch needs at least one pair")
+    samples = ShapesWorld(seed=seed, split=split).take(n, start)
+    return Pairs([s.image for s in samples], [s.caption for s in samples],
+                 [f"#{s.index}" for s in samples], [s.labels for s in samples])
+
+
+def caption_from_name(name: str) -> str:
+    """A starting caption from a file name: 'red_apple-2.jpg' -> 'red apple 2'."""
+    return re.sub(r"[_\-.]+", " ", Path(name).stem).strip() or "an image"
+
+
+def upload_pairs(files, max_images: int = 64, captions: list[str] | None = None) -> Pairs:
+    """Uploaded image files, captioned by `captions` if given, else by their file names."""
+    files = list(files or [])
+    if not files:
+        raise ValueError("no images uploaded: add some image files first")
+    if len(files) > max_images:
+        raise ValueError(f"{len(files)} images uploaded; the limit is {max_images}")
+    images = [open_image(f) for f in files]
+    names = [display_name(f) for f in files]
+    caps = list(captions) if captions else [caption_from_name(n) for n in names]
+    return Pairs(images, caps, names, [{} for _ in images])
+
+
+_datasets: dict[tuple[str, str], object] = {}
+_datasets_lock = threading.Lock()
+
+
+def check_dataset_source(source: str, data_dirs: list[Path]) -> str:
+    """A local dataset folder must lie inside an allowed folder; anything else must look like a Hub name."""
+    source = (source or "").strip()
+    if not source:
+        raise ValueError("no dataset given: enter a Hub dataset name or an allowed local folder")
+    if source.startswith((".", "/", "~")) or "\\" in source or Path(source).expanduser().exists():
+        path = Path(source).expanduser().resolve()
+        if not any(path == d or d in path.parents for d in data_dirs):
+            allowed = ", ".join(str(d) for d in data_dirs) or "none configured (set CLIP_LAB_DATA_DIRS)"
+            raise ValueError(f"{source}: local datasets may only be read from the allowed folders: {allowed}")
+        return str(path)
+    if not _DATASET_NAME.match(source):
+        raise ValueError(f"{source!r} is not a Hub dataset name like 'user/name' nor an allowed local folder")
+    return source
+
+
+def dataset_pairs(source: str, split: str, image_column: str, text_column: str, n: int, seed: int,
+                  data_dirs: list[Path]) -> Pairs:
+    """n (image, caption) pairs drawn with `seed` from a `datasets` source (map-style)."""
+    source = check_dataset_source(source, data_dirs)
+    split = (split or "train").strip()
+    key = (source, split)
+    with _datasets_lock:
+        ds = _datasets.get(key)
+    if ds is None:
+        ds = open_dataset(source, split)
+        with _datasets_lock:
+            _datasets[key] = ds
+    columns = list(getattr(ds, "column_names", []) or [])
+    for col in (image_column, text_column):
+        if col not in columns:
+            raise DataError(f"{source} has no column {col!r}; its columns are {', '.join(columns)}")
+    total = len(ds)
+    take = min(int(n), total)
+    if take < 1:
+        raise DataError(f"{source} [{split}] is empty")
+    idx = np.sort(np.random.default_rng(int(seed)).choice(total, size=take, replace=False)) if take < total else np.arange(total)
+    rows = [ds[int(i)] for i in idx]
+    images = []
+    for i, r in zip(idx, rows):
+        try:
+            images.append(open_image(to_rgb(r[image_column])))
+        except Exception as e:
+            raise DataError(f"{source} row {int(i)}: unreadable image ({e.__class__.__name__})") from None
+    captions = []
+    for r in rows:
+        c = r[text_column]
+        captions.append(str(c[0] if isinstance(c, (list, tuple)) and c else c))
+    labels = [{k: v for k, v in r.items() if k not in (image_column, text_column) and isinstance(v, (str, int, bool))}
+              for r in rows]
+    return Pairs(images, captions, [f"{split}[{int(i)}]" for i in idx], labels)
+
+
+@dataclass
+class SourceSpec:
+    """What a source selector says: which source and its settings."""
+
+    source: str = "shapes world"
+    n: int = 8
+    seed: int = 0
+    split: str = "eval"
+    files: list | None = None
+    dataset: str = ""
+    dataset_split: str = "train"
+    image_column: str = "image"
+    text_column: str = "text"
+
+
+def build_pairs(spec: SourceSpec, data_dirs: list[Path], max_images: int = 64) -> Pairs:
+    """Pairs from whichever source `spec` names."""
+    if spec.source == "shapes world":
+        return shapes_pairs(spec.n, spec.seed, spec.split or "eval")
+    if spec.source == "uploaded images":
+        return upload_pairs(spec.files, max_images)
+    if spec.source == "datasets source":
+        return dataset_pairs(spec.dataset, spec.dataset_split, spec.image_column, spec.text_column,
+                             spec.n, spec.seed, data_dirs)
+    raise ValueError(f"unknown source {spec.source!r}; choose one of {', '.join(SOURCES)}")
