@@ -48,7 +48,7 @@ class AppConfig:
         cfg = cls(default_model=env.get("CLIP_LAB_MODEL", DEFAULT_MODEL))
         cfg.model_dirs += _split_dirs(env.get("CLIP_LAB_MODEL_DIRS", ""))
         cfg.data_dirs += _split_dirs(env.get("CLIP_LAB_DATA_DIRS", ""))
-        cfg.warm_umap = env.get("CLIP_LAB_WARM_UMAP", "1") not in ("0", "false", "no")
+        cfg.warm_umap = env.get("CLIP_LAB_WARMUP", "1") not in ("0", "false", "no")
         return cfg
 
 

@@ -80,7 +80,7 @@ def map_figure(coords: np.ndarray, pairs: Pairs, colour_by: str, prompt_names: l
         link = np.full((3 * n, dims), np.nan, np.float32)
         link[0::3], link[1::3] = img_xy, txt_xy
         fig.add_trace(Scatter(**xyz(link), mode="lines", name="image–caption link", hoverinfo="skip",
-                              line=dict(color="rgba(110,110,110,0.25)", width=1 if not three else 1.5)))
+                              line=dict(color=f"rgba(110,110,110,{min(0.35, 40 / n):.3f})", width=1)))
     groups = ["image"] * n if colour_by == "modality" else _labels_for(pairs, colour_by)
     values = list(dict.fromkeys(groups))
     size = (6 if n <= 1000 else 4) if not three else 3
@@ -195,7 +195,7 @@ def build_tab(ctx) -> None:
                     txt_col = gr.Textbox("text", label="text column")
             prompts = gr.Checkbox(False, label="add the zero-shot tab's class prompts")
         with gr.Column(scale=1, min_width=300):
-            method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="Projection")
+            method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="Projection", elem_id="map-method")
             dims = gr.Radio([2, 3], value=2, label="dimensions")
             neighbors = gr.Slider(2, 100, value=15, step=1, label="UMAP n_neighbors")
             min_dist = gr.Slider(0.0, 0.99, value=0.1, step=0.01, label="UMAP min_dist")

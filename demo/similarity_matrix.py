@@ -67,13 +67,13 @@ def matrix_figure(values, images: list, captions: list[str], view: str, n_pairs:
                              marker=dict(symbol="triangle-down", size=max(6, font), color="#ffffff", line=dict(color="black", width=1)),
                              hoverinfo="skip"))
     for i in range(min(n_pairs, n, m)):
-        fig.add_shape(type="rect", x0=i - 0.5, x1=i + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="#ff9f1c", width=3))
+        fig.add_shape(type="rect", x0=i - 0.46, x1=i + 0.46, y0=i - 0.46, y1=i + 0.46, line=dict(color="#ff9f1c", width=3))
     cell = 1.0
     for i, im in enumerate(images):
         fig.add_layout_image(source=thumbnail_uri(im, 64 if n <= 16 else 40), x=-0.55, y=i, xref="x", yref="y",
                              sizex=0.92 * cell, sizey=0.92 * cell, xanchor="right", yanchor="middle", layer="above")
-    size = min(900, max(420, 46 * max(n, m) + 200))
-    fig.update_layout(title=dict(text=VIEWS[view], x=0.01), template="plotly_white", height=size + 40,
+    cell_px = 80 if max(n, m) <= 8 else 56 if max(n, m) <= 16 else 34
+    fig.update_layout(title=dict(text=VIEWS[view], x=0.01), template="plotly_white", height=cell_px * n + 230,
                       margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"), plot_bgcolor="white")
     fig.update_xaxes(tickvals=list(range(m)), ticktext=[_wrap(c) for c in captions], side="bottom", tickangle=0 if m <= 8 else -60,
@@ -113,10 +113,12 @@ def loss_table(out: ContrastiveOutput, captions: list[str]) -> pd.DataFrame:
                                      "column loss (caption i → image)", "p(own image)"])
     n = len(out.loss_rows)
     return pd.DataFrame({"pair": list(range(n)), "caption": captions[:n],
-                         "row loss (image i → text)": out.loss_rows.numpy().round(4),
-                         "p(own caption)": out.probs_rows.diagonal().numpy().round(4),
-                         "column loss (caption i → image)": out.loss_cols.numpy().round(4),
-                         "p(own image)": out.probs_cols.diagonal().numpy().round(4)})
+                         "row loss (image i → text)": _r(out.loss_rows), "p(own caption)": _r(out.probs_rows.diagonal()),
+                         "column loss (caption i → image)": _r(out.loss_cols), "p(own image)": _r(out.probs_cols.diagonal())})
+
+
+def _r(t) -> list[float]:
+    return [round(float(v), 4) for v in t.tolist()]
 
 
 def parse_extra(text: str) -> list[str]:
@@ -177,7 +179,7 @@ def build_tab(ctx) -> None:
             build = gr.Button("Build batch", variant="primary", elem_id="mx-build")
         with gr.Column(scale=1, min_width=300):
             table = gr.Dataframe(headers=["image", "caption"], column_count=(2, "fixed"), interactive=True, wrap=True,
-                                 label="Captions (edit a cell and the matrix updates)", elem_id="mx-table", max_height=380)
+                                 column_widths=["18%", "82%"], label="Captions (edit a cell and the matrix updates)", elem_id="mx-table", max_height=380)
             extra = gr.Textbox(lines=2, label="Extra captions, one per line (adds columns: an M×N batch, no loss)")
             view = gr.Radio(list(VIEWS), value="cosine", label="View", elem_id="mx-view")
     figures = gr.Markdown(elem_id="mx-figures")

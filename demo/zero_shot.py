@@ -120,16 +120,17 @@ def gather_images(image, files) -> tuple[list, list[str]]:
     return [open_image(item) for item in items], [display_name(item) for item in items]
 
 
-def examples() -> list[list]:
-    """Example rows (image path, class names, templates) from assets/examples/."""
-    shapes = preset_text("classnames", "shapes world: shapes")
-    photo_classes = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
-    rows = []
-    for path in sorted(Path(EXAMPLES_DIR).glob("*.png")):
-        is_shape = path.name.startswith("shapes_")
-        rows.append([str(path), shapes if is_shape else photo_classes,
-                     preset_text("templates", "shapes world" if is_shape else "OpenAI's 7")])
-    return rows
+PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
+
+
+def examples() -> tuple[list[list], list[list], list[str]]:
+    """Examples from assets/examples/: shapes-world images (image only: the default class names
+    fit them), and synthetic photos with everyday class names, OpenAI's 7 templates and labels."""
+    paths = sorted(Path(EXAMPLES_DIR).glob("*.png"))
+    shapes = [[str(p)] for p in paths if p.name.startswith("shapes_")]
+    photos = [[str(p), PHOTO_CLASSES, preset_text("templates", "OpenAI's 7")] for p in paths if p.name.startswith("photo_")]
+    labels = [f"{Path(p[0]).stem.removeprefix('photo_')} (synthetic photo)" for p in photos]
+    return shapes, photos, labels
 
 
 def build_tab(ctx) -> None:
@@ -151,6 +152,12 @@ def build_tab(ctx) -> None:
                                     label="Class names (one per line, or comma-separated)", elem_id="zs-classnames")
             templates = gr.Textbox(preset_text("templates", "shapes world"), lines=6, max_lines=12,
                                    label="Templates (one per line, {} is the class name)", elem_id="zs-templates")
+    shape_rows, photo_rows, photo_labels = examples()
+    with gr.Row():
+        gr.Examples(shape_rows, inputs=[image], label="Shapes-world examples (for the bundled model)",
+                    examples_per_page=12, elem_id="zs-examples")
+        gr.Examples(photo_rows, inputs=[image, classnames, templates], example_labels=photo_labels,
+                    label="Synthetic photos (for Hub CLIP models)", examples_per_page=12, elem_id="zs-photo-examples")
     with gr.Row():
         with gr.Column(scale=1):
             label = gr.Label(label="Top-k (ensemble)", elem_id="zs-label")
@@ -159,8 +166,6 @@ def build_tab(ctx) -> None:
     info = gr.Markdown(elem_id="zs-info")
     table = gr.Dataframe(label="Each template alone vs the ensemble (first image)", wrap=True, elem_id="zs-templates-table")
     batch = gr.Dataframe(label="Predictions per image", wrap=True)
-    gr.Examples(examples(), inputs=[image, classnames, templates], label="Examples (shapes world and synthetic photos)",
-                examples_per_page=12)
 
     @user_errors
     def on_run(image, files, classnames, templates, top_k, model_name, progress=gr.Progress()):
