@@ -164,7 +164,7 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torc
     return cached
 
 
-DEFAULT_SET = SourceSpec("shapes world", 1000, 0, "eval")
+DEFAULT_SET = SourceSpec("shapes world", 500, 0, "eval")  # 1,000 points
 
 
 def prewarm(ctx) -> None:
