@@ -20,7 +20,7 @@ from PIL import Image
 
 from .encode import arrays_to_pixels
 from .model import OPENAI_MEAN, OPENAI_STD
-from .shapes import ShapesWorld
+from .shapes import SHAPES, ShapesWorld
 
 
 class DataError(ValueError):
@@ -35,9 +35,11 @@ class Batch:
 
 @dataclass
 class ShapesPairs:
-    """Shapes-world pairs: batch s holds samples [s*B, (s+1)*B) of the train split."""
+    """Shapes-world pairs for step s: hard-negative groups (one colour and style, every shape) fill
+    `hard_negatives` of the batch; the rest are samples [s*B, (s+1)*B) of the train split."""
 
     seed: int = 0
+    hard_negatives: float = 0.5
     image_size: int = 64
     mean: Sequence[float] = OPENAI_MEAN
     std: Sequence[float] = OPENAI_STD
@@ -46,7 +48,11 @@ class ShapesPairs:
         self.world = ShapesWorld(seed=self.seed, split="train", image_size=self.image_size)
 
     def batch(self, step: int, batch_size: int) -> Batch:
-        samples = self.world.take(batch_size, start=step * batch_size)
+        samples, group = [], 0
+        while len(samples) + len(SHAPES) <= self.hard_negatives * batch_size:
+            samples += self.world.hard_negative_group(step * batch_size + group)
+            group += 1
+        samples += self.world.take(batch_size - len(samples), start=step * batch_size)
         arr = np.stack([np.asarray(s.image) for s in samples])  # [B, S, S, 3] uint8
         return Batch(arrays_to_pixels(arr, self.mean, self.std), [s.caption for s in samples])
 

@@ -16,8 +16,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import importlib.util
+
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
+
+if importlib.util.find_spec("torchvision") is not None:
+    from transformers import CLIPImageProcessor
+else:  # the PIL backend, explicitly: same preprocessing, no fallback warning
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MODELS_DIR = ASSETS / "models"

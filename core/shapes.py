@@ -35,7 +35,7 @@ SIZES = ("small", "medium", "large")
 HELD_OUT = tuple((c, SHAPES[(i + 3) % len(SHAPES)]) for i, c in enumerate(COLOURS))
 SPLITS = {"train": 0, "eval": 1}
 
-_RADIUS = {"small": (7.0, 9.5), "medium": (10.5, 13.5), "large": (15.0, 19.0)}  # in 64-px units
+_RADIUS = {"small": (8.0, 10.5), "medium": (11.5, 15.0), "large": (16.5, 21.0)}  # in 64-px units
 _STYLE_WORDS = {
     "filled": ("", "solid ", "filled "),
     "outline": ("outlined ", "hollow ", "outline of a "),
@@ -164,6 +164,13 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, style: str, rgb: t
         draw.polygon(pts, fill=rgb)
 
 
+def _where(position: str) -> str:
+    """'in the top left', 'at the top', 'on the left', 'in the center'."""
+    if " " in position or position == "center":
+        return f"in the {position}"
+    return f"at the {position}" if position in ("top", "bottom") else f"on the {position}"
+
+
 def _a(phrase: str) -> str:
     """'a' or 'an' before phrase, by its first letter."""
     return f"{'an' if phrase[:1] in tuple('aeiou') else 'a'} {phrase}"
@@ -187,14 +194,14 @@ def _caption(objects: list[ShapeObject], style: str, background: str, rng: np.ra
     medium = {"hand-drawn": "a drawing of", "pixelated": "pixel art of", "outline": "a line drawing of"}.get(style, "a photo of")
     forms = [
         base,
-        f"{base} in the {o.position}",
+        f"{base} {_where(o.position)}",
         f"{medium} {_a(noun(o))}",
         _a(noun(o, with_size=True)),
         f"{base} on a {background} background",
         f"{_a(o.shape)} that is {o.colour}",
         f"a photo of {_a(noun(o))}",
         f"{_a(o.colour)} shape: {_a(o.shape)}",
-        f"{medium} {_a(noun(o, with_size=True))} in the {o.position}",
+        f"{medium} {_a(noun(o, with_size=True))} {_where(o.position)}",
     ]
     return str(rng.choice(forms))
 
@@ -230,29 +237,42 @@ class ShapesWorld:
         return [cs for cs in combos if cs not in HELD_OUT] if self.split == "train" else combos
 
     def __getitem__(self, index: int) -> ShapesSample:
+        return self.sample(index)
+
+    def sample(self, index: int, stream: int = 0, colour: str | None = None, shape: str | None = None,
+               style: str | None = None) -> ShapesSample:
+        """Sample `index` of a stream. Giving colour/shape/style forces a single object with those
+        attributes (used to build hard-negative groups); everything else is still drawn at random."""
         if index < 0:
             raise IndexError("the shapes world is infinite; use a non-negative index")
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], stream, index])
         combos = self._combos()
-        if self.min_objects == self.max_objects:
+        forced = colour is not None or shape is not None
+        if forced:
+            combos = [(c, s) for c, s in combos if colour in (None, c) and shape in (None, s)]
+            if not combos:
+                raise ValueError(f"no {colour or ''} {shape or ''} in the {self.split} split (held-out combination?)")
+        if forced or self.min_objects == self.max_objects == 1:
+            count = 1
+        elif self.min_objects == self.max_objects:
             count = self.min_objects
         elif self.min_objects == 1 and rng.random() < self.single_object_prob:
             count = 1
         else:
             count = int(rng.integers(max(2, self.min_objects), self.max_objects + 1))
-        style = str(rng.choice(self.styles))
+        style = style or str(rng.choice(self.styles))
         objects: list[ShapeObject] = []
         for _ in range(50 * count):  # rejection-sample non-overlapping objects
             if len(objects) == count:
                 break
-            colour, shape = combos[int(rng.integers(len(combos)))]
+            c, sh = combos[int(rng.integers(len(combos)))]
             size = str(rng.choice(SIZES[1:] if style == "pixelated" else SIZES)) if count == 1 else str(rng.choice(SIZES[:2]))
             r = float(rng.uniform(*_RADIUS[size]))
             x, y = (float(v) for v in rng.uniform(r + 1, 63 - r, 2))
             if any(math.hypot(x - o.x, y - o.y) < r + o.radius + 2 for o in objects):
                 continue
             angle = float(rng.uniform(-0.2, 0.2))
-            objects.append(ShapeObject(shape, colour, size, x, y, r, angle))
+            objects.append(ShapeObject(sh, c, size, x, y, r, angle))
         k = _SUPERSAMPLE
         canvas, background = _background(rng, 64 * k)
         draw = ImageDraw.Draw(canvas)
@@ -270,6 +290,18 @@ class ShapesWorld:
             image = image.resize((self.image_size, self.image_size), Image.BICUBIC)
         caption = _caption(objects, style, background, rng)
         return ShapesSample(image, caption, tuple(objects), style, background, index)
+
+    def hard_negative_group(self, key: int) -> list[ShapesSample]:
+        """One sample of every shape allowed for a random colour, all in one random style.
+
+        Inside such a group only the shape (and size, position) tells the captions apart, so a
+        contrastive batch that contains groups cannot be solved by colour alone.
+        """
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], 1, key])
+        colour = str(rng.choice(list(COLOURS)))
+        style = str(rng.choice(self.styles))
+        shapes = [s for c, s in self._combos() if c == colour]
+        return [self.sample(key * len(SHAPES) + i, stream=2, colour=colour, shape=s, style=style) for i, s in enumerate(shapes)]
 
     def take(self, n: int, start: int = 0) -> list[ShapesSample]:
         """The n samples starting at index `start`."""

@@ -45,6 +45,7 @@ class TrainConfig:
     text_column: str = "text"
     split: str = "train"
     streaming: bool = False
+    hard_negatives: float = 0.5  # shapes data: share of each batch in same-colour, all-shapes groups
     steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
@@ -186,7 +187,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 def _source(cfg: TrainConfig, clip: Clip):
     if cfg.data == "shapes":
-        return ShapesPairs(seed=cfg.seed, image_size=clip.image_size, mean=clip.processor.image_mean, std=clip.processor.image_std)
+        return ShapesPairs(seed=cfg.seed, hard_negatives=cfg.hard_negatives, image_size=clip.image_size, mean=clip.processor.image_mean, std=clip.processor.image_std)
     ds = open_dataset(cfg.data, split=cfg.split, streaming=cfg.streaming)
     return HFPairs(ds, clip.processor, cfg.image_column, cfg.text_column, seed=cfg.seed)
 

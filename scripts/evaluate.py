@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
             names = parse_classnames("\n".join(_named_or_file(a.classnames, classname_presets(), "class-name set"))) if a.classnames else None
             ds = open_dataset(a.data, split=a.split)
             results = evaluate_dataset(clip, ds, names, templates, a.image_column, a.label_column, a.text_column, limit=a.n)
-            results = {**{k: v for k, v in results.items() if k != "retrieval"}, **({"retrieval": results["retrieval"]} if "retrieval" in results else {})}
     except (ModelLoadError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--text-column", default=defaults.text_column)
     p.add_argument("--split", default=defaults.split)
     p.add_argument("--streaming", action="store_true", help="stream a Hub dataset instead of downloading it whole")
+    p.add_argument("--hard-negatives", type=float, default=defaults.hard_negatives,
+                   help="shapes data: share of each batch made of same-colour groups holding every shape")
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)

@@ -1,0 +1,119 @@
+"""Training: save/load round trip, exact resume, tower locking, non-finite loss, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import core.train as train_mod
+from core.encode import encode_images, encode_texts
+from core.model import load
+from core.shapes import ShapesWorld
+from core.train import NonFiniteLossError, TrainConfig, latest_checkpoint, lr_at, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(out, model, **kw) -> TrainConfig:
+    base = dict(output_dir=str(out), model=str(model), steps=6, batch_size=8, lr=1e-3, warmup_steps=2,
+                eval_every=0, save_every=3, log_every=1, num_workers=0, progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _losses(run_dir) -> list[float]:
+    rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_two_steps_save_load_same_embeddings(tmp_path, micro_dir):
+    clip = train(_cfg(tmp_path / "run", micro_dir, steps=2, save_every=0))
+    reloaded = load(str(tmp_path / "run" / "model"))
+    images = [s.image for s in ShapesWorld(seed=5).take(4)]
+    texts = ["a red star", "two shapes: a blue circle and a green square"]
+    torch.testing.assert_close(encode_images(reloaded, images), encode_images(clip, images), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(encode_texts(reloaded, texts), encode_texts(clip, texts), atol=1e-6, rtol=1e-5)
+    before = load(str(micro_dir))
+    assert not torch.allclose(encode_texts(before, texts), encode_texts(clip, texts))  # it did train
+
+
+def test_resume_reproduces_uninterrupted_losses(tmp_path, micro_dir):
+    train(_cfg(tmp_path / "full", micro_dir))
+    full = _losses(tmp_path / "full")
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_step_4(rec):
+        if rec.get("step") == 4:
+            raise Crash  # dies after the step-3 checkpoint, mid-way to the next one
+
+    with pytest.raises(Crash):
+        train(_cfg(tmp_path / "cut", micro_dir), on_log=crash_after_step_4)
+    assert latest_checkpoint(tmp_path / "cut").name == "step-0000003"
+    train(_cfg(tmp_path / "cut", micro_dir), resume=True)
+    resumed = _losses(tmp_path / "cut")
+    # the log keeps steps 1-4 from the first attempt, then 4-6 again from the resume
+    assert len(full) == 6 and resumed[:4] == full[:4]
+    assert resumed[4:] == pytest.approx(full[3:], abs=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, micro_dir, monkeypatch):
+    real = train_mod.contrastive_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(train_mod, "contrastive_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        train(_cfg(tmp_path / "run", micro_dir))
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step-0000003"
+    state = load(str(ckpt)).model.state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_lock_image_freezes_the_image_tower(tmp_path, micro_dir):
+    before = load(str(micro_dir)).model.state_dict()
+    clip = train(_cfg(tmp_path / "run", micro_dir, steps=2, save_every=0, lock_image=True))
+    after = clip.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("vision_model", "visual_projection")))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("text_model"))
+
+
+def test_logit_scale_never_exceeds_100(tmp_path, micro_dir):
+    clip = train(_cfg(tmp_path / "run", micro_dir, steps=3, save_every=0, lr=5.0, warmup_steps=1, grad_clip=1e9))
+    assert float(clip.model.logit_scale.exp()) <= 100.0 + 1e-4
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    cfg = TrainConfig(output_dir="", steps=100, warmup_steps=10, lr=1.0)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.5) and lr_at(100, cfg) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_train_cli_on_an_image_folder(tmp_path, micro_dir):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    rows = ["file_name,text"]
+    for s in ShapesWorld(seed=9).take(12):
+        s.image.save(folder / f"{s.index}.png")
+        rows.append(f"{s.index}.png,\"{s.caption}\"")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    out = subprocess.run([sys.executable, "scripts/train.py", "--model", str(micro_dir), "--data", str(folder),
+                          "--steps", "2", "--batch-size", "4", "--num-workers", "0", "--eval-every", "0",
+                          "--no-progress", "--out", str(tmp_path / "run")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(_losses(tmp_path / "run")) == 2
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    bad = subprocess.run([sys.executable, "scripts/train.py", "--data", str(folder), "--text-column", "caption",
+                          "--steps", "1", "--out", str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "caption" in bad.stderr
