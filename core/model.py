@@ -32,7 +32,7 @@ TOKENIZER_DIR = ASSETS / "tokenizer"
 DEFAULT_MODEL = "shapes-tiny"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 
 
 class ModelLoadError(RuntimeError):
@@ -168,7 +168,7 @@ def _resolve(source: str) -> tuple[Path, str]:
         return path, source
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelLoadError(f"{source}: no such model directory")
-    if not _HUB_ID.match(source):
+    if not HUB_ID.match(source):
         known = ", ".join(bundled_models()) or "none"
         raise ModelLoadError(f"{source!r} is neither a bundled model ({known}), a local directory, nor a Hub id like 'openai/clip-vit-base-patch32'")
     return _download(source), source

@@ -67,6 +67,7 @@ class TrainConfig:
     num_workers: int = 1
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     save_dtype: str = "float32"  # dtype of the final exported model ("float16" halves its size)
+    export_dir: str = ""  # where the final model goes (default: output_dir/model)
     progress: bool = True
 
 
@@ -196,7 +197,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
     """Run training to cfg.steps. With resume=True, continue from the latest checkpoint in output_dir.
 
     Writes output_dir/metrics.jsonl, checkpoints/step-*/ (HF format + trainer state), and the final
-    model to output_dir/model/. Returns the trained model.
+    model to output_dir/model/ (or cfg.export_dir). Returns the trained model.
     """
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +277,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
         bar.close()
     model.eval()
     dtype = getattr(torch, cfg.save_dtype)
-    save_pretrained_atomic(clip, run_dir / "model", dtype=None if dtype == torch.float32 else dtype)
+    save_pretrained_atomic(clip, Path(cfg.export_dir) if cfg.export_dir else run_dir / "model",
+                           dtype=None if dtype == torch.float32 else dtype)
     return clip
 
 

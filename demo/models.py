@@ -7,19 +7,16 @@ zero-shot heads, and two users on different models never see each other's.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import core
-from core.model import ModelLoadError, bundled_models
+from core.model import HUB_ID, ModelLoadError, bundled_models
 
 if TYPE_CHECKING:
     from .context import AppConfig
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 
 
 def _is_local(name: str) -> bool:
@@ -64,7 +61,7 @@ class ModelCache:
             if not path.is_dir():
                 raise ModelLoadError(f"{name}: no such model directory")
             return str(path)
-        if not _HUB_ID.match(name):
+        if not HUB_ID.match(name):
             raise ModelLoadError(f"{name!r} is not a known model, an allowed local folder, or a Hub id like 'openai/clip-vit-base-patch32'")
         return name
 

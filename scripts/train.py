@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (0: torch's default)")
     p.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default=defaults.save_dtype,
                    help="dtype of the exported model/ (float16 halves its size)")
+    p.add_argument("--export", dest="export_dir", default="", help="write the final model here instead of --out/model")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --out")
     a = p.parse_args(argv)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, DataError, NonFiniteLossError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"done: model saved to {Path(cfg.output_dir) / 'model'}")
+    print(f"done: model saved to {cfg.export_dir or Path(cfg.output_dir) / 'model'}")
     return 0
 
 
