@@ -292,16 +292,17 @@ class ShapesWorld:
         return ShapesSample(image, caption, tuple(objects), style, background, index)
 
     def hard_negative_group(self, key: int) -> list[ShapesSample]:
-        """One sample of every shape allowed for a random colour, all in one random style.
+        """Minimal pairs: one scene drawn once per shape allowed for its colour.
 
-        Inside such a group only the shape (and size, position) tells the captions apart, so a
-        contrastive batch that contains groups cannot be solved by colour alone.
+        Colour, style, size, position, background and caption phrasing are shared; only the shape
+        differs. Inside such a group nothing but the shape tells the captions apart, so a contrastive
+        batch that contains groups cannot be solved by colour, position or size shortcuts.
         """
         rng = np.random.default_rng([self.seed, SPLITS[self.split], 1, key])
         colour = str(rng.choice(list(COLOURS)))
         style = str(rng.choice(self.styles))
         shapes = [s for c, s in self._combos() if c == colour]
-        return [self.sample(key * len(SHAPES) + i, stream=2, colour=colour, shape=s, style=style) for i, s in enumerate(shapes)]
+        return [self.sample(key, stream=2, colour=colour, shape=s, style=style) for s in shapes]
 
     def take(self, n: int, start: int = 0) -> list[ShapesSample]:
         """The n samples starting at index `start`."""

@@ -119,7 +119,7 @@ def train_step(clip: Clip, pixels: torch.Tensor, captions: list[str], optimizer,
     optimizer.step()
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-    return {"loss": float(loss), "logit_scale": float(model.logit_scale.exp()), "grad_norm": float(grad_norm)}
+    return {"loss": loss.item(), "logit_scale": model.logit_scale.exp().item(), "grad_norm": grad_norm.item()}
 
 
 # ---- checkpoints -------------------------------------------------------------------------------

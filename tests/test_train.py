@@ -108,7 +108,7 @@ def test_train_cli_on_an_image_folder(tmp_path, micro_dir):
         rows.append(f"{s.index}.png,\"{s.caption}\"")
     (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
     out = subprocess.run([sys.executable, "scripts/train.py", "--model", str(micro_dir), "--data", str(folder),
-                          "--steps", "2", "--batch-size", "4", "--num-workers", "0", "--eval-every", "0",
+                          "--steps", "2", "--batch-size", "4", "--num-workers", "0", "--eval-every", "0", "--log-every", "1",
                           "--no-progress", "--out", str(tmp_path / "run")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]

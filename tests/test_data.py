@@ -1,0 +1,56 @@
+"""datasets sources: save_to_disk and image folders feed training batches and evaluation."""
+
+import datasets
+import pytest
+import torch
+
+from core.data import DataError, HFPairs, open_dataset
+from core.evaluate import evaluate_dataset
+from core.shapes import SHAPES, ShapesWorld
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    samples = ShapesWorld(seed=8, max_objects=1).take(24)
+    ds = datasets.Dataset.from_dict(
+        {"image": [s.image for s in samples], "text": [s.caption for s in samples],
+         "label": [SHAPES.index(s.labels["shape"]) for s in samples]},
+        features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string"),
+                                    "label": datasets.ClassLabel(names=list(SHAPES))}))
+    path = tmp_path_factory.mktemp("ds") / "shapes"
+    ds.save_to_disk(str(path))
+    return path
+
+
+def test_save_to_disk_batches_are_deterministic(saved, micro):
+    pairs = HFPairs(open_dataset(str(saved)), micro.processor, seed=1)
+    a, b = pairs.batch(2, 8), pairs.batch(2, 8)
+    assert a.pixel_values.shape == (8, 3, 32, 32) and a.captions == b.captions
+    assert torch.equal(a.pixel_values, b.pixel_values)
+    epoch = [c for s in range(3) for c in pairs.batch(s, 8).captions]
+    assert len(set(epoch)) == len(set(open_dataset(str(saved))["text"]))  # one epoch sees every pair once
+
+
+def test_missing_column_is_a_clear_error(saved, micro):
+    with pytest.raises(DataError, match="no column 'caption'"):
+        HFPairs(open_dataset(str(saved)), micro.processor, text_column="caption")
+    with pytest.raises(DataError, match="not a dataset directory"):
+        open_dataset("./no/such/folder")
+
+
+def test_evaluate_dataset_zero_shot_and_retrieval(saved, micro):
+    res = evaluate_dataset(micro, open_dataset(str(saved)), templates=["a photo of a {}."])
+    assert res["zero_shot"]["n"] == 24 and 0 <= res["zero_shot"]["top1"] <= 1
+    assert set(res["retrieval"]) >= {"image_to_text_R@1", "text_to_image_R@10"}
+
+
+def test_image_folder_with_metadata_jsonl(tmp_path, micro):
+    import json
+
+    lines = []
+    for s in ShapesWorld(seed=3).take(6):
+        s.image.save(tmp_path / f"{s.index}.png")
+        lines.append(json.dumps({"file_name": f"{s.index}.png", "caption": s.caption}))
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    pairs = HFPairs(open_dataset(str(tmp_path)), micro.processor, text_column="caption")
+    assert len(pairs) == 6 and pairs.batch(0, 4).pixel_values.shape == (4, 3, 32, 32)
