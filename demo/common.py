@@ -49,3 +49,16 @@ def progress_callback(progress: gr.Progress | None, start: float = 0.0, end: flo
 def get_model(ctx, name: str, progress: gr.Progress | None = None):
     """The session's model from the shared cache (ModelLoadError passes to `user_errors`)."""
     return ctx.models.get(name or ctx.config.default_model, progress_callback(progress, 0.0, 0.3))
+
+
+def upload_and_dataset_inputs():
+    """The inputs the matrix and map tabs share for non-shapes sets: an upload box and a
+    'datasets source' accordion. Returns (files, dataset name, split, image column, text column)."""
+    files = gr.File(file_count="multiple", file_types=["image"], label="images (for 'uploaded images')", height=100)
+    with gr.Accordion("datasets source", open=False):
+        ds_name = gr.Textbox(label="dataset (Hub name or allowed local folder)")
+        ds_split = gr.Textbox("train", label="split")
+        with gr.Row():
+            img_col = gr.Textbox("image", label="image column")
+            txt_col = gr.Textbox("text", label="text column")
+    return files, ds_name, ds_split, img_col, txt_col

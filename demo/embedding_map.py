@@ -19,7 +19,7 @@ from core.encode import encode_images, encode_texts
 from core.projection import ProjectionConfig, centre_modalities, modality_gap, project
 from core.zeroshot import build_classifier, parse_classnames, parse_templates
 
-from .common import get_model, user_errors
+from .common import get_model, upload_and_dataset_inputs, user_errors
 from .images import thumbnail_uri
 from .sources import LABEL_KEYS, SOURCES, Pairs, SourceSpec, build_pairs
 
@@ -186,13 +186,7 @@ def build_tab(ctx) -> None:
             with gr.Row():
                 seed = gr.Number(0, precision=0, label="seed")
                 split = gr.Dropdown(["eval", "train"], value="eval", label="shapes-world split")
-            files = gr.File(file_count="multiple", file_types=["image"], label="images (for 'uploaded images')", height=100)
-            with gr.Accordion("datasets source", open=False):
-                ds_name = gr.Textbox(label="dataset (Hub name or allowed local folder)")
-                ds_split = gr.Textbox("train", label="split")
-                with gr.Row():
-                    img_col = gr.Textbox("image", label="image column")
-                    txt_col = gr.Textbox("text", label="text column")
+            files, ds_name, ds_split, img_col, txt_col = upload_and_dataset_inputs()
             prompts = gr.Checkbox(False, label="add the zero-shot tab's class prompts")
         with gr.Column(scale=1, min_width=300):
             method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="Projection", elem_id="map-method")

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from core.encode import encode_images, encode_texts
 from core.loss import ContrastiveOutput, similarity
 
-from .common import get_model, user_errors
+from .common import get_model, upload_and_dataset_inputs, user_errors
 from .images import thumbnail_uri
 from .sources import SOURCES, Pairs, SourceSpec, build_pairs
 
@@ -169,13 +169,7 @@ def build_tab(ctx) -> None:
             n = gr.Slider(2, MAX_N, value=8, step=1, label="N pairs")
             seed = gr.Number(0, precision=0, label="seed")
             split = gr.Dropdown(["eval", "train"], value="eval", label="shapes-world split")
-            files = gr.File(file_count="multiple", file_types=["image"], label="images (for 'uploaded images')", height=100)
-            with gr.Accordion("datasets source", open=False):
-                ds_name = gr.Textbox(label="dataset (Hub name or allowed local folder)")
-                ds_split = gr.Textbox("train", label="split")
-                with gr.Row():
-                    img_col = gr.Textbox("image", label="image column")
-                    txt_col = gr.Textbox("text", label="text column")
+            files, ds_name, ds_split, img_col, txt_col = upload_and_dataset_inputs()
             build = gr.Button("Build batch", variant="primary", elem_id="mx-build")
         with gr.Column(scale=1, min_width=300):
             table = gr.Dataframe(headers=["image", "caption"], column_count=(2, "fixed"), interactive=True, wrap=True,
