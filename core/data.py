@@ -8,7 +8,6 @@ workers build batches ahead of the training loop, in step order.
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +175,3 @@ def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_wo
     for pixels, captions in loader:
         yield Batch(pixels, list(captions))
 
-
-def describe(source) -> str:
-    return json.dumps({"type": type(source).__name__, **({"examples": len(source)} if hasattr(source, "__len__") else {})})

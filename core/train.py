@@ -9,6 +9,7 @@ exactly where a run stopped.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
         np.random.set_state(("MT19937", np.array(state["numpy_rng"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-        random.setstate(eval_tuple(state["python_rng"]))
+        random.setstate(ast.literal_eval(state["python_rng"]))
         start_step = int(state["step"])
         print(f"resumed from {ckpt} at step {start_step}")
     (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -281,9 +282,3 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
                            dtype=None if dtype == torch.float32 else dtype)
     return clip
 
-
-def eval_tuple(text: str):
-    """Parse the repr of random.getstate() (nested tuples of ints/None) without eval()."""
-    import ast
-
-    return ast.literal_eval(text)
