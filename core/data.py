@@ -39,6 +39,7 @@ class ShapesPairs:
 
     seed: int = 0
     hard_negatives: float = 0.5
+    curriculum_steps: int = 0  # > 0: single objects start centred and may sit anywhere after this many steps
     image_size: int = 64
     mean: Sequence[float] = OPENAI_MEAN
     std: Sequence[float] = OPENAI_STD
@@ -47,6 +48,8 @@ class ShapesPairs:
         self.world = ShapesWorld(seed=self.seed, split="train", image_size=self.image_size)
 
     def batch(self, step: int, batch_size: int) -> Batch:
+        if self.curriculum_steps > 0:
+            self.world.spread = min(1.0, step / self.curriculum_steps)
         samples, group = [], 0
         while len(samples) + len(SHAPES) <= self.hard_negatives * batch_size:
             samples += self.world.hard_negative_group(step * batch_size + group)

@@ -221,6 +221,7 @@ class ShapesWorld:
     min_objects: int = 1
     max_objects: int = 3
     single_object_prob: float = 0.6
+    spread: float = 1.0  # single objects: 0 puts the centre mid-image, 1 lets it sit anywhere
     styles: tuple[str, ...] = field(default=STYLES)
 
     def __post_init__(self) -> None:
@@ -231,6 +232,8 @@ class ShapesWorld:
         unknown = set(self.styles) - set(STYLES)
         if unknown:
             raise ValueError(f"unknown styles {sorted(unknown)}; known: {', '.join(STYLES)}")
+        if not 0.0 <= self.spread <= 1.0:
+            raise ValueError(f"spread must lie in [0, 1], got {self.spread}")
 
     def _combos(self) -> list[tuple[str, str]]:
         combos = [(c, s) for c in COLOURS for s in SHAPES]
@@ -268,7 +271,10 @@ class ShapesWorld:
             c, sh = combos[int(rng.integers(len(combos)))]
             size = str(rng.choice(SIZES[1:] if style == "pixelated" else SIZES)) if count == 1 else str(rng.choice(SIZES[:2]))
             r = float(rng.uniform(*_RADIUS[size]))
-            x, y = (float(v) for v in rng.uniform(r + 1, 63 - r, 2))
+            lo, hi = r + 1, 63 - r
+            if count == 1 and self.spread < 1.0:  # shrink the range of centres towards the middle (a curriculum knob)
+                lo, hi = 32 - self.spread * (32 - lo), 32 + self.spread * (hi - 32)
+            x, y = (float(v) for v in rng.uniform(lo, hi, 2))
             if any(math.hypot(x - o.x, y - o.y) < r + o.radius + 2 for o in objects):
                 continue
             angle = float(rng.uniform(-0.2, 0.2))

@@ -47,6 +47,7 @@ class TrainConfig:
     split: str = "train"
     streaming: bool = False
     hard_negatives: float = 0.5  # shapes data: share of each batch in same-colour, all-shapes groups
+    curriculum_steps: int = 0  # shapes data: single objects go from centred to anywhere over this many steps
     steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
@@ -189,7 +190,8 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 def _source(cfg: TrainConfig, clip: Clip):
     if cfg.data == "shapes":
-        return ShapesPairs(seed=cfg.seed, hard_negatives=cfg.hard_negatives, image_size=clip.image_size, mean=clip.processor.image_mean, std=clip.processor.image_std)
+        return ShapesPairs(seed=cfg.seed, hard_negatives=cfg.hard_negatives, curriculum_steps=cfg.curriculum_steps,
+                           image_size=clip.image_size, mean=clip.processor.image_mean, std=clip.processor.image_std)
     ds = open_dataset(cfg.data, split=cfg.split, streaming=cfg.streaming)
     return HFPairs(ds, clip.processor, cfg.image_column, cfg.text_column, seed=cfg.seed)
 

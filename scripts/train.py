@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--streaming", action="store_true", help="stream a Hub dataset instead of downloading it whole")
     p.add_argument("--hard-negatives", type=float, default=defaults.hard_negatives,
                    help="shapes data: share of each batch made of same-colour groups holding every shape")
+    p.add_argument("--curriculum-steps", type=int, default=defaults.curriculum_steps,
+                   help="shapes data: single objects start centred and may sit anywhere after this many steps (0: off)")
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)

@@ -54,3 +54,17 @@ def test_bad_arguments():
         ShapesWorld(styles=("watercolour",))
     with pytest.raises(IndexError):
         ShapesWorld()[-1]
+
+
+def test_spread_centres_single_objects_and_curriculum_widens_it():
+    centred = ShapesWorld(seed=1, max_objects=1, spread=0.0).take(20)
+    assert all(abs(o.x - 32) < 1e-6 and abs(o.y - 32) < 1e-6 for s in centred for o in s.objects)
+    anywhere = ShapesWorld(seed=1, max_objects=1).take(50)
+    assert max(abs(o.x - 32) for s in anywhere for o in s.objects) > 10
+    pairs = ShapesPairs(seed=0, curriculum_steps=100)
+    pairs.batch(0, 16)
+    assert pairs.world.spread == 0.0
+    pairs.batch(50, 16)
+    assert pairs.world.spread == 0.5
+    with pytest.raises(ValueError, match="spread"):
+        ShapesWorld(spread=1.5)
