@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .encode import arrays_to_pixels
-from .model import OPENAI_MEAN, OPENAI_STD
+from .model import OPENAI_MEAN, OPENAI_STD, looks_like_path
 from .shapes import SHAPES, ShapesWorld
 
 
@@ -75,7 +75,7 @@ def open_dataset(source: str, split: str = "train", streaming: bool = False):
                     ds = ds[split]
                 return ds.to_iterable_dataset() if streaming else ds
             return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming)
-        if path.exists() or source.startswith((".", "/", "~")):
+        if path.exists() or looks_like_path(source):
             raise DataError(f"{source}: not a dataset directory")
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except DataError:

@@ -157,6 +157,11 @@ def _check_clip_config(config_path: Path, source: str) -> None:
         raise ModelLoadError(f"{source} is not a CLIP model (model_type={kind!r}); CLIP Lab loads model_type 'clip' only")
 
 
+def looks_like_path(source: str) -> bool:
+    """Whether a model or dataset source is meant as a local path rather than a Hub id ('org/name')."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+
+
 def _resolve(source: str) -> tuple[Path, str]:
     """Map a source to a local directory. Hub ids are downloaded (safetensors only) or read from the cache."""
     if source in bundled_models():
@@ -166,7 +171,7 @@ def _resolve(source: str) -> tuple[Path, str]:
         if not path.is_dir():
             raise ModelLoadError(f"{source}: not a directory; pass the folder that holds config.json")
         return path, source
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+    if looks_like_path(source):
         raise ModelLoadError(f"{source}: no such model directory")
     if not HUB_ID.match(source):
         known = ", ".join(bundled_models()) or "none"

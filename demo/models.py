@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import core
-from core.model import HUB_ID, ModelLoadError, bundled_models
+from core.model import HUB_ID, ModelLoadError, bundled_models, looks_like_path
 
 if TYPE_CHECKING:
     from .context import AppConfig
-
-
-def _is_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 class ModelCache:
@@ -53,7 +49,7 @@ class ModelCache:
             raise ModelLoadError("no model chosen: pick one from the list")
         if name == self.config.default_model or name in bundled_models():
             return name
-        if _is_local(name) or Path(name).expanduser().exists():
+        if looks_like_path(name) or Path(name).expanduser().exists():
             path = Path(name).expanduser().resolve()
             if not any(path == d or d in path.parents for d in self.config.model_dirs):
                 allowed = ", ".join(str(d) for d in self.config.model_dirs)

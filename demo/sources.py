@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data import DataError, open_dataset, to_rgb
+from core.model import looks_like_path
 from core.shapes import ShapesWorld
 
 from .images import display_name, open_image
@@ -72,7 +73,7 @@ def check_dataset_source(source: str, data_dirs: list[Path]) -> str:
     source = (source or "").strip()
     if not source:
         raise ValueError("no dataset given: enter a Hub dataset name or an allowed local folder")
-    if source.startswith((".", "/", "~")) or "\\" in source or Path(source).expanduser().exists():
+    if looks_like_path(source) or Path(source).expanduser().exists():
         path = Path(source).expanduser().resolve()
         if not any(path == d or d in path.parents for d in data_dirs):
             allowed = ", ".join(str(d) for d in data_dirs) or "none configured (set CLIP_LAB_DATA_DIRS)"
