@@ -30,6 +30,8 @@ class DataError(ValueError):
 class Batch:
     pixel_values: torch.Tensor  # [B, 3, S, S] float32, normalised
     captions: list[str]  # [B]
+    n_groups: int = 0  # the first n_groups * group_size pairs are groups of hard negatives
+    group_size: int = 0
 
 
 @dataclass
@@ -54,9 +56,10 @@ class ShapesPairs:
         while len(samples) + len(SHAPES) <= self.hard_negatives * batch_size:
             samples += self.world.hard_negative_group(step * batch_size + group)
             group += 1
+        group_size = len(samples) // group if group else 0  # 7: every colour has one held-out shape
         samples += self.world.take(batch_size - len(samples), start=step * batch_size)
         arr = np.stack([np.asarray(s.image) for s in samples])  # [B, S, S, 3] uint8
-        return Batch(arrays_to_pixels(arr, self.mean, self.std), [s.caption for s in samples])
+        return Batch(arrays_to_pixels(arr, self.mean, self.std), [s.caption for s in samples], group, group_size)
 
 
 def open_dataset(source: str, split: str = "train", streaming: bool = False):
@@ -166,7 +169,7 @@ class _Stream(torch.utils.data.IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for step in range(self.start + wid, self.end, nw):  # workers are read round-robin: order is kept
             b = self.source.batch(step, self.batch_size)
-            yield b.pixel_values, b.captions
+            yield b.pixel_values, b.captions, b.n_groups, b.group_size
 
 
 def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1) -> Iterator[Batch]:
@@ -175,6 +178,6 @@ def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_wo
     loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
-    for pixels, captions in loader:
-        yield Batch(pixels, list(captions))
+    for pixels, captions, n_groups, group_size in loader:
+        yield Batch(pixels, list(captions), int(n_groups), int(group_size))
 

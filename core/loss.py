@@ -86,6 +86,29 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     return (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
 
 
+def group_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor | float,
+                           n_groups: int, group_size: int) -> torch.Tensor:
+    """The symmetric InfoNCE inside each group of hard negatives, a scalar, in fp32.
+
+    The first n_groups * group_size rows of image_features [n, d] and text_features [n, d] form
+    consecutive groups (for the shapes world: one scene drawn once per shape). Each group is scored
+    on its own [group_size, group_size] matrix, so the only negatives are the group's other members.
+    Added to `contrastive_loss`, it weights the one cue that tells a group apart (the shape) as much
+    as the whole batch. Zero when n_groups is 0.
+    """
+    if n_groups <= 0:
+        return image_features.new_zeros((), dtype=torch.float32)
+    n = n_groups * group_size
+    img = F.normalize(image_features[:n].float(), dim=-1).view(n_groups, group_size, -1)  # [G, k, d]
+    txt = F.normalize(text_features[:n].float(), dim=-1).view(n_groups, group_size, -1)  # [G, k, d]
+    scale = clamp_logit_scale(torch.as_tensor(log_scale, device=img.device))
+    logits = scale * img @ txt.transpose(1, 2)  # [G, k, k]
+    labels = torch.arange(group_size, device=img.device).repeat(n_groups)  # [G*k]
+    loss_i = F.cross_entropy(logits.reshape(n, group_size), labels)
+    loss_t = F.cross_entropy(logits.transpose(1, 2).reshape(n, group_size), labels)
+    return (loss_i + loss_t) / 2
+
+
 def similarity(image_features: torch.Tensor, text_features: torch.Tensor, scale: float | torch.Tensor = INIT_LOGIT_SCALE) -> ContrastiveOutput:
     """The full matrix view of a batch, for display and teaching (no gradients needed).
 

@@ -66,8 +66,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # CPU-trainable; the bundled model. 64 px images, 8-px patches: 64 patches + CLS.
-    "tiny": Preset(64, 8, 192, 6, 3, 128, 4, 2, 128),
+    # CPU-trainable; the bundled model. 64 px images, 8-px patches: 64 patches + CLS; width 128 costs
+    # half the CPU time of 192 and learned shape faster per step in the recipe search.
+    "tiny": Preset(64, 8, 128, 6, 4, 128, 4, 2, 128),
     # A step up for a laptop GPU or a long CPU run.
     "small": Preset(128, 16, 384, 8, 6, 256, 6, 4, 256),
     # The paper's ViT-B/32: 12 x 768 vision, 12 x 512 text, 8 text heads, context 77, embedding 512.

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from .data import HFPairs, ShapesPairs, batch_stream, open_dataset
 from .encode import autocast_context, image_features, text_features, tokenize
 from .evaluate import evaluate_shapes
-from .loss import MAX_LOGIT_SCALE, contrastive_loss
+from .loss import MAX_LOGIT_SCALE, contrastive_loss, group_contrastive_loss
 from .model import Clip, create, load, save_pretrained_atomic
 
 
@@ -48,6 +48,8 @@ class TrainConfig:
     streaming: bool = False
     hard_negatives: float = 0.5  # shapes data: share of each batch in same-colour, all-shapes groups
     curriculum_steps: int = 0  # shapes data: single objects go from centred to anywhere over this many steps
+    group_loss: float = 0.0  # weight of the extra InfoNCE inside each hard-negative group (shapes data)
+    init_logit_scale: float = 0.0  # from scratch: exp(t) at step 0 (0 keeps the paper's 1/0.07); still learned
     steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
@@ -102,8 +104,13 @@ def lock_towers(model, lock_image: bool, lock_text: bool) -> None:
                 m.eval()
 
 
-def train_step(clip: Clip, pixels: torch.Tensor, captions: list[str], optimizer, cfg: TrainConfig, lr: float) -> dict:
-    """One optimisation step on a batch. Returns the loss and logit scale; raises on a non-finite loss."""
+def train_step(clip: Clip, pixels: torch.Tensor, captions: list[str], optimizer, cfg: TrainConfig, lr: float,
+               n_groups: int = 0, group_size: int = 0) -> dict:
+    """One optimisation step on a batch. Returns the loss and logit scale; raises on a non-finite loss.
+
+    pixels [B, 3, S, S], captions [B]. With cfg.group_loss > 0 and n_groups > 0, the first
+    n_groups * group_size pairs are hard-negative groups and their in-group InfoNCE is added.
+    """
     model = clip.model
     device = clip.device
     tokens = tokenize(clip, captions, warn=False)
@@ -111,6 +118,8 @@ def train_step(clip: Clip, pixels: torch.Tensor, captions: list[str], optimizer,
         img = image_features(model, pixels.to(device, non_blocking=True))  # [B, D]
         txt = text_features(model, tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # [B, D]
     loss = contrastive_loss(img.float(), txt.float(), model.logit_scale)  # fp32, outside autocast
+    if cfg.group_loss and n_groups:
+        loss = loss + cfg.group_loss * group_contrastive_loss(img, txt, model.logit_scale, n_groups, group_size)
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"loss is {loss.item()} — stopping; no weights were updated by this step")
     for g in optimizer.param_groups:
@@ -217,8 +226,13 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
         clip = load(str(ckpt), device=cfg.device)
     elif cfg.model in ("tiny", "small", "base"):
         clip = create(cfg.model, seed=cfg.seed)
+        if cfg.init_logit_scale:
+            with torch.no_grad():
+                clip.model.logit_scale.fill_(math.log(cfg.init_logit_scale))
         clip.model.to(cfg.device)
     else:
+        if cfg.init_logit_scale:
+            raise ValueError("init_logit_scale applies when training from scratch (a preset); a loaded model keeps its learned scale")
         clip = load(cfg.model, device=cfg.device)
     model = clip.model
     model.train()
@@ -257,7 +271,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
         for batch in batch_stream(source, cfg.batch_size, start_step, cfg.steps, cfg.num_workers):
             wait += time.perf_counter() - last
             lr = lr_at(step, cfg)
-            out = train_step(clip, batch.pixel_values, batch.captions, optimizer, cfg, lr)
+            out = train_step(clip, batch.pixel_values, batch.captions, optimizer, cfg, lr, batch.n_groups, batch.group_size)
             step += 1
             last = time.perf_counter()
             if step % cfg.log_every == 0 or step == cfg.steps:

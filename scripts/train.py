@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
                    help="shapes data: share of each batch made of same-colour groups holding every shape")
     p.add_argument("--curriculum-steps", type=int, default=defaults.curriculum_steps,
                    help="shapes data: single objects start centred and may sit anywhere after this many steps (0: off)")
+    p.add_argument("--group-loss", type=float, default=defaults.group_loss,
+                   help="shapes data: weight of an extra contrastive loss inside each hard-negative group (0: off)")
+    p.add_argument("--init-logit-scale", type=float, default=defaults.init_logit_scale,
+                   help="from scratch: the logit scale exp(t) at step 0, still learned and clamped at 100 (0: the paper's 1/0.07)")
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
@@ -62,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --out")
     a = p.parse_args(argv)
+    if a.init_logit_scale and not 1.0 <= a.init_logit_scale <= 100.0:
+        p.error("--init-logit-scale must lie in [1, 100] (0 keeps the paper's 1/0.07)")
     if a.steps < 1 or a.batch_size < 2:
         p.error("--steps must be >= 1 and --batch-size >= 2 (a contrastive batch needs negatives)")
     cfg = TrainConfig(output_dir=a.out, progress=not a.no_progress,

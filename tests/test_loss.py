@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.loss import MAX_LOGIT_SCALE, contrastive_loss, similarity
+from core.loss import MAX_LOGIT_SCALE, contrastive_loss, group_contrastive_loss, similarity
 
 
 def numpy_clip_loss(I_f, T_f, t):
@@ -94,3 +94,25 @@ def test_gather_hook_gives_global_batch_loss():
 def test_non_square_batch_has_matrix_but_no_loss():
     v = similarity(torch.randn(3, 8), torch.randn(5, 8))
     assert v.cosine.shape == (3, 5) and v.loss is None and v.accuracy_i2t is None
+
+
+@pytest.mark.parametrize("n_groups,group_size,extra", [(1, 7, 0), (3, 7, 5), (2, 3, 4)])
+def test_group_loss_is_the_mean_of_per_group_clip_losses(n_groups, group_size, extra):
+    """The hard-negative term equals the seed loss run on each group's own square block, averaged;
+    rows after the groups are ignored."""
+    rng = np.random.default_rng(n_groups * 10 + group_size)
+    n = n_groups * group_size + extra
+    I_f, T_f, t = rng.normal(size=(n, 16)), rng.normal(size=(n, 16)), 3.5
+    expected = np.mean([numpy_clip_loss(I_f[g * group_size:(g + 1) * group_size], T_f[g * group_size:(g + 1) * group_size], t)[0]
+                        for g in range(n_groups)])
+    got = group_contrastive_loss(torch.tensor(I_f), torch.tensor(T_f), torch.tensor(t), n_groups, group_size)
+    assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    assert float(group_contrastive_loss(torch.tensor(I_f), torch.tensor(T_f), torch.tensor(t), 0, group_size)) == 0.0
+
+
+def test_group_loss_gives_gradients_to_both_towers_and_the_temperature():
+    img = torch.randn(14, 8, requires_grad=True)
+    txt = torch.randn(14, 8, requires_grad=True)
+    t = torch.tensor(2.0, requires_grad=True)
+    group_contrastive_loss(img, txt, t, 2, 7).backward()
+    assert img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0 and t.grad.abs() > 0

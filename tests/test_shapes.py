@@ -68,3 +68,14 @@ def test_spread_centres_single_objects_and_curriculum_widens_it():
     assert pairs.world.spread == 0.5
     with pytest.raises(ValueError, match="spread"):
         ShapesWorld(spread=1.5)
+
+
+def test_shapes_batches_put_minimal_pair_groups_first_and_say_so():
+    batch = ShapesPairs(seed=0, hard_negatives=0.5).batch(3, 32)
+    assert (batch.n_groups, batch.group_size) == (2, 7) and len(batch.captions) == 32
+    world = ShapesPairs(seed=0).world
+    for g in range(batch.n_groups):
+        group = world.hard_negative_group(3 * 32 + g)  # the same scenes, with labels
+        assert [s.caption for s in group] == batch.captions[g * 7:(g + 1) * 7]
+        assert len({s.labels["colour"] for s in group}) == 1 and len({s.labels["shape"] for s in group}) == 7
+    assert ShapesPairs(seed=0, hard_negatives=0.0).batch(3, 32).n_groups == 0

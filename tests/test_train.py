@@ -62,6 +62,16 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path, micro_dir):
     assert resumed[4:] == pytest.approx(full[3:], abs=1e-5)
 
 
+def test_group_loss_adds_the_in_group_term_and_init_scale_is_for_presets(tmp_path, micro_dir):
+    plain = train(_cfg(tmp_path / "plain", micro_dir, steps=1, batch_size=16, save_every=0))
+    grouped = train(_cfg(tmp_path / "grouped", micro_dir, steps=1, batch_size=16, save_every=0, group_loss=1.0))
+    # batch 16 holds one group of 7: the grouped loss is the plain one plus a positive in-group term
+    assert _losses(tmp_path / "grouped")[0] > _losses(tmp_path / "plain")[0] + 0.1
+    assert plain is not grouped
+    with pytest.raises(ValueError, match="from scratch"):
+        train(_cfg(tmp_path / "bad", micro_dir, steps=1, init_logit_scale=50.0))
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, micro_dir, monkeypatch):
     real = train_mod.contrastive_loss
     calls = {"n": 0}
