@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .encode import arrays_to_pixels
 from .model import OPENAI_MEAN, OPENAI_STD, looks_like_path
@@ -49,15 +49,17 @@ class ShapesPairs:
     def __post_init__(self) -> None:
         self.world = ShapesWorld(seed=self.seed, split="train", image_size=self.image_size)
 
-    def batch(self, step: int, batch_size: int) -> Batch:
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> Batch:
+        """This rank's `batch_size` pairs of global step `step` (shard `rank` of `world`)."""
         if self.curriculum_steps > 0:
             self.world.spread = min(1.0, step / self.curriculum_steps)
+        base = (step * world + rank) * batch_size  # shards never overlap; world 1 gives step * batch_size
         samples, group = [], 0
         while len(samples) + len(SHAPES) <= self.hard_negatives * batch_size:
-            samples += self.world.hard_negative_group(step * batch_size + group)
+            samples += self.world.hard_negative_group(base + group)
             group += 1
         group_size = len(samples) // group if group else 0  # 7: every colour has one held-out shape
-        samples += self.world.take(batch_size - len(samples), start=step * batch_size)
+        samples += self.world.take(batch_size - len(samples), start=base)
         arr = np.stack([np.asarray(s.image) for s in samples])  # [B, S, S, 3] uint8
         return Batch(arrays_to_pixels(arr, self.mean, self.std), [s.caption for s in samples], group, group_size)
 
@@ -87,6 +89,34 @@ def open_dataset(source: str, split: str = "train", streaming: bool = False):
         raise DataError(f"{source}: could not open dataset ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded PIL image as 8-bit RGB, the way a viewer would show it.
+
+    - EXIF orientation is applied (a phone photo taken sideways comes out upright);
+    - an animated image gives its first frame;
+    - transparency (RGBA, LA, PA, palette with a transparent colour) is composited on white;
+    - 16- and 32-bit greyscale (I;16, I, F) is rescaled to 8 bits rather than clipped to white;
+    - CMYK, 1-bit, palette and the rest go through Pillow's own conversion.
+    """
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        else:  # 16-bit range, whatever Pillow calls the mode
+            arr = np.clip(arr, 0, 65535) / 257.0
+        return Image.fromarray(np.round(arr).astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def to_rgb(value) -> Image.Image:
     """A datasets image cell (PIL image, {'bytes','path'} dict, or path) as an RGB PIL image."""
     if isinstance(value, Image.Image):
@@ -99,7 +129,7 @@ def to_rgb(value) -> Image.Image:
         im = Image.open(value)
     else:
         raise DataError(f"cannot read an image from a {type(value).__name__}")
-    return im.convert("RGB")
+    return as_rgb(im)
 
 
 def _caption(value) -> str:
@@ -136,7 +166,9 @@ class HFPairs:
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         return Batch(pixels, [_caption(r[self.text_column]) for r in rows])
 
-    def batch(self, step: int, batch_size: int) -> Batch:
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> Batch:
+        """This rank's `batch_size` rows of global step `step`. Streaming sets are split by rank when
+        opened (datasets.distributed.split_dataset_by_node), so each rank reads its own stream."""
         if self.streaming:
             if self._iter is None or step != self._next_step:
                 stream = self.dataset.shuffle(seed=self.seed, buffer_size=1000).skip(step * batch_size)
@@ -150,32 +182,36 @@ class HFPairs:
                     rows.append(next(self._iter))
             self._next_step = step + 1
             return self._pixels(rows)
-        n = len(self.dataset)
-        if n < batch_size:
-            raise DataError(f"the dataset has {n} examples, fewer than the batch size {batch_size}")
-        per_epoch = n // batch_size  # drop the ragged tail of each epoch
+        n, global_batch = len(self.dataset), batch_size * world
+        if n < global_batch:
+            raise DataError(f"the dataset has {n} examples, fewer than the batch size {global_batch}")
+        per_epoch = n // global_batch  # drop the ragged tail of each epoch
         epoch, k = divmod(step, per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        idx = order[k * batch_size : (k + 1) * batch_size]
+        start = k * global_batch + rank * batch_size
+        idx = order[start : start + batch_size]
         return self._pixels([self.dataset[int(i)] for i in idx])
 
 
 class _Stream(torch.utils.data.IterableDataset):
-    def __init__(self, source, batch_size: int, start_step: int, end_step: int):
+    def __init__(self, source, batch_size: int, start_step: int, end_step: int, rank: int = 0, world: int = 1):
         self.source, self.batch_size, self.start, self.end = source, batch_size, start_step, end_step
+        self.rank, self.world = rank, world
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for step in range(self.start + wid, self.end, nw):  # workers are read round-robin: order is kept
-            b = self.source.batch(step, self.batch_size)
+            b = self.source.batch(step, self.batch_size, self.rank, self.world)
             yield b.pixel_values, b.captions, b.n_groups, b.group_size
 
 
-def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1) -> Iterator[Batch]:
-    """Batches start_step .. end_step-1 of `source`, built ahead by `num_workers` processes."""
+def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1,
+                 rank: int = 0, world: int = 1) -> Iterator[Batch]:
+    """This rank's batches for steps start_step .. end_step-1 of `source`, built ahead by
+    `num_workers` processes. batch_size is per rank; rank and world shard each global batch."""
     workers = 0 if getattr(source, "streaming", False) else num_workers
-    loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step), batch_size=None,
+    loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step, rank, world), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
     for pixels, captions, n_groups, group_size in loader:

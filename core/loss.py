@@ -67,12 +67,15 @@ def clamp_logit_scale(log_scale: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor | float,
-                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None, label_offset: int = 0) -> torch.Tensor:
+                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None, label_offset: int = 0,
+                     local: bool = True) -> torch.Tensor:
     """The symmetric InfoNCE loss, a scalar, computed in fp32.
 
     image_features [n, d], text_features [n, d]: paired rows, not necessarily normalised.
     log_scale: t, the learnable log temperature (logits = exp(t) * cosine, exp(t) clamped at 100).
-    gather: optional all-gather with gradients; each rank then uses its n rows against all N columns.
+    gather: optional all-gather with gradients ([n, d] per rank -> [N, d]). With local=True each rank
+    scores its own n rows against all N columns ([n, N] logits, O(n) memory per rank); with
+    local=False every rank scores the whole [N, N] matrix. Both give the global batch's loss.
     label_offset: the global index of this rank's first pair (rank * n) when `gather` is given.
     """
     img = F.normalize(image_features.float(), dim=-1)  # [n, d]
@@ -80,10 +83,33 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     scale = clamp_logit_scale(torch.as_tensor(log_scale, device=img.device))
     all_img = gather(img) if gather is not None else img  # [N, d]
     all_txt = gather(txt) if gather is not None else txt  # [N, d]
+    if gather is not None and not local:
+        img, txt, label_offset = all_img, all_txt, 0  # every rank computes the full [N, N] loss
     labels = torch.arange(img.shape[0], device=img.device) + label_offset  # [n]
     logits_i = scale * img @ all_txt.T  # [n, N]: my images against every caption
     logits_t = scale * txt @ all_img.T  # [n, N]: my captions against every image
     return (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor | float,
+                bias: torch.Tensor | float, gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                label_offset: int = 0) -> torch.Tensor:
+    """The sigmoid loss of SigLIP (Zhai et al., 2023), a scalar, in fp32.
+
+    Every (image i, caption j) pair is its own binary problem: logit = exp(t) * cos(i, j) + b, the
+    label is +1 on the diagonal and -1 elsewhere, and the loss is -sum(log sigmoid(label * logit)) / n.
+    image_features [n, d], text_features [n, d]; bias b is learnable (SigLIP starts it at -10 and
+    exp(t) at 10). With `gather`, each rank scores its n images against all N captions; the mean of
+    the ranks' losses is the loss of the global batch.
+    """
+    img = F.normalize(image_features.float(), dim=-1)  # [n, d]
+    txt = F.normalize(text_features.float(), dim=-1)  # [n, d]
+    all_txt = gather(txt) if gather is not None else txt  # [N, d]
+    scale = clamp_logit_scale(torch.as_tensor(log_scale, device=img.device))
+    logits = scale * img @ all_txt.T + torch.as_tensor(bias, device=img.device).float()  # [n, N]
+    signs = -torch.ones_like(logits)
+    signs[torch.arange(img.shape[0], device=img.device), torch.arange(img.shape[0], device=img.device) + label_offset] = 1.0
+    return -F.logsigmoid(signs * logits).sum() / img.shape[0]
 
 
 def group_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor | float,

@@ -27,6 +27,10 @@ MAX_TEMPLATES = 100
 MAX_NAME_CHARS = 300
 
 
+# control characters (but tab and newline), zero-width and bidirectional marks, BOM: never meaningful in a prompt
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+
 def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -48,7 +52,7 @@ def parse_classnames(text: str) -> list[str]:
     and duplicates removed (first occurrence kept). Raises ValueError for an empty list or more than
     MAX_CLASSES names.
     """
-    cleaned = re.sub(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]", "", text or "")
+    cleaned = _INVISIBLE.sub("", text or "")
     parts = cleaned.splitlines() if "\n" in cleaned.strip() else cleaned.split(",")
     names = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not names:
@@ -64,9 +68,11 @@ def parse_classnames(text: str) -> list[str]:
 def parse_templates(text: str | Sequence[str]) -> list[str]:
     """Templates from text (one per line) or a list. Each must contain exactly one '{}'.
 
-    Other braces are refused with a message that says which template is wrong and why.
+    Invisible characters are removed as in parse_classnames; duplicates are dropped. Other braces
+    ('{0}', '{name}', '{{}}') and templates without '{}' (say '%s') are refused with a message that
+    says which template is wrong and why.
     """
-    lines = text.splitlines() if isinstance(text, str) else list(text)
+    lines = [_INVISIBLE.sub("", t) for t in (text.splitlines() if isinstance(text, str) else list(text))]
     templates = list(dict.fromkeys(t.strip() for t in lines if t and t.strip()))
     if not templates:
         raise ValueError("no templates given: enter one per line, each with {} where the class name goes")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+from core.data import as_rgb
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 MAX_SIDE = 1024  # images are shrunk to this before anything else; CLIP needs 224 at most
 MAX_PIXELS = 40_000_000
 
@@ -39,7 +41,14 @@ def _path_of(item) -> str:
 
 
 def open_image(item) -> Image.Image:
-    """Open an uploaded image as RGB, refusing non-image formats and decompression bombs."""
+    """Open an uploaded image as RGB, refusing non-image formats and decompression bombs.
+
+    The format comes from the file's bytes and must be in ALLOWED_FORMATS (EPS or PSD renamed
+    .png is refused). Pillow's DecompressionBombWarning is an error here, and MAX_PIXELS caps the
+    rest; truncated, empty or random files give ImageInputError. Colour modes, EXIF orientation
+    and animation are handled by core.data.as_rgb. Pillow's global LOAD_TRUNCATED_IMAGES is never
+    touched.
+    """
     if isinstance(item, Image.Image):
         image = item
     else:
@@ -53,12 +62,17 @@ def open_image(item) -> Image.Image:
                 image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageInputError(f"{name}: the image is too large (over {MAX_PIXELS:,} pixels)") from None
-        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except Exception:  # Pillow's decoders raise many types on broken files; the user needs one line
             raise ImageInputError(f"{name}: not a readable image (allowed: {', '.join(ALLOWED_FORMATS)})") from None
+    if image.width * image.height > MAX_PIXELS:  # a PIL image handed in directly skips Image.open's check
+        raise ImageInputError(f"the image is too large (over {MAX_PIXELS:,} pixels)")
+    try:
+        image = as_rgb(image)
+    except Exception as e:  # a frame or EXIF block that decodes badly
+        raise ImageInputError(f"not a readable image ({e.__class__.__name__})") from None
     if max(image.size) > MAX_SIDE:
-        image = image.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE))
-    return image.convert("RGB")
+    return image
 
 
 def display_name(item) -> str:

@@ -82,6 +82,9 @@ def run_zero_shot(clip, images: list, names: list[str], classnames_text: str, te
     templates = parse_templates(templates_text)
     if not images:
         raise ValueError("no image: upload, paste or pick an example first")
+    if len(classnames) < 2:
+        raise ValueError(f"only one class ({classnames[0]!r}): zero-shot compares classes, so give at least two "
+                         "(with one, its probability is always 100%)")
     if len(classnames) * len(templates) > MAX_PROMPTS:
         raise ValueError(f"{len(classnames)} classes x {len(templates)} templates = {len(classnames) * len(templates):,} prompts; "
                          f"the limit is {MAX_PROMPTS:,}: use fewer templates (e.g. OpenAI's 7) or classes")

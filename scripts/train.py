@@ -8,12 +8,16 @@ Fine-tune a Hub or local model on an image folder with a caption column:
         --lr 1e-5 --lock-image --steps 500 --out runs/finetune
 
 Resume after a crash or a kill: the same command plus --resume.
+
+Several GPUs (or CPU processes with gloo): torchrun --nproc_per_node 4 scripts/train.py ... ;
+--batch-size is the global batch, split evenly over the processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -51,6 +55,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
+    p.add_argument("--loss", choices=["clip", "siglip"], default=defaults.loss,
+                   help="clip: softmax InfoNCE (the paper); siglip: pairwise sigmoid with a learnable bias")
+    p.add_argument("--local-loss", action="store_true",
+                   help="under torchrun: each rank scores its own rows against all columns (O(n) memory per rank)")
+    p.add_argument("--accum-freq", type=int, default=defaults.accum_freq,
+                   help="split each batch into this many chunks; gradients stay exact for the whole batch (two passes)")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations in backward to save memory")
+    p.add_argument("--compile", nargs="?", const="inductor", default=defaults.compile, metavar="BACKEND",
+                   help="torch.compile the towers (default backend: inductor)")
+    p.add_argument("--patch-dropout", type=float, default=defaults.patch_dropout,
+                   help="FLIP: share of image patches dropped while training (0: off)")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT)")
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between zero-shot evals (shapes data); 0 disables")
@@ -68,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     a = p.parse_args(argv)
     if a.init_logit_scale and not 1.0 <= a.init_logit_scale <= 100.0:
         p.error("--init-logit-scale must lie in [1, 100] (0 keeps the paper's 1/0.07)")
+    if a.accum_freq < 1:
+        p.error("--accum-freq must be >= 1")
+    if not 0.0 <= a.patch_dropout < 1.0:
+        p.error("--patch-dropout must lie in [0, 1)")
     if a.steps < 1 or a.batch_size < 2:
         p.error("--steps must be >= 1 and --batch-size >= 2 (a contrastive batch needs negatives)")
     cfg = TrainConfig(output_dir=a.out, progress=not a.no_progress,
@@ -83,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, DataError, NonFiniteLossError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"done: model saved to {cfg.export_dir or Path(cfg.output_dir) / 'model'}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"done: model saved to {cfg.export_dir or Path(cfg.output_dir) / 'model'}")
     return 0
 
 

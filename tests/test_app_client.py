@@ -174,3 +174,22 @@ def test_model_choice_is_per_session(url, env):
     assert "other-tiny" in status
     assert f"`{other}`" in zero_shot(a)[2]
     assert f"`{model_source()}`" in zero_shot(b)[2]
+
+
+@pytest.mark.parametrize("path", [
+    "/file=/etc/passwd", "/file=../../../../etc/passwd", "/file=%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../etc/passwd",
+    "/gradio_api/file=%2Fetc%2Fpasswd", "/gradio_api/file=..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/gradio_api/file=" + str(ROOT / "app.py"), "/gradio_api/file=" + str(ROOT / "assets/models/shapes-tiny/config.json"),
+])
+def test_no_file_outside_the_app_is_served(url, path):
+    """Traversal and absolute paths, plain and URL-encoded: every one answers 4xx, never the file."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=30) as r:
+            status, body = r.status, r.read(200)
+    except urllib.error.HTTPError as e:
+        status, body = e.code, b""
+    assert 400 <= status < 500, (path, status, body[:80])

@@ -68,6 +68,8 @@ def test_zero_shot_bad_inputs(clip, star):
         zs.run_zero_shot(clip, [star], ["x"], " , ", "{}", 1)
     with pytest.raises(ValueError, match="exactly one"):
         zs.run_zero_shot(clip, [star], ["x"], "a, b", "a photo", 1)
+    with pytest.raises(ValueError, match="at least two"):
+        zs.run_zero_shot(clip, [star], ["x"], "cat, cat", "{}", 1)
     with pytest.raises(ValueError, match="prompts"):
         zs.run_zero_shot(clip, [star], ["x"], zs.preset_text("classnames", "ImageNet-1k"),
                          zs.preset_text("templates", "OpenAI's 80"), 5)

@@ -91,3 +91,41 @@ def test_save_is_atomic_and_overwrites(tmp_path, micro):
 def test_unknown_preset():
     with pytest.raises(ModelLoadError, match="unknown preset"):
         create("huge")
+
+
+class _WritesSentinel:
+    """A pickle payload: unpickling it would create a file. Loading must never get that far."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_malicious_pickle_checkpoint_is_refused_unopened(tmp_path, micro_dir):
+    import pickle
+
+    sentinel = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "config.json").write_text((micro_dir / "config.json").read_text())
+    for name in ("pytorch_model.bin", "model.ckpt", "model.pt"):
+        (evil / name).write_bytes(pickle.dumps(_WritesSentinel(str(sentinel))))
+    with pytest.raises(ModelLoadError, match="safetensors"):
+        load(str(evil))
+    assert not sentinel.exists()
+
+
+def test_traversal_and_outside_paths_are_refused_before_opening(tmp_path, micro_dir, monkeypatch):
+    from demo.context import AppConfig
+    from demo.models import ModelCache
+
+    allowed = tmp_path / "models"
+    allowed.mkdir()
+    opened = []
+    cache = ModelCache(AppConfig(model_dirs=[allowed]), loader=lambda src: opened.append(src))
+    for name in (str(allowed / ".." / micro_dir.parent.name), f"{allowed}/../../etc", str(micro_dir), "/etc/passwd"):
+        with pytest.raises(ModelLoadError, match="allowed folders"):
+            cache.get(name)
+    assert opened == []

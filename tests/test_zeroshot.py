@@ -83,3 +83,15 @@ def test_presets_are_complete():
     c = classname_presets()
     assert len(c["cifar10"]) == 10 and len(c["cifar100"]) == 100 and len(c["imagenet1k"]) == 1000
     assert len(c["shapes_world_shapes"]) == 8 and len(c["shapes_world_colours"]) == 8 and len(c["shapes_world_combos"]) == 64
+
+
+def test_text_edge_cases_have_defined_behaviour():
+    """Documented in docs/app.md ('What the text boxes accept')."""
+    assert parse_classnames("cat, cat, dog") == ["cat", "dog"]  # duplicates: first kept
+    assert parse_classnames("\u202ecat\u202c, d\u200dog\x00") == ["cat", "dog"]  # bidi, zero-width, NUL removed
+    assert parse_classnames("🐱 cat, قطة") == ["🐱 cat", "قطة"]  # emoji and right-to-left scripts kept
+    assert len(parse_classnames("\n".join(f"class {i}" for i in range(5000)))) == 5000  # the limit itself is fine
+    assert parse_templates("a photo\u200b of a {}.\x00") == ["a photo of a {}."]
+    for bad in ("a photo of a %s.", "a {0}", "a {name}", "a {{}}", "no slot"):
+        with pytest.raises(ValueError, match="exactly one"):
+            parse_templates(bad)
