@@ -100,11 +100,13 @@ def add_patch_dropout(vision_model, drop: float) -> torch.utils.hooks.RemovableH
     if not 0.0 <= drop < 1.0:
         raise ValueError(f"patch dropout must lie in [0, 1), got {drop}")
 
+    keep_per_mille = int(round((1.0 - drop) * 1000))  # integer maths: traceable by torch.compile with dynamic shapes
+
     def hook(module, inputs, out: torch.Tensor) -> torch.Tensor:
-        if not module.training or drop == 0.0:
+        if not module.training or keep_per_mille == 1000:
             return out
         b, n, d = out.shape
-        keep = max(1, int(round((n - 1) * (1 - drop))))
+        keep = max(1, ((n - 1) * keep_per_mille) // 1000)
         idx = torch.rand(b, n - 1, device=out.device).argsort(dim=1)[:, :keep] + 1  # [B, keep] patch positions
         patches = out.gather(1, idx.unsqueeze(-1).expand(b, keep, d))  # [B, keep, D]
         return torch.cat([out[:, :1], patches], dim=1)

@@ -293,6 +293,14 @@ def _check_config(cfg: TrainConfig, info: DistInfo) -> None:
         raise ValueError("init_logit_scale applies when training from scratch (a preset); a loaded model keeps its learned scale")
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute each layer's activations in backward (transformers' own checkpointing, non-reentrant)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _build(cfg: TrainConfig, ckpt: Path | None) -> tuple[Clip, Towers]:
     """The model (fresh, loaded, or from a checkpoint) and its Towers, on cfg.device."""
     if ckpt is not None:
@@ -311,7 +319,7 @@ def _build(cfg: TrainConfig, ckpt: Path | None) -> tuple[Clip, Towers]:
         with torch.no_grad():
             towers.siglip_bias.copy_(load_file(str(ckpt / "loss.safetensors"))["siglip_bias"].reshape(()))
     if cfg.grad_checkpointing:
-        clip.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(clip.model)
     return clip, towers
 
 

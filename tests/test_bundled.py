@@ -36,7 +36,5 @@ def test_bundled_model_clears_the_colour_floor_on_fresh_images(fresh_eval):
     assert fresh_eval["colour"]["top1"] >= 0.95, fresh_eval["colour"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 2 open: the shipped shapes-tiny has not learned shape yet "
-                                       "(see assets/models/shapes-tiny/README.md); this flips to a failure once it does")
 def test_bundled_model_clears_the_shape_floor_on_fresh_images(fresh_eval):
     assert fresh_eval["shape"]["top1"] >= 0.90, fresh_eval["shape"]

@@ -22,7 +22,8 @@ from core.data import ShapesPairs
 from core.distributed import DistInfo, add_patch_dropout, init_from_env
 from core.loss import siglip_loss
 from core.model import load
-from core.train import Towers, TrainConfig, latest_checkpoint, make_optimizer, train, train_step, wrap_towers
+from core.train import (Towers, TrainConfig, enable_checkpointing, latest_checkpoint, make_optimizer, train, train_step,
+                        wrap_towers)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = 6  # pairs per rank
@@ -96,7 +97,7 @@ def test_gradient_checkpointing_changes_memory_not_gradients(micro_dir):
     b = _batches(1)[0]
     plain = _grads(str(micro_dir), _cfg(), b.pixel_values, b.captions)
     clip = load(str(micro_dir))
-    clip.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(clip.model)
     clip.model.train()
     assert clip.model.vision_model.encoder.gradient_checkpointing
     towers = Towers(clip.model)
