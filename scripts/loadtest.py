@@ -75,7 +75,7 @@ def _requests(client, handle_file):
         ("similarity_matrix", lambda: client.predict("shapes world", 8, 0, "eval", [], "", "train", "image", "text",
                                                      EMPTY_TABLE, "", "cosine", api_name="/similarity_matrix")),
         ("zero_shot", lambda: client.predict(handle_file(STAR), [], "red\nblue\nbrown", "a {} shape.", 2, api_name="/zero_shot")),
-        ("embedding_map", lambda: client.predict("shapes world", 40, 0, "eval", [], "", "train", "image", "text", False, "PCA", 2,
+        ("embedding_map", lambda: client.predict("shapes world", 200, 0, "eval", [], "", "train", "image", "text", False, "PCA", 2,
                                                  10, 0.1, "modality", False, True, "circle\nstar", "a {}.",
                                                  api_name="/embedding_map")),
     ]
