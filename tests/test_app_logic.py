@@ -226,3 +226,25 @@ def test_sources(tmp_path):
     assert check_dataset_source("user/data", []) == "user/data"
     with pytest.raises(ValueError, match="Hub dataset name"):
         check_dataset_source("bad name!", [])
+
+
+def test_unexpected_errors_reach_the_user_generically_and_the_log_in_full(caplog):
+    import gradio as gr
+
+    from demo.common import user_errors
+
+    @user_errors
+    def broken():
+        raise KeyError("secret/internal/path")
+
+    @user_errors
+    def bad_input():
+        raise ValueError("no class names given\nsecond line")
+
+    with caplog.at_level("ERROR", logger="clip_lab"), pytest.raises(gr.Error) as err:
+        broken()
+    assert "internal error (KeyError)" in str(err.value) and "secret" not in str(err.value)
+    assert "secret/internal/path" in caplog.text  # the trace goes to the server log
+    with pytest.raises(gr.Error, match="no class names given") as err:
+        bad_input()
+    assert "second line" not in str(err.value)  # one line for the user
