@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_brown_star.png")
 EMPTY_TABLE = {"headers": ["image", "caption"], "data": []}
@@ -44,27 +43,6 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def _start_app(port: int, model_dir: Path, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False", CLIP_LAB_WARMUP="0", CLIP_LAB_MODEL_DIRS=str(model_dir))
-    log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _wait_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: the app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"error: the app did not answer within {timeout:.0f} s")
 
 
 def _requests(client, handle_file):
@@ -100,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="clip-lab-loadtest-"))
     other = tmp / "random-tiny"
     create("tiny", seed=1).save(other)  # a second model, so sessions can differ
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    proc = _start_app(port, tmp, tmp / "app.log")
+    proc, url = start_app(tmp / "app.log", {"CLIP_LAB_WARMUP": "0", "CLIP_LAB_MODEL_DIRS": str(tmp)})
     try:
-        _wait_up(url, proc, 180)
+        try:
+            wait_until_up(url, proc, 180, tmp / "app.log")
+        except (RuntimeError, TimeoutError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         # 1. two sessions, two models, one question at the same time
         alone_a, alone_b = Client(url, verbose=False), Client(url, verbose=False)
         alone_b.predict(str(other), api_name="/load_model")
@@ -174,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print("PASS" if ok else "FAIL")
         return 0 if ok else 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,23 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     from gradio_client import Client, handle_file
 
-    port = _free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False")
     t0 = time.perf_counter()
-    with open(a.log, "w") as log:
-        app = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app, url = start_app(a.log)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.perf_counter() - t0 > a.timeout or app.poll() is not None:
-                    print(f"error: the app did not come up (see {a.log})", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
+        try:
+            wait_until_up(url, app, a.timeout, a.log)
+        except (RuntimeError, TimeoutError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         out = {"app_up_s": time.perf_counter() - t0}
         client = Client(url, verbose=False)
         client.predict(handle_file(str(ROOT / "assets/examples/shapes_brown_star.png")), [], "circle\nstar\nsquare",
@@ -69,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                            api_name="/similarity_matrix")
             out[f"matrix_16x16_s_{i + 1}"] = time.perf_counter() - t
     finally:
-        app.terminate()
-        app.wait(timeout=30)
+        stop_app(app)
     print(json.dumps({k: round(v, 2) for k, v in out.items()}, indent=2))
     return 0
 

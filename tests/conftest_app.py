@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from scripts.app_process import free_port, start_app, stop_app, wait_until_up  # noqa: E402,F401
 
 
 def model_source() -> str:
@@ -33,13 +32,6 @@ def model_source() -> str:
 
         create("tiny", seed=0).save(target)
     return str(target)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_model_dirs(root: Path, source: str) -> dict[str, Path]:
@@ -67,34 +59,12 @@ def make_model_dirs(root: Path, source: str) -> dict[str, Path]:
 @contextmanager
 def running_app(extra_env: dict | None = None, timeout: float = 180.0):
     """Start `python app.py` on a free port; yield its URL; stop it by PID afterwards."""
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", CLIP_LAB_MODEL=model_source(),
-               HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", CLIP_LAB_WARMUP="0", OMP_NUM_THREADS="2",
-               PYTHONPATH=str(ROOT))
+    env = dict(CLIP_LAB_MODEL=model_source(), CLIP_LAB_WARMUP="0", OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT))
     env.update(extra_env or {})
-    log = open(Path(tempfile.gettempdir()) / f"clip-lab-app-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    log = Path(tempfile.gettempdir()) / f"clip-lab-app-{os.getpid()}-{time.time_ns()}.log"
+    proc, url = start_app(log, env)
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise TimeoutError(f"app did not start within {timeout:.0f} s; see {log.name}")
-            time.sleep(0.5)
+        wait_until_up(url, proc, timeout, log)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_app(proc)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -24,6 +23,7 @@ from core.loss import siglip_loss
 from core.model import load
 from core.train import (Towers, TrainConfig, enable_checkpointing, latest_checkpoint, make_optimizer, train, train_step,
                         wrap_towers)
+from scripts.app_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = 6  # pairs per rank
@@ -62,17 +62,11 @@ def _worker(rank: int, world: int, port: int, model_dir: str, cfg: TrainConfig, 
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("loss,local", [("clip", False), ("clip", True), ("siglip", True)])
 def test_two_gloo_processes_give_the_global_batch_gradients(tmp_path, micro_dir, loss, local):
     cfg = _cfg(loss=loss, local_loss=local)
     out = tmp_path / "rank0.safetensors"
-    tmp.spawn(_worker, args=(2, _free_port(), str(micro_dir), cfg, str(out)), nprocs=2, join=True)
+    tmp.spawn(_worker, args=(2, free_port(), str(micro_dir), cfg, str(out)), nprocs=2, join=True)
     distributed = load_file(str(out))
     shards = _batches(2)
     single = _grads(str(micro_dir), cfg, torch.cat([b.pixel_values for b in shards]), shards[0].captions + shards[1].captions)
@@ -152,7 +146,7 @@ def test_siglip_and_options_train_end_to_end(tmp_path, micro_dir):
 
 def test_torchrun_two_cpu_processes_train_and_resume(tmp_path, micro_dir):
     out = tmp_path / "run"
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
             str(ROOT / "scripts" / "train.py"), "--model", str(micro_dir), "--batch-size", "8", "--lr", "1e-3",
             "--warmup-steps", "1", "--eval-every", "0", "--save-every", "2", "--log-every", "1", "--num-workers", "0",
             "--no-progress", "--threads", "1", "--out", str(out)]

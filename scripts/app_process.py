@@ -1,0 +1,59 @@
+"""Run `python app.py` in a subprocess on a free loopback port: what the app tests, the load test
+and the latency measurement share. Offline (HF_HUB_OFFLINE=1), analytics off; stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(log_path: str | os.PathLike, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start the app on a free 127.0.0.1 port with its output in log_path; returns (process, URL)."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", HF_HUB_OFFLINE="1",
+               GRADIO_ANALYTICS_ENABLED="False")
+    env.update(extra_env or {})
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, log_path: str | os.PathLike = "its log") -> None:
+    """Poll until the page answers 200; RuntimeError if the app exits, TimeoutError after `timeout` s."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise TimeoutError(f"the app did not answer within {timeout:.0f} s; see {log_path}")
+        time.sleep(0.2)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """Terminate the app by its PID; kill it if it does not stop within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
