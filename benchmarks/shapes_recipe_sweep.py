@@ -154,38 +154,6 @@ def sincos_positions(num_patches_side: int, dim: int) -> "torch.Tensor":
     return torch.cat([torch.zeros(1, dim), table])
 
 
-def group_step(clip, x, caps, optimizer, cfg, lr, groups: int, weight: float) -> dict:
-    """train_step plus `weight` x the symmetric InfoNCE inside each minimal-pair group (7 x 7 blocks)."""
-    import torch
-
-    from core.encode import image_features, text_features, tokenize
-    from core.loss import MAX_LOGIT_SCALE, contrastive_loss
-
-    model = clip.model
-    tokens = tokenize(clip, caps, warn=False)
-    img = image_features(model, x)  # [B, D]
-    txt = text_features(model, tokens["input_ids"].to(x.device), tokens["attention_mask"].to(x.device))  # [B, D]
-    loss = contrastive_loss(img, txt, model.logit_scale)
-    if groups:
-        n = groups * GROUP
-        ig = torch.nn.functional.normalize(img[:n], dim=-1).view(groups, GROUP, -1)
-        tg = torch.nn.functional.normalize(txt[:n], dim=-1).view(groups, GROUP, -1)
-        logits = model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE) * ig @ tg.transpose(1, 2)  # [G, 7, 7]
-        y = torch.arange(GROUP, device=x.device).repeat(groups)
-        within = (torch.nn.functional.cross_entropy(logits.reshape(-1, GROUP), y)
-                  + torch.nn.functional.cross_entropy(logits.transpose(1, 2).reshape(-1, GROUP), y)) / 2
-        loss = loss + weight * within
-    for grp in optimizer.param_groups:
-        grp["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-    optimizer.step()
-    with torch.no_grad():
-        model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-    return {"loss": loss.item()}
-
-
 def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
     import torch
 
@@ -211,7 +179,7 @@ def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
     if r.fixed_scale:
         model.logit_scale.requires_grad_(False)
     cfg = TrainConfig(output_dir=str(out), steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=r.warmup_steps,
-                      weight_decay=r.weight_decay, device=device)
+                      weight_decay=r.weight_decay, device=device, group_loss=r.group_loss)
     head = None
     if r.supervised:
         head = torch.nn.Linear(model.config.projection_dim, len(SHAPES)).to(device)
@@ -261,10 +229,8 @@ def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
         x = torch.from_numpy(np.concatenate(imgs)).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         x = (x - mean) / std
         lr = lr_at(step, cfg)
-        if head is None and r.group_loss:
-            out_step = group_step(clip, x, caps, optimizer, cfg, lr, g, r.group_loss)
-        elif head is None:
-            out_step = train_step(clip, x, caps, optimizer, cfg, lr)
+        if head is None:  # the in-group term (cfg.group_loss) is core's: the groups lead the batch
+            out_step = train_step(clip, x, caps, optimizer, cfg, lr, g, GROUP)
         else:
             for grp in optimizer.param_groups:
                 grp["lr"] = lr
