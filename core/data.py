@@ -7,6 +7,7 @@ workers build batches ahead of the training loop, in step order.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -206,14 +207,23 @@ class _Stream(torch.utils.data.IterableDataset):
             yield b.pixel_values, b.captions, b.n_groups, b.group_size
 
 
+def _lower_priority(nice: int, worker_id: int = 0) -> None:
+    try:
+        os.nice(nice)
+    except OSError:  # not permitted here: keep the inherited priority
+        pass
+
+
 def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1,
-                 rank: int = 0, world: int = 1) -> Iterator[Batch]:
+                 rank: int = 0, world: int = 1, worker_nice: int = 0) -> Iterator[Batch]:
     """This rank's batches for steps start_step .. end_step-1 of `source`, built ahead by
-    `num_workers` processes. batch_size is per rank; rank and world shard each global batch."""
+    `num_workers` processes. batch_size is per rank; rank and world shard each global batch.
+    worker_nice > 0 lowers the workers' CPU priority so that they do not slow the trainer."""
     workers = 0 if getattr(source, "streaming", False) else num_workers
+    init = functools.partial(_lower_priority, worker_nice) if workers and worker_nice > 0 else None
     loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step, rank, world), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
-                                         persistent_workers=False)
+                                         persistent_workers=False, worker_init_fn=init)
     for pixels, captions, n_groups, group_size in loader:
         yield Batch(pixels, list(captions), int(n_groups), int(group_size))
 

@@ -76,6 +76,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     num_workers: int = 1
+    worker_nice: int = 19  # data workers yield the cores to the trainer (2 CPU cores, tiny: 1.35 s a step vs 1.55 at +5)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     save_dtype: str = "float32"  # dtype of the final exported model ("float16" halves its size)
     export_dir: str = ""  # where the final model goes (default: output_dir/model)
@@ -404,7 +405,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
                 if on_log:
                     on_log(rec)
 
-        for batch in batch_stream(source, local_batch, start_step, cfg.steps, cfg.num_workers, info.rank, info.world_size):
+        for batch in batch_stream(source, local_batch, start_step, cfg.steps, cfg.num_workers, info.rank, info.world_size,
+                                  worker_nice=cfg.worker_nice):
             wait += time.perf_counter() - last
             lr = lr_at(step, cfg)
             out = train_step(clip, batch.pixel_values, batch.captions, optimizer, cfg, lr, batch.n_groups,

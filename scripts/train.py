@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
     p.add_argument("--log-every", type=int, default=defaults.log_every)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    p.add_argument("--worker-nice", type=int, default=defaults.worker_nice,
+                   help="lower the data workers' CPU priority by this much so that they yield to the trainer (0: off)")
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (0: torch's default)")
     p.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default=defaults.save_dtype,
                    help="dtype of the exported model/ (float16 halves its size)")
