@@ -49,6 +49,15 @@ class AppConfig:
         cfg.model_dirs += _split_dirs(env.get("CLIP_LAB_MODEL_DIRS", ""))
         cfg.data_dirs += _split_dirs(env.get("CLIP_LAB_DATA_DIRS", ""))
         cfg.warm_umap = env.get("CLIP_LAB_WARMUP", "1") not in ("0", "false", "no")
+        for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):
+            if env.get(name):
+                try:
+                    value = int(env[name])
+                except ValueError:
+                    raise ValueError(f"{name} must be a whole number, got {env[name]!r}") from None
+                if value < 1:
+                    raise ValueError(f"{name} must be at least 1, got {value}")
+                setattr(cfg, attr, value)
         return cfg
 
 

@@ -1,0 +1,45 @@
+"""A full queue refuses the extra request at once with a clear message, and the app keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+from conftest_app import ROOT, running_app
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+
+def _pca_map_job(client: Client, n: int = 600):
+    # a few seconds of work; the map endpoint runs one request at a time
+    return client.submit("shapes world", n, 0, "eval", [], "", "train", "image", "text", False, "PCA", 2, 10, 0.1,
+                         "modality", False, True, "", "", api_name="/embedding_map")
+
+
+def test_a_full_queue_says_so_and_the_app_keeps_serving():
+    with running_app({"CLIP_LAB_QUEUE_SIZE": "1"}) as url:
+        clients = [Client(url, verbose=False) for _ in range(4)]
+        jobs = [_pca_map_job(c) for c in clients]  # within milliseconds: one runs, one waits, two find the queue full
+        served, refused = 0, []
+        for job in jobs:
+            try:
+                assert "Modality gap" in job.result(timeout=300)[1]
+                served += 1
+            except Exception as e:  # gradio_client's QueueError
+                refused.append(str(e))
+        assert served == 2 and len(refused) == 2, (served, refused)
+        assert all("queue is full" in m.lower() for m in refused), refused
+        # a refused user tries again once the queue has room, and is served
+        label = clients[-1].predict(handle_file(str(ROOT / "assets/examples/shapes_brown_star.png")), [],
+                                    "circle\nstar\nsquare", "a photo of a {}.", 3, api_name="/zero_shot")[0]
+        assert label["label"] == "star"
+
+
+def test_queue_settings_from_the_environment():
+    from demo.context import AppConfig
+
+    cfg = AppConfig.from_env({"CLIP_LAB_QUEUE_SIZE": "5", "CLIP_LAB_CONCURRENCY": "3"})
+    assert (cfg.queue_size, cfg.concurrency) == (5, 3)
+    assert AppConfig.from_env({}).queue_size == 32
+    for bad in ("0", "many"):
+        with pytest.raises(ValueError, match="CLIP_LAB_QUEUE_SIZE"):
+            AppConfig.from_env({"CLIP_LAB_QUEUE_SIZE": bad})
