@@ -29,10 +29,22 @@ class DataError(ValueError):
 
 @dataclass
 class Batch:
-    pixel_values: torch.Tensor  # [B, 3, S, S] float32, normalised
+    pixel_values: torch.Tensor  # [B, 3, S, S] float32, normalised; or uint8 with mean and std set
     captions: list[str]  # [B]
     n_groups: int = 0  # the first n_groups * group_size pairs are groups of hard negatives
     group_size: int = 0
+    mean: tuple[float, ...] | None = None  # set when pixel_values is uint8: normalise after the copy
+    std: tuple[float, ...] | None = None
+
+    def pixels(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Normalised float32 pixels [B, 3, S, S] on `device`. A uint8 batch crosses from the data
+        workers and to the GPU at a quarter of the bytes, and is rescaled and normalised there."""
+        x = self.pixel_values.to(device, non_blocking=True)
+        if x.dtype != torch.uint8:
+            return x
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return (x.float().div_(255.0) - mean) / std  # the arithmetic of CLIPImageProcessor
 
 
 @dataclass
@@ -46,6 +58,7 @@ class ShapesPairs:
     image_size: int = 64
     mean: Sequence[float] = OPENAI_MEAN
     std: Sequence[float] = OPENAI_STD
+    as_uint8: bool = False  # hand out uint8 pixels (Batch.pixels normalises them on the training device)
 
     def __post_init__(self) -> None:
         self.world = ShapesWorld(seed=self.seed, split="train", image_size=self.image_size)
@@ -62,7 +75,11 @@ class ShapesPairs:
         group_size = len(samples) // group if group else 0  # 7: every colour has one held-out shape
         samples += self.world.take(batch_size - len(samples), start=base)
         arr = np.stack([np.asarray(s.image) for s in samples])  # [B, S, S, 3] uint8
-        return Batch(arrays_to_pixels(arr, self.mean, self.std), [s.caption for s in samples], group, group_size)
+        captions = [s.caption for s in samples]
+        if self.as_uint8:
+            pixels = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # [B, 3, S, S] uint8
+            return Batch(pixels, captions, group, group_size, tuple(self.mean), tuple(self.std))
+        return Batch(arrays_to_pixels(arr, self.mean, self.std), captions, group, group_size)
 
 
 def open_dataset(source: str, split: str = "train", streaming: bool = False):
@@ -204,7 +221,7 @@ class _Stream(torch.utils.data.IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for step in range(self.start + wid, self.end, nw):  # workers are read round-robin: order is kept
             b = self.source.batch(step, self.batch_size, self.rank, self.world)
-            yield b.pixel_values, b.captions, b.n_groups, b.group_size
+            yield b.pixel_values, b.captions, b.n_groups, b.group_size, b.mean, b.std
 
 
 def _lower_priority(nice: int, worker_id: int = 0) -> None:
@@ -224,6 +241,6 @@ def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_wo
     loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step, rank, world), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
                                          persistent_workers=False, worker_init_fn=init)
-    for pixels, captions, n_groups, group_size in loader:
-        yield Batch(pixels, list(captions), int(n_groups), int(group_size))
+    for pixels, captions, n_groups, group_size, mean, std in loader:
+        yield Batch(pixels, list(captions), int(n_groups), int(group_size), mean, std)
 

@@ -276,7 +276,8 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 def _source(cfg: TrainConfig, clip: Clip, info: DistInfo = DistInfo()):
     if cfg.data == "shapes":
         return ShapesPairs(seed=cfg.seed, hard_negatives=cfg.hard_negatives, curriculum_steps=cfg.curriculum_steps,
-                           image_size=clip.image_size, mean=clip.processor.image_mean, std=clip.processor.image_std)
+                           image_size=clip.image_size, mean=clip.processor.image_mean, std=clip.processor.image_std,
+                           as_uint8=True)
     ds = open_dataset(cfg.data, split=cfg.split, streaming=cfg.streaming)
     if cfg.streaming and info.enabled:  # each rank reads its own part of the stream
         from datasets.distributed import split_dataset_by_node
@@ -409,7 +410,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
                                   worker_nice=cfg.worker_nice):
             wait += time.perf_counter() - last
             lr = lr_at(step, cfg)
-            out = train_step(clip, batch.pixel_values, batch.captions, optimizer, cfg, lr, batch.n_groups,
+            out = train_step(clip, batch.pixels(device), batch.captions, optimizer, cfg, lr, batch.n_groups,
                              batch.group_size, runner, info)
             step += 1
             last = time.perf_counter()

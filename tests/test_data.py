@@ -54,3 +54,15 @@ def test_image_folder_with_metadata_jsonl(tmp_path, micro):
     (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     pairs = HFPairs(open_dataset(str(tmp_path)), micro.processor, text_column="caption")
     assert len(pairs) == 6 and pairs.batch(0, 4).pixel_values.shape == (4, 3, 32, 32)
+
+
+def test_uint8_batches_normalise_to_the_float_batches():
+    """The trainer's uint8 transport (a quarter of the bytes) gives the same pixels as the float path."""
+    import torch
+
+    from core.data import ShapesPairs, batch_stream
+
+    floats = ShapesPairs(seed=0, curriculum_steps=10).batch(2, 8)
+    raw = list(batch_stream(ShapesPairs(seed=0, curriculum_steps=10, as_uint8=True), 8, 2, 3, num_workers=1))[0]
+    assert raw.pixel_values.dtype == torch.uint8 and raw.captions == floats.captions
+    assert torch.equal(raw.pixels("cpu"), floats.pixel_values)
