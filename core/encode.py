@@ -45,6 +45,11 @@ def tokenize(clip: Clip, texts: Sequence[str], warn: bool = True) -> dict[str, t
 
     Texts longer than the context keep their first (context - 1) tokens plus end-of-text.
     """
+    return pad_token_ids(clip, token_ids(clip, texts, warn))
+
+
+def token_ids(clip: Clip, texts: Sequence[str], warn: bool = True) -> list[list[int]]:
+    """Unpadded token ids of each text (start- and end-of-text included), cut to the context length."""
     tok = clip.tokenizer
     ctx = clip.context_length
     ids = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
@@ -56,14 +61,19 @@ def tokenize(clip: Clip, texts: Sequence[str], warn: bool = True) -> dict[str, t
                           f"(first: {texts[too_long[0]][:60]!r}...)", stacklevel=3)
         for i in too_long:
             ids[i] = ids[i][: ctx - 1] + [eos]
-    width = max(len(seq) for seq in ids)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    return ids
+
+
+def pad_token_ids(clip: Clip, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """Pad token id lists to the longest one: input_ids and attention_mask [B, L] (int64)."""
+    tok = clip.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    lengths = np.array([len(seq) for seq in ids])
+    input_ids = np.full((len(ids), int(lengths.max())), pad, dtype=np.int64)
     for i, seq in enumerate(ids):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
+        input_ids[i, : len(seq)] = seq
+    mask = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
 
 def pixel_values(clip: Clip, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -89,13 +99,13 @@ def encode_texts(clip: Clip, texts: Sequence[str], batch_size: int = 256, precis
     texts = list(texts)
     if not texts:
         return torch.empty(0, clip.embed_dim)
-    lengths = [len(ids) for ids in clip.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
+    ids = token_ids(clip, texts)  # tokenized once, for the sort and the batches
+    order = np.argsort([len(seq) for seq in ids], kind="stable")  # similar lengths share a batch: less padding
     out = torch.empty(len(texts), clip.embed_dim)
     device = clip.device
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenize(clip, [texts[i] for i in idx])
+        batch = pad_token_ids(clip, [ids[i] for i in idx])
         with autocast_context(device, precision):
             feats = text_features(clip.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
         out[torch.as_tensor(idx)] = F.normalize(feats.float(), dim=-1).cpu()
