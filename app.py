@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 
-import gradio as gr
+if __name__ == "__main__" and "IPython" not in sys.modules:
+    # A server process never uses gradio's notebook magics, and importing IPython for them costs
+    # about 1 s of CPU before the first answer (IPython is not a requirement; it is often present).
+    sys.modules["IPython"] = None
 
-from demo import embedding_map, similarity_matrix, zero_shot
-from demo.context import AppConfig, AppContext
-from demo.hover import HOVER_JS
-from demo.picker import build_picker
+import gradio as gr  # noqa: E402
+
+from demo import embedding_map, similarity_matrix, zero_shot  # noqa: E402
+from demo.context import AppConfig, AppContext  # noqa: E402
+from demo.hover import HOVER_JS  # noqa: E402
+from demo.picker import build_picker  # noqa: E402
 
 TITLE = "CLIP Lab"
 CSS = """
@@ -43,24 +50,49 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     return app
 
 
-def _prewarm(ctx: AppContext) -> None:
-    try:
-        embedding_map.prewarm(ctx)
-    except Exception as e:  # the first request will report the problem properly
-        logging.getLogger("clip_lab").warning("prewarm failed: %s", e)
+def start_warmup(ctx: AppContext) -> threading.Thread:
+    """Warm the app up in a daemon thread, in the order users need it; returns the thread.
+
+    First the default model (the first zero-shot answer needs it). Then, once that answer is out or
+    `ctx.config.warmup_delay` seconds have passed, UMAP's kernels (their own thread) and the default
+    map set (500 pairs = 1,000 points). On 2 cores the map work (mostly GIL-bound imports, drawing,
+    numba) would otherwise slow the first zero-shot answer by seconds; failures are only logged,
+    since the first request reports them properly.
+    """
+    log = logging.getLogger("clip_lab")
+    t0 = time.perf_counter()
+
+    def run() -> None:
+        try:
+            ctx.models.get(ctx.config.default_model)
+        except Exception as e:
+            log.warning("warm-up: loading %s failed: %s", ctx.config.default_model, e)
+            return
+        log.info("warm-up: %s loaded after %.1f s", ctx.config.default_model, time.perf_counter() - t0)
+        answered = ctx.first_answer.wait(ctx.config.warmup_delay)
+        log.info("warm-up: map part starts after %.1f s (%s)", time.perf_counter() - t0,
+                 "first zero-shot answer out" if answered else "no request yet")
+        from core.projection import start_umap_warmup
+
+        start_umap_warmup()
+        try:
+            embedding_map.prewarm(ctx)
+            log.info("warm-up: default map set encoded after %.1f s", time.perf_counter() - t0)
+        except Exception as e:
+            log.warning("warm-up: encoding the default map set failed: %s", e)
+
+    thread = threading.Thread(target=run, name="warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def main() -> None:
     """Build and serve the app (blocking)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = AppConfig.from_env()
-    if config.warm_umap:
-        from core.projection import start_umap_warmup
-
-        start_umap_warmup()
     ctx = AppContext.create(config)
-    if config.warm_umap:  # load the default model and encode the default map set while nobody waits
-        threading.Thread(target=_prewarm, args=(ctx,), name="prewarm", daemon=True).start()
+    if config.warm_umap:
+        start_warmup(ctx)
     app = build_app(ctx)
     app.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

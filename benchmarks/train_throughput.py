@@ -291,10 +291,14 @@ def loader_run(preset: str, precision: str, batch: int, steps: int, workers: int
         if res.returncode:
             raise RuntimeError(res.stderr[-2000:])
         rss_kib = int(res.stdout.split("RSS")[-1].split()[0])
-        last = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()][-1]
+        logs = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
+    first, last = logs[0], logs[-1]  # steady state: from the first log line (past the workers' start-up) to the end
+    span = last["elapsed_s"] - first["elapsed_s"]
+    waited = last["data_wait_share"] * last["elapsed_s"] - first["data_wait_share"] * first["elapsed_s"]
     return {"preset": preset, "precision": precision, "batch": batch, "steps": steps, "workers": workers,
-            "samples_per_s": last["samples_per_s"], "data_wait_share": last["data_wait_share"],
-            "peak_rss_mib_trainer": rss_kib / 1024}
+            "samples_per_s_whole_run": last["samples_per_s"], "data_wait_share_whole_run": last["data_wait_share"],
+            "samples_per_s_steady": (last["step"] - first["step"]) * batch / span,
+            "data_wait_share_steady": waited / span, "peak_rss_mib_trainer": rss_kib / 1024}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", action="store_true", help="CUDA: find the largest batch that fits")
     p.add_argument("--loader-steps", type=int, default=0, help="also run core.train.train for this many steps with real data")
     p.add_argument("--loader-workers", type=int, default=1)
+    p.add_argument("--loader-only", action="store_true", help="run only the real-data loader measurement")
     p.add_argument("--bare", nargs="*", type=int, default=None,
                    help="CUDA: also time the towers' forward + backward alone at these batch sizes (the MFU ceiling)")
     p.add_argument("--profile", action="store_true", help="with --bare: print the top CUDA kernels")
@@ -329,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for preset in a.presets:
         for precision in a.precisions:
-            for backend in [""] + ([a.compile] if a.compile else []):
+            for backend in ([""] + ([a.compile] if a.compile else [])) if not a.loader_only else []:
                 row = compare(preset, precision, a.batch_size, a.steps, a.repeats, device, backend, a.warmup)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -337,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 for gc in (False, True):
                     extra["max_batch"].append(largest_batch(preset, precision, device, a.batch_size, gc))
                     print(json.dumps(extra["max_batch"][-1]), flush=True)
-            if a.loader_steps:
+            if a.loader_steps and precision == a.precisions[0]:  # the loader is the same at either precision
                 extra["loader"].append(loader_run(preset, precision, a.batch_size, a.loader_steps, a.loader_workers, a.device))
                 print(json.dumps(extra["loader"][-1]), flush=True)
     print(f"\n{'preset':<6} {'prec':<5} {'compile':<9} {'batch':>5} {'ours/s':>9} {'ref/s':>9} {'ratio':>6} {'MFU':>6}")

@@ -1,10 +1,13 @@
 """Projections of joint image–text embeddings to 2D/3D, and the modality gap.
 
 - `pca(x, dims)`: exact, deterministic, milliseconds; the fast alternative.
-- `umap_project(x, dims, ...)`: umap-learn with the cosine metric. umap's numba kernels compile on
-  first use (20–70 s on a small CPU). `import_umap()` imports umap with numba's on-disk cache
-  switched on for every kernel, so only the very first process on a machine pays the compile;
-  `start_umap_warmup()` runs a tiny fit in a background thread so that an app hides the rest.
+- `umap_project(x, dims, ...)`: umap-learn with the cosine metric, on exact nearest neighbours
+  that `cosine_knn` finds with one matrix product per block of rows (umap-learn would otherwise
+  call its numba cosine once per pair from Python below 4,096 points, and run NN-descent above).
+  umap's numba kernels compile on first use (20–70 s on a small CPU). `import_umap()` imports umap
+  with numba's on-disk cache switched on for every kernel, so only the very first process on a
+  machine pays the compile; `start_umap_warmup()` runs a tiny fit in a background thread so that
+  an app hides the rest.
 - `modality_gap(img, txt)`: the distance between the image and the text centroids (Liang et al.
   2022, "Mind the Gap"), and `centre_modalities` removes it by centring each modality.
 
@@ -119,12 +122,40 @@ def import_umap():
         return umap
 
 
+def cosine_knn(x, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of every row of x [N, D] under the cosine distance 1 - cos.
+
+    Returns (indices [N, k] int64, distances [N, k] float32), nearest first; each point is its own
+    first neighbour at distance 0, as in umap-learn's exact search. Ties go to the lower index.
+    Rows are compared a block at a time, so memory stays at block x N floats. A zero row is at
+    distance 1 from every other point.
+    """
+    arr = _as_array(x)
+    n = len(arr)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the number of points ({n}), got {k}")
+    unit = arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
+    indices = np.empty((n, k), np.int64)
+    dists = np.empty((n, k), np.float32)
+    for start in range(0, n, block):
+        rows = np.arange(start, min(start + block, n))
+        d = np.clip(1.0 - unit[rows] @ unit.T, 0.0, 2.0)
+        d[np.arange(len(rows)), rows] = -1.0  # self first, whatever its rounding
+        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(rows), 1))
+        part.sort(axis=1)  # index order, so that the stable sort below breaks ties by index
+        order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
+        indices[rows] = np.take_along_axis(part, order, axis=1)
+        dists[rows] = np.maximum(np.take_along_axis(d, indices[rows], axis=1), 0.0)
+    return indices, dists
+
+
 def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0,
                  n_epochs: int | None = 200) -> np.ndarray:
     """UMAP coordinates [N, dims] of x [N, D] under the cosine metric.
 
-    n_neighbors is capped at N - 1 (umap breaks when it exceeds N). Spectral initialisation falls
-    back to a random one for tiny or degenerate sets, and the result is checked for NaN.
+    The neighbour graph is built from `cosine_knn` (exact, vectorised). n_neighbors is capped at
+    N - 1 (umap breaks when it exceeds N). Spectral initialisation falls back to a random one for
+    tiny or degenerate sets, and the result is checked for NaN.
     """
     arr = _as_array(x)
     n = len(arr)
@@ -132,12 +163,14 @@ def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
         return pca(arr, dims)
     umap = import_umap()
     k = max(2, min(int(n_neighbors), n - 1))
+    knn = cosine_knn(arr, k)
     init = "spectral" if n > dims + 8 else "random"
     for attempt in (init, "random"):
         reducer = umap.UMAP(n_components=dims, n_neighbors=k, min_dist=float(min_dist), metric="cosine",
-                            init=attempt, random_state=seed, n_epochs=n_epochs, low_memory=True)
+                            init=attempt, random_state=seed, n_epochs=n_epochs, low_memory=True,
+                            precomputed_knn=(knn[0].copy(), knn[1].copy(), None))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # n_jobs overridden by random_state; spectral fallbacks
+            warnings.simplefilter("ignore")  # n_jobs vs random_state; no search index (no transform); spectral fallbacks
             coords = reducer.fit_transform(arr)
         if np.isfinite(coords).all():
             return coords.astype(np.float32)

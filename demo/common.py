@@ -1,4 +1,4 @@
-"""Glue every tab uses: turning expected failures into one-line `gr.Error`s, and model lookup."""
+"""Glue every tab uses: one-line `gr.Error`s for expected failures, model lookup, the plot template."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import functools
 import logging
 
 import gradio as gr
+import plotly.io as pio
 
 from core.data import DataError
 from core.model import ModelLoadError
@@ -14,6 +15,11 @@ from .images import ImageInputError
 
 log = logging.getLogger("clip_lab")
 USER_ERRORS = (ValueError, ModelLoadError, DataError, ImageInputError)
+
+# Every figure of the app is drawn in plotly_white. As the default template plotly applies it when a
+# figure is serialised, without validating and copying it into each figure: ~7 ms instead of ~28 ms
+# for the zero-shot bar chart, the same JSON.
+pio.templates.default = "plotly_white"
 
 
 def user_errors(fn):

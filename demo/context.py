@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class AppConfig:
     default_model: the model every new session starts on [CLIP_LAB_MODEL], a bundled name or path.
     model_dirs: folders whose sub-folders may be loaded as local models [CLIP_LAB_MODEL_DIRS].
     data_dirs: folders whose sub-folders may be opened as local `datasets` sources [CLIP_LAB_DATA_DIRS].
+    warm_umap: warm up at start: the default model, UMAP's kernels, the default map set [CLIP_LAB_WARMUP].
+    warmup_delay: the map part of the warm-up waits for the first zero-shot answer, or this many
+        seconds at most, so that it does not compete with that answer [CLIP_LAB_WARMUP_DELAY].
     """
 
     default_model: str = DEFAULT_MODEL
@@ -40,6 +44,7 @@ class AppConfig:
     queue_size: int = 32
     concurrency: int = 2
     warm_umap: bool = True
+    warmup_delay: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "AppConfig":
@@ -49,6 +54,7 @@ class AppConfig:
         cfg.model_dirs += _split_dirs(env.get("CLIP_LAB_MODEL_DIRS", ""))
         cfg.data_dirs += _split_dirs(env.get("CLIP_LAB_DATA_DIRS", ""))
         cfg.warm_umap = env.get("CLIP_LAB_WARMUP", "1") not in ("0", "false", "no")
+        cfg.warmup_delay = max(0.0, float(env.get("CLIP_LAB_WARMUP_DELAY", cfg.warmup_delay)))
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):
             if env.get(name):
                 try:
@@ -64,12 +70,16 @@ class AppConfig:
 @dataclass
 class AppContext:
     """What every tab's `build_tab(ctx)` receives: config, the process-wide model cache, and a
-    registry of components that one tab offers to another (e.g. the zero-shot class names)."""
+    registry of components that one tab offers to another (e.g. the zero-shot class names).
+
+    first_answer is set once a zero-shot request has been answered (the start-up warm-up waits for it).
+    """
 
     config: AppConfig
     models: ModelCache
     shared: dict[str, Any] = field(default_factory=dict)
     embeddings: "LRU" = field(default_factory=lambda: LRU(4))
+    first_answer: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def create(cls, config: AppConfig | None = None) -> "AppContext":
@@ -82,7 +92,6 @@ class LRU:
     """A small thread-safe least-recently-used map (used for embeddings of recent sets)."""
 
     def __init__(self, size: int = 4):
-        import threading
         from collections import OrderedDict
 
         self.size, self._data, self._lock = size, OrderedDict(), threading.Lock()

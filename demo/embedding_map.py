@@ -8,6 +8,7 @@ redrawn with each modality centred, which removes the gap.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -103,7 +104,7 @@ def map_figure(coords: np.ndarray, pairs: Pairs, colour_by: str, prompt_names: l
                               marker=dict(symbol="diamond-open" if three else "star", size=12 if not three else 6, color="#111"),
                               customdata=[["class prompt", p, "", ""] for p in prompt_names],
                               hovertemplate="<b>class prompt</b><br>%{customdata[1]}<extra></extra>"))
-    fig.update_layout(title=dict(text=title, x=0.01), template="plotly_white", height=640, margin=dict(l=10, r=10, t=50, b=10),
+    fig.update_layout(title=dict(text=title, x=0.01), height=640, margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(itemsizing="constant", font=dict(size=11)), hoverlabel=dict(align="left"))
     if not three:
         fig.update_xaxes(showticklabels=False, title="")
@@ -149,18 +150,29 @@ def set_key(clip, spec: SourceSpec) -> tuple:
     return (clip.source, id(clip), spec.source, n, spec.seed, spec.split, files, ds)
 
 
+_ENCODING = threading.Lock()  # one set is built and encoded at a time
+
+
 def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
-    """The pairs and their image and caption embeddings, from ctx's LRU or computed now."""
+    """The pairs and their image and caption embeddings, from ctx's LRU or computed now.
+
+    A request for the set that the start-up warm-up is encoding waits for it instead of encoding
+    it a second time beside it.
+    """
     key = set_key(clip, spec)
     cached = ctx.embeddings.get(key)
-    if cached is None:
-        if progress:
-            progress(0.1, desc=f"building {spec.n} pairs")
-        pairs = build_pairs(spec, ctx.config.data_dirs, max_images=MAX_N)
-        if progress:
-            progress(0.3, desc=f"encoding {len(pairs)} images and captions")
-        cached = (pairs, encode_images(clip, pairs.images), encode_texts(clip, pairs.captions))
-        ctx.embeddings.put(key, cached)
+    if cached is not None:
+        return cached
+    with _ENCODING:
+        cached = ctx.embeddings.get(key)
+        if cached is None:
+            if progress:
+                progress(0.1, desc=f"building {spec.n} pairs")
+            pairs = build_pairs(spec, ctx.config.data_dirs, max_images=MAX_N)
+            if progress:
+                progress(0.3, desc=f"encoding {len(pairs)} images and captions")
+            cached = (pairs, encode_images(clip, pairs.images), encode_texts(clip, pairs.captions))
+            ctx.embeddings.put(key, cached)
     return cached
 
 

@@ -56,7 +56,7 @@ def bar_chart(top: list[tuple[str, float]], title: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs],
                            textposition="auto", marker_color="#4f46e5", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     fig.update_layout(title=title, xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"),
-                      height=max(260, 40 * len(names) + 110), margin=dict(l=10, r=10, t=50, b=40), template="plotly_white")
+                      height=max(260, 40 * len(names) + 110), margin=dict(l=10, r=10, t=50, b=40))
     return fig
 
 
@@ -172,10 +172,13 @@ def build_tab(ctx) -> None:
 
     @user_errors
     def on_run(image, files, classnames, templates, top_k, model_name, progress=gr.Progress()):
-        clip = get_model(ctx, model_name, progress)
-        images, names = gather_images(image, files)
-        r = run_zero_shot(clip, images, names, classnames, templates, top_k, model_name, progress)
-        return r.label, r.figure, r.info, r.templates, r.batch
+        try:
+            clip = get_model(ctx, model_name, progress)
+            images, names = gather_images(image, files)
+            r = run_zero_shot(clip, images, names, classnames, templates, top_k, model_name, progress)
+            return r.label, r.figure, r.info, r.templates, r.batch
+        finally:
+            ctx.first_answer.set()  # lets the start-up map warm-up begin (app.start_warmup)
 
     run.click(on_run, inputs=[image, files, classnames, templates, top_k, model_state],
               outputs=[label, plot, info, table, batch], api_name="zero_shot", concurrency_id="inference")

@@ -155,6 +155,42 @@ def test_map_embedding_cache(clip):
     assert em.encoded_set(ctx, clip, spec) is first
 
 
+def test_map_set_is_encoded_once_under_concurrent_requests(clip, monkeypatch):
+    ctx = AppContext.create(AppConfig(default_model=model_source()))
+    spec = em.SourceSpec("shapes world", 12, 5, "eval")
+    calls, real = [], em.build_pairs
+    monkeypatch.setattr(em, "build_pairs", lambda *a, **k: calls.append(1) or (time.sleep(0.2), real(*a, **k))[1])
+    results = [None] * 3
+
+    def ask(i):
+        results[i] = em.encoded_set(ctx, clip, spec)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(calls) == 1 and results[0] is results[1] is results[2]
+
+
+def test_startup_warmup_waits_for_the_first_answer(monkeypatch):
+    import app
+    import core.projection
+
+    assert AppConfig.from_env({"CLIP_LAB_WARMUP_DELAY": "2.5"}).warmup_delay == 2.5
+    ctx = AppContext.create(AppConfig(default_model=model_source(), warmup_delay=60))
+    events = []
+    monkeypatch.setattr(core.projection, "start_umap_warmup", lambda: events.append("umap"))
+    monkeypatch.setattr(em, "prewarm", lambda c: events.append("map set"))
+    thread = app.start_warmup(ctx)
+    deadline = time.time() + 60
+    while not ctx.models.cached() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert ctx.models.cached() and events == []  # model loaded; map work waits for the first answer
+    ctx.first_answer.set()
+    thread.join(10)
+    assert events == ["umap", "map set"]
+
+
 # ---- models, images, sources ----
 
 def test_model_cache_allowlist_and_failures(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.projection import (ProjectionConfig, centre_modalities, modality_gap, numba_cache_dir, pca, project,
-                             umap_project)
+from core.projection import (ProjectionConfig, centre_modalities, cosine_knn, modality_gap, numba_cache_dir, pca,
+                             project, umap_project)
 
 
 def _unit(x):
@@ -66,6 +66,23 @@ def test_project_dispatch_pca_and_tiny_umap_fallback():
     x = np.random.default_rng(1).normal(size=(30, 8))
     assert project(x, ProjectionConfig("pca", 3)).shape == (30, 3)
     assert umap_project(x[:3], 2).shape == (3, 2)  # too few points for UMAP: PCA
+
+
+def test_cosine_knn_is_exact_self_first_and_blockwise():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(57, 6)).astype(np.float32)
+    x[9] = 3 * x[4]  # same direction: distance 0 to each other
+    idx, dist = cosine_knn(x, 5, block=8)
+    unit = _unit(x.astype(np.float64))
+    full = np.clip(1 - unit @ unit.T, 0, 2)
+    np.fill_diagonal(full, 0)
+    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :5], atol=1e-5)
+    assert (idx[:, 0] == np.arange(57)).all() and (np.diff(dist, axis=1) >= 0).all()
+    assert idx[4, 1] == 9 and idx[9, 1] == 4
+    np.testing.assert_array_equal(cosine_knn(x, 5, block=1000)[0], idx)
+    assert cosine_knn(x[:3], 3)[0].shape == (3, 3)
+    with pytest.raises(ValueError, match="k must be"):
+        cosine_knn(x, 58)
 
 
 def test_numba_cache_dir_is_writable():
