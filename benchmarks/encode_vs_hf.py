@@ -46,9 +46,9 @@ from core.encode import encode_images, encode_texts, pad_token_ids, text_feature
 from core.model import ASSETS, Clip, create, load  # noqa: E402
 from core.shapes import ShapesWorld  # noqa: E402
 
-# Per model: inputs timed (images, texts), batch sizes, inputs of the precision rows. Sized from
-# encode_precision.json so that a full run takes 3-4 minutes on 2 idle CPU cores (bf16 is 5-7x
-# slower than fp32 there, so the precision rows take few inputs).
+# Per model: inputs timed (images, texts), batch sizes, inputs of the precision rows. Sized so
+# that a full run takes 3-4 minutes on 2 idle CPU cores (bf16 is 5-7x slower than fp32 there,
+# so the precision rows take few inputs).
 COUNTS = {
     "shapes-tiny": dict(images=64, texts=256, image_batch=32, text_batch=64, precision=32),
     "base": dict(images=32, texts=96, image_batch=16, text_batch=32, precision=16),
