@@ -8,6 +8,7 @@ id. Everything is read from safetensors; nothing is ever unpickled and no remote
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -248,7 +249,13 @@ def save_pretrained_atomic(clip: Clip, directory: str | os.PathLike, dtype: torc
         model = clip.model
         if dtype is not None:
             model = CLIPModel(clip.model.config).to(dtype)
-            model.load_state_dict({k: v.to(dtype) for k, v in clip.model.state_dict().items()})
+            state = {k: v.to(dtype) for k, v in clip.model.state_dict().items()}
+            # ln 100 rounds up in fp16 (exp = 100.03): store the largest value whose scale stays <= 100
+            limit = torch.tensor(math.log(100.0), dtype=dtype)
+            if limit.float().exp() > 100.0:
+                limit = torch.nextafter(limit, torch.tensor(-math.inf, dtype=dtype))
+            state["logit_scale"] = torch.minimum(state["logit_scale"], limit)
+            model.load_state_dict(state)
         model.save_pretrained(tmp, safe_serialization=True)
         clip.tokenizer.save_pretrained(tmp)
         clip.processor.save_pretrained(tmp)

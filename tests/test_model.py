@@ -129,3 +129,21 @@ def test_traversal_and_outside_paths_are_refused_before_opening(tmp_path, micro_
         with pytest.raises(ModelLoadError, match="allowed folders"):
             cache.get(name)
     assert opened == []
+
+
+def test_a_half_precision_export_keeps_the_logit_scale_at_most_100(tmp_path):
+    """ln 100 rounds up in fp16; the exported checkpoint must still give exp(t) <= 100 to any reader."""
+    import math
+
+    import torch
+    from transformers import CLIPModel
+
+    from core.model import create, save_pretrained_atomic
+
+    clip = create("tiny", seed=0)
+    with torch.no_grad():
+        clip.model.logit_scale.fill_(math.log(100.0))
+    save_pretrained_atomic(clip, tmp_path / "fp16", dtype=torch.float16)
+    for folder in (tmp_path / "fp16", Path(__file__).resolve().parents[1] / "assets/models/shapes-tiny"):
+        raw = CLIPModel.from_pretrained(folder).logit_scale.float().exp().item()
+        assert 99.0 < raw <= 100.0, (folder, raw)
