@@ -17,6 +17,10 @@ if str(ROOT) not in sys.path:
 
 from scripts.app_process import free_port, start_app, stop_app, wait_until_up  # noqa: E402,F401
 
+CHROMIUM = os.environ.get("CLIP_LAB_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium, driven by Playwright
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
 
 def model_source() -> str:
     """$CLIP_LAB_MODEL, else the bundled default, else a seeded stand-in saved once to a temp dir."""

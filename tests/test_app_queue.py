@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from conftest_app import ROOT, running_app
+from conftest_app import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -32,6 +34,30 @@ def test_a_full_queue_says_so_and_the_app_keeps_serving():
         label = clients[-1].predict(handle_file(str(ROOT / "assets/examples/shapes_brown_star.png")), [],
                                     "circle\nstar\nsquare", "a photo of a {}.", 3, api_name="/zero_shot")[0]
         assert label["label"] == "star"
+        _browser_user_sees_busy(url, clients)
+
+
+def _browser_user_sees_busy(url: str, clients: list) -> None:
+    """In the browser, a click while the queue is full shows a one-line 'busy' notice, not a trace."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.wait_for_selector("#zs-run")
+            jobs = [_pca_map_job(c, 2500) for c in clients[:2]]  # one runs for seconds, one waits: full
+            time.sleep(1.0)
+            page.click("#zs-run")
+            toast = page.wait_for_selector("[data-testid='toast-body']")
+            assert "busy" in toast.inner_text().lower()
+            assert "Traceback" not in page.content()
+        finally:
+            browser.close()
+    for job in jobs:
+        job.result(timeout=300)
 
 
 def test_queue_settings_from_the_environment():

@@ -14,11 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest_app import ROOT, running_app
-
-CHROMIUM = os.environ.get("CLIP_LAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+from conftest_app import CHROMIUM, CHROMIUM_ARGS as ARGS, ROOT, running_app
 
 
 @pytest.fixture(scope="module")
