@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import statistics
@@ -179,17 +180,12 @@ def compare(preset: str, precision: str, batch: int, steps: int, repeats: int, d
     if device.type == "cuda":
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         peak = peak_flops(device)
-        flops = step_flops(ours, replace_compile(cfg), *batches[0])
+        flops = step_flops(ours, dataclasses.replace(cfg, compile=""), *batches[0])  # count eagerly
         row["flops_per_step"] = flops
         if peak:
             row["mfu"] = flops * row["ours_samples_per_s"] / batch / peak
             row["reference_mfu"] = flops * row["reference_samples_per_s"] / batch / peak
     return row
-
-
-def replace_compile(cfg: TrainConfig) -> TrainConfig:
-    import dataclasses
-    return dataclasses.replace(cfg, compile="")
 
 
 def largest_batch(preset: str, precision: str, device: torch.device, start: int, grad_checkpointing: bool) -> dict:

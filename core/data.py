@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .encode import arrays_to_pixels
+from .encode import arrays_to_pixels, normalise_uint8
 from .model import OPENAI_MEAN, OPENAI_STD, looks_like_path
 from .shapes import SHAPES, ShapesWorld
 
@@ -40,11 +40,7 @@ class Batch:
         """Normalised float32 pixels [B, 3, S, S] on `device`. A uint8 batch crosses from the data
         workers and to the GPU at a quarter of the bytes, and is rescaled and normalised there."""
         x = self.pixel_values.to(device, non_blocking=True)
-        if x.dtype != torch.uint8:
-            return x
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-        return (x.float().div_(255.0) - mean) / std  # the arithmetic of CLIPImageProcessor
+        return normalise_uint8(x, self.mean, self.std) if x.dtype == torch.uint8 else x
 
 
 @dataclass

@@ -87,9 +87,15 @@ def arrays_to_pixels(images: np.ndarray, mean: Sequence[float], std: Sequence[fl
 
     Same arithmetic as CLIPImageProcessor (rescale by 1/255, then normalise), minus the resize.
     """
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return normalise_uint8(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
+
+
+def normalise_uint8(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 pixels [B, 3, S, S] -> float32 [B, 3, S, S] on the same device: rescale by 1/255, then
+    normalise per channel, the arithmetic of CLIPImageProcessor."""
+    x = pixels.float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
 
 
