@@ -72,7 +72,8 @@ class AppContext:
     """What every tab's `build_tab(ctx)` receives: config, the process-wide model cache, and a
     registry of components that one tab offers to another (e.g. the zero-shot class names).
 
-    first_answer is set once a zero-shot request has been answered (the start-up warm-up waits for it).
+    first_answer is set once a zero-shot request has been answered (the start-up warm-up waits for it);
+    encoding is held while a map set is built and encoded, so the warm-up and a request never do it twice.
     """
 
     config: AppConfig
@@ -80,6 +81,7 @@ class AppContext:
     shared: dict[str, Any] = field(default_factory=dict)
     embeddings: "LRU" = field(default_factory=lambda: LRU(4))
     first_answer: threading.Event = field(default_factory=threading.Event)
+    encoding: threading.Lock = field(default_factory=threading.Lock)  # one map set is built and encoded at a time
 
     @classmethod
     def create(cls, config: AppConfig | None = None) -> "AppContext":

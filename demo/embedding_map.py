@@ -8,7 +8,6 @@ redrawn with each modality centred, which removes the gap.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -150,9 +149,6 @@ def set_key(clip, spec: SourceSpec) -> tuple:
     return (clip.source, id(clip), spec.source, n, spec.seed, spec.split, files, ds)
 
 
-_ENCODING = threading.Lock()  # one set is built and encoded at a time
-
-
 def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
     """The pairs and their image and caption embeddings, from ctx's LRU or computed now.
 
@@ -163,7 +159,7 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torc
     cached = ctx.embeddings.get(key)
     if cached is not None:
         return cached
-    with _ENCODING:
+    with ctx.encoding:
         cached = ctx.embeddings.get(key)
         if cached is None:
             if progress:
