@@ -128,25 +128,21 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
 
 
 def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, str]:
-    kind = rng.choice(["white", "light", "gray", "dark", "noise", "gradient"], p=[0.25, 0.2, 0.15, 0.1, 0.15, 0.15])
+    kind = str(rng.choice(["white", "light", "gray", "dark", "noise", "gradient"], p=[0.25, 0.2, 0.15, 0.1, 0.15, 0.15]))
     if kind == "white":
-        arr = np.full((size, size, 3), 255, np.uint8)
-    elif kind == "light":
-        tint = rng.integers(215, 256, 3)
-        arr = np.broadcast_to(tint, (size, size, 3)).astype(np.uint8)
-    elif kind == "gray":
-        arr = np.full((size, size, 3), int(rng.integers(150, 215)), np.uint8)
-    elif kind == "dark":
-        arr = np.full((size, size, 3), int(rng.integers(15, 60)), np.uint8)
-    elif kind == "noise":
+        return Image.new("RGB", (size, size), (255, 255, 255)), kind
+    if kind == "light":
+        return Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(215, 256, 3))), kind
+    if kind in ("gray", "dark"):
+        level = int(rng.integers(150, 215) if kind == "gray" else rng.integers(15, 60))
+        return Image.new("RGB", (size, size), (level, level, level)), kind
+    if kind == "noise":
         base = int(rng.integers(170, 240))
         arr = np.clip(base + rng.normal(0, 18, (size // 4, size // 4, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
-        arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
-    else:
-        a, b = rng.integers(200, 256, 3), rng.integers(200, 256, 3)
-        ramp = np.linspace(0, 1, size)[:, None, None]
-        arr = (a * (1 - ramp) + b * ramp).astype(np.uint8).repeat(size, 1)
-    return Image.fromarray(np.ascontiguousarray(arr)), str(kind)
+        return Image.fromarray(arr).resize((size, size), Image.BILINEAR), kind
+    a, b = rng.integers(200, 256, 3), rng.integers(200, 256, 3)  # a vertical gradient
+    ramp = np.linspace(0, 1, size)[:, None, None]
+    return Image.fromarray((a * (1 - ramp) + b * ramp).astype(np.uint8).repeat(size, 1)), kind
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, style: str, rgb: tuple, rng: np.random.Generator, k: float) -> None:
@@ -283,7 +279,7 @@ class ShapesWorld:
         canvas, background = _background(rng, 64 * k)
         draw = ImageDraw.Draw(canvas)
         for o in objects:
-            rgb = tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in COLOURS[o.colour])
+            rgb = tuple(min(255, max(0, v + int(rng.integers(-12, 13)))) for v in COLOURS[o.colour])
             _draw_object(draw, o, style, rgb, rng, k)
         if style == "pixelated":
             cells = int(rng.choice([21, 32]))
