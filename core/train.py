@@ -30,6 +30,7 @@ from .evaluate import evaluate_shapes
 from .distributed import DistInfo, accumulate_two_pass, add_patch_dropout, gather_with_grad, init_from_env, mean_over_ranks
 from .loss import MAX_LOGIT_SCALE, contrastive_loss, group_contrastive_loss, siglip_loss
 from .model import Clip, create, load, save_pretrained_atomic
+from .zeroshot import template_presets
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,6 +73,7 @@ class TrainConfig:
     lock_text: bool = False
     eval_every: int = 250  # 0 disables
     eval_samples: int = 500
+    eval_templates: str = "shapes_world"  # template preset (assets/templates/) of the in-run zero-shot eval
     save_every: int = 250  # 0: only at the end
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -293,6 +295,8 @@ def _check_config(cfg: TrainConfig, info: DistInfo) -> None:
                          f"({info.world_size} x {cfg.accum_freq})")
     if cfg.init_logit_scale and cfg.model not in ("tiny", "small", "base"):
         raise ValueError("init_logit_scale applies when training from scratch (a preset); a loaded model keeps its learned scale")
+    if cfg.eval_every and cfg.data == "shapes" and cfg.eval_templates not in template_presets():
+        raise ValueError(f"unknown eval template preset {cfg.eval_templates!r}; known: {', '.join(template_presets())}")
 
 
 def enable_checkpointing(model) -> None:
@@ -397,6 +401,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
         bar = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
     t0, wait, last = time.perf_counter(), 0.0, time.perf_counter()
     step = start_step
+    eval_templates = template_presets().get(cfg.eval_templates)
     loss_params = (lambda: {"siglip_bias": towers.siglip_bias}) if towers.siglip_bias is not None else (lambda: None)
     with (metrics_path.open("a") if info.is_main else open(os.devnull, "w")) as log:
         def emit(rec: dict) -> None:
@@ -425,7 +430,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Callable[[dict], None]
                 bar.set_postfix(loss=f"{out['loss']:.3f}", scale=f"{out['logit_scale']:.1f}")
             if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and cfg.data == "shapes":
                 model.eval()
-                res = evaluate_shapes(clip, n=cfg.eval_samples, seed=cfg.seed + 10_000)
+                res = evaluate_shapes(clip, n=cfg.eval_samples, seed=cfg.seed + 10_000, templates=eval_templates)
                 emit({"step": step, "eval": {k: v["top1"] for k, v in res.items() if "top1" in v}})
                 model.train()
                 lock_towers(model, cfg.lock_image, cfg.lock_text)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data import DataError  # noqa: E402
 from core.model import ModelLoadError  # noqa: E402
 from core.train import NonFiniteLossError, TrainConfig, train  # noqa: E402
+from core.zeroshot import template_presets  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
@@ -70,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between zero-shot evals (shapes data); 0 disables")
     p.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
+    p.add_argument("--eval-templates", default=defaults.eval_templates, choices=sorted(template_presets()),
+                   help="template preset of the in-run zero-shot eval (default: %(default)s)")
     p.add_argument("--save-every", type=int, default=defaults.save_every)
     p.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
     p.add_argument("--log-every", type=int, default=defaults.log_every)

@@ -11,9 +11,11 @@ import torch
 
 import core.train as train_mod
 from core.encode import encode_images, encode_texts
+from core.evaluate import evaluate_shapes
 from core.model import load
 from core.shapes import ShapesWorld
 from core.train import NonFiniteLossError, TrainConfig, latest_checkpoint, lr_at, train
+from core.zeroshot import template_presets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +103,18 @@ def test_lock_image_freezes_the_image_tower(tmp_path, micro_dir):
 def test_logit_scale_never_exceeds_100(tmp_path, micro_dir):
     clip = train(_cfg(tmp_path / "run", micro_dir, steps=3, save_every=0, lr=5.0, warmup_steps=1, grad_clip=1e9))
     assert clip.model.logit_scale.detach().exp().item() <= 100.0 + 1e-4
+
+
+def test_in_run_eval_is_the_evaluate_scripts_measure(tmp_path, micro_dir):
+    """The eval lines in metrics.jsonl are what evaluate_shapes reports for that model, with the
+    shapes-world templates by default (the same measure as scripts/evaluate.py --templates shapes_world)."""
+    cfg = _cfg(tmp_path / "run", micro_dir, steps=2, save_every=0, eval_every=2, eval_samples=40)
+    clip = train(cfg)
+    logged = [json.loads(l)["eval"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    direct = evaluate_shapes(clip, n=40, seed=cfg.seed + 10_000, templates=template_presets()["shapes_world"])
+    assert logged == [{k: v["top1"] for k, v in direct.items() if "top1" in v}]
+    with pytest.raises(ValueError, match="unknown eval template preset 'nope'"):
+        train(_cfg(tmp_path / "bad", micro_dir, eval_every=2, eval_templates="nope"))
 
 
 def test_schedule_warms_up_then_decays_to_zero():
