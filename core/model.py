@@ -85,7 +85,22 @@ class Clip:
     tokenizer: CLIPTokenizerFast
     processor: CLIPImageProcessor
     source: str
-    classifier_cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _heads: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _heads_stamp: tuple = field(default=(), repr=False)
+
+    @property
+    def classifier_cache(self) -> OrderedDict:
+        """Zero-shot heads of this model, keyed by (classnames, templates); see core.zeroshot.
+
+        Emptied whenever a weight has changed since the heads were computed: an optimizer step or
+        load_state_dict writes in place, which bumps the tensor's version, and .to() swaps storage.
+        So a model evaluated during training never scores against an earlier step's text embeddings.
+        """
+        stamp = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
+        if stamp != self._heads_stamp:
+            self._heads.clear()
+            self._heads_stamp = stamp
+        return self._heads
 
     @property
     def device(self) -> torch.device:

@@ -106,13 +106,14 @@ def test_logit_scale_never_exceeds_100(tmp_path, micro_dir):
 
 
 def test_in_run_eval_is_the_evaluate_scripts_measure(tmp_path, micro_dir):
-    """The eval lines in metrics.jsonl are what evaluate_shapes reports for that model, with the
-    shapes-world templates by default (the same measure as scripts/evaluate.py --templates shapes_world)."""
-    cfg = _cfg(tmp_path / "run", micro_dir, steps=2, save_every=0, eval_every=2, eval_samples=40)
-    clip = train(cfg)
+    """Each eval line in metrics.jsonl is what evaluate_shapes reports for the weights of that step,
+    with the shapes-world templates by default (scripts/evaluate.py --templates shapes_world)."""
+    cfg = _cfg(tmp_path / "run", micro_dir, steps=2, save_every=0, eval_every=1, eval_samples=40)
+    train(cfg)
     logged = [json.loads(l)["eval"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
-    direct = evaluate_shapes(clip, n=40, seed=cfg.seed + 10_000, templates=template_presets()["shapes_world"])
-    assert logged == [{k: v["top1"] for k, v in direct.items() if "top1" in v}]
+    reloaded = load(str(tmp_path / "run" / "model"))  # a new object: no zero-shot heads cached from step 1
+    direct = evaluate_shapes(reloaded, n=40, seed=cfg.seed + 10_000, templates=template_presets()["shapes_world"])
+    assert len(logged) == 2 and logged[-1] == {k: v["top1"] for k, v in direct.items() if "top1" in v}
     with pytest.raises(ValueError, match="unknown eval template preset 'nope'"):
         train(_cfg(tmp_path / "bad", micro_dir, eval_every=2, eval_templates="nope"))
 

@@ -48,6 +48,24 @@ def test_classifier_cache_skips_text_encoding(micro, monkeypatch):
     assert calls == [] and torch.equal(first, second)
 
 
+def test_cached_head_follows_weight_updates(micro_dir):
+    """A head cached before an optimizer step must not be served after it (training-time evals)."""
+    from core.model import load
+
+    clip, classes, templates = load(str(micro_dir)), ["red star", "blue circle"], ["a photo of a {}."]
+    before = build_classifier(clip, classes, templates)
+    opt = torch.optim.SGD(clip.model.text_model.parameters(), lr=1.0)
+    clip.model.text_model.zero_grad()
+    encode = clip.model.get_text_features(**clip.tokenizer(["red star"], return_tensors="pt"))
+    (encode if isinstance(encode, torch.Tensor) else encode.pooler_output).sum().backward()
+    opt.step()
+    after = build_classifier(clip, classes, templates)
+    assert not torch.allclose(before, after)
+    fresh = load(str(micro_dir))
+    fresh.model.load_state_dict(clip.model.state_dict())
+    torch.testing.assert_close(after, build_classifier(fresh, classes, templates))
+
+
 def test_per_template_probs_shape(micro):
     img = encode_images(micro, [ShapesWorld().take(1)[0].image])
     p = per_template_probs(micro, img, ["x", "y"], ["{}", "a {}"])
