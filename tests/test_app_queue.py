@@ -37,6 +37,16 @@ def test_a_full_queue_says_so_and_the_app_keeps_serving():
         _browser_user_sees_busy(url, clients)
 
 
+def _wait_until_queued(job, timeout: float = 120.0) -> None:
+    """Block until `job` waits in the queue behind a running one (so the queue of size 1 is full)."""
+    from gradio_client.utils import Status
+
+    deadline = time.monotonic() + timeout
+    while job.status().code != Status.IN_QUEUE:
+        assert time.monotonic() < deadline, f"the second map job never queued: {job.status()}"
+        time.sleep(0.05)
+
+
 def _browser_user_sees_busy(url: str, clients: list) -> None:
     """In the browser, a click while the queue is full shows a one-line 'busy' notice, not a trace."""
     from playwright.sync_api import sync_playwright
@@ -49,7 +59,7 @@ def _browser_user_sees_busy(url: str, clients: list) -> None:
             page.goto(url)
             page.wait_for_selector("#zs-run")
             jobs = [_pca_map_job(c, 2500) for c in clients[:2]]  # one runs for seconds, one waits: full
-            time.sleep(1.0)
+            _wait_until_queued(jobs[1])
             page.click("#zs-run")
             toast = page.wait_for_selector("[data-testid='toast-body']")
             assert "busy" in toast.inner_text().lower()
