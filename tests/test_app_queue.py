@@ -37,37 +37,55 @@ def test_a_full_queue_says_so_and_the_app_keeps_serving():
         _browser_user_sees_busy(url, clients)
 
 
-def _wait_until_queued(job, timeout: float = 120.0) -> None:
-    """Block until `job` waits in the queue behind a running one (so the queue of size 1 is full)."""
+def _fill_the_queue(clients: list):
+    """Two long map jobs, returned once the second waits behind the first (the queue of 1 is full);
+    None if that did not happen (the first finished first, or another request held the place): the
+    caller tries again."""
     from gradio_client.utils import Status
 
-    deadline = time.monotonic() + timeout
-    while job.status().code != Status.IN_QUEUE:
-        assert time.monotonic() < deadline, f"the second map job never queued: {job.status()}"
-        time.sleep(0.05)
+    jobs = [_pca_map_job(c, 2500) for c in clients[:2]]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code = jobs[1].status().code
+        if code == Status.IN_QUEUE:
+            return jobs
+        if code in (Status.PROCESSING, Status.PROGRESS, Status.FINISHED, Status.QUEUE_FULL):
+            break  # the page's own load events can hold the queue's one place for a moment
+        time.sleep(0.02)
+    for job in jobs:
+        try:
+            job.result(timeout=300)
+        except Exception:  # gradio_client's QueueError: this job found the queue full
+            pass
+    return None
 
 
 def _browser_user_sees_busy(url: str, clients: list) -> None:
     """In the browser, a click while the queue is full shows a one-line 'busy' notice, not a trace."""
     from playwright.sync_api import sync_playwright
 
+    seen = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.set_default_timeout(120_000)
-            page.goto(url)
-            page.wait_for_selector("#zs-run")
-            jobs = [_pca_map_job(c, 2500) for c in clients[:2]]  # one runs for seconds, one waits: full
-            _wait_until_queued(jobs[1])
-            page.click("#zs-run")
-            toast = page.wait_for_selector("[data-testid='toast-body']")
-            assert "busy" in toast.inner_text().lower()
-            assert "Traceback" not in page.content()
+            for _ in range(3):  # the queue must still be full when the click lands; retry a lost race
+                page.goto(url)
+                page.wait_for_selector("#zs-run")
+                jobs = _fill_the_queue(clients)
+                if jobs is None:
+                    continue
+                page.click("#zs-run")
+                seen.append(page.wait_for_selector("[data-testid='toast-body']").inner_text())
+                assert "Traceback" not in page.content()
+                for job in jobs:
+                    job.result(timeout=300)
+                if "busy" in seen[-1].lower():
+                    return
         finally:
             browser.close()
-    for job in jobs:
-        job.result(timeout=300)
+    pytest.fail(f"no 'busy' notice in 3 tries; the toasts said {seen}")
 
 
 def test_queue_settings_from_the_environment():
