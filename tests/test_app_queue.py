@@ -37,21 +37,37 @@ def test_a_full_queue_says_so_and_the_app_keeps_serving():
         _browser_user_sees_busy(url, clients)
 
 
-def _fill_the_queue(clients: list):
-    """Two long map jobs, returned once the second waits behind the first (the queue of 1 is full);
-    None if that did not happen (the first finished first, or another request held the place): the
-    caller tries again."""
+def _wait_for(job, wanted: tuple, seconds: float = 60):
+    """Poll a job's status until it reaches one of `wanted` (True) or a state past them (False)."""
     from gradio_client.utils import Status
 
-    jobs = [_pca_map_job(c, 2500) for c in clients[:2]]
-    deadline = time.monotonic() + 60
+    order = [Status.STARTING, Status.JOINING_QUEUE, Status.IN_QUEUE, Status.SENDING_DATA, Status.PROCESSING,
+             Status.ITERATING, Status.PROGRESS, Status.FINISHED]
+    last = max(order.index(w) for w in wanted)
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        code = jobs[1].status().code
-        if code == Status.IN_QUEUE:
-            return jobs
-        if code in (Status.PROCESSING, Status.PROGRESS, Status.FINISHED, Status.QUEUE_FULL):
-            break  # the page's own load events can hold the queue's one place for a moment
+        code = job.status().code
+        if code in wanted:
+            return True
+        if code in (Status.QUEUE_FULL, Status.CANCELLED) or (code in order and order.index(code) > last):
+            return False
         time.sleep(0.02)
+    return False
+
+
+def _fill_the_queue(clients: list):
+    """Two long map jobs, returned once the first runs and the second waits behind it (the queue of 1
+    is full). They are submitted one after the other, so which one runs is not left to chance.
+    None if the state was not reached (the first job finished before the second queued): the caller
+    tries again."""
+    from gradio_client.utils import Status
+
+    first = _pca_map_job(clients[0], 2500)
+    jobs = [first]
+    if _wait_for(first, (Status.PROCESSING, Status.PROGRESS)):
+        jobs.append(_pca_map_job(clients[1], 2500))
+        if _wait_for(jobs[1], (Status.IN_QUEUE,)) and first.status().code != Status.FINISHED:
+            return jobs
     for job in jobs:
         try:
             job.result(timeout=300)
