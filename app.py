@@ -37,14 +37,14 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
-        build_picker(ctx)
+        model_state = build_picker(ctx)
         with gr.Tabs():
             with gr.Tab("Zero-shot", id="zero-shot"):
-                zero_shot.build_tab(ctx)
+                zs = zero_shot.build_tab(ctx, model_state)
             with gr.Tab("Similarity matrix", id="matrix"):
-                similarity_matrix.build_tab(ctx)
+                similarity_matrix.build_tab(ctx, model_state)
             with gr.Tab("Embedding map", id="map"):
-                embedding_map.build_tab(ctx)
+                embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)
     app.clip_ctx = ctx
     return app
@@ -94,7 +94,7 @@ def main() -> None:
     if config.warm_umap:
         start_warmup(ctx)
     app = build_app(ctx)
-    app.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+    app.launch(server_name=config.server_name,
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                max_file_size=config.max_file_size, show_error=True, css=CSS, js=HOVER_JS,
                theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])

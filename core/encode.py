@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,8 +100,12 @@ def normalise_uint8(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 @torch.inference_mode()
-def encode_texts(clip: Clip, texts: Sequence[str], batch_size: int = 256, precision: str = "fp32") -> torch.Tensor:
-    """L2-normalised text embeddings [N, D] (float32, CPU), in the order of `texts`."""
+def encode_texts(clip: Clip, texts: Sequence[str], batch_size: int = 256, precision: str = "fp32",
+                 progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """L2-normalised text embeddings [N, D] (float32, CPU), in the order of `texts`.
+
+    progress(done, total) is called after each batch; an exception it raises (a cancel) stops the work.
+    """
     texts = list(texts)
     if not texts:
         return torch.empty(0, clip.embed_dim)
@@ -115,15 +119,18 @@ def encode_texts(clip: Clip, texts: Sequence[str], batch_size: int = 256, precis
         with autocast_context(device, precision):
             feats = text_features(clip.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
         out[torch.as_tensor(idx)] = F.normalize(feats.float(), dim=-1).cpu()
+        if progress is not None:
+            progress(min(start + batch_size, len(texts)), len(texts))
     return out
 
 
 @torch.inference_mode()
 def encode_images(clip: Clip, images: Sequence[Image.Image] | torch.Tensor, batch_size: int = 64,
-                  precision: str = "fp32") -> torch.Tensor:
+                  precision: str = "fp32", progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """L2-normalised image embeddings [N, D] (float32, CPU).
 
     images: PIL images (preprocessed with the model's processor) or pixel values [N, 3, S, S].
+    progress(done, total) is called after each batch; an exception it raises (a cancel) stops the work.
     """
     n = len(images)
     if n == 0:
@@ -136,4 +143,6 @@ def encode_images(clip: Clip, images: Sequence[Image.Image] | torch.Tensor, batc
         with autocast_context(device, precision):
             feats = image_features(clip.model, pixels.to(device))
         chunks.append(F.normalize(feats.float(), dim=-1).cpu())
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
     return torch.cat(chunks)

@@ -7,20 +7,22 @@ id. Everything is read from safetensors; nothing is ever unpickled and no remote
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import importlib.util
 
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
+
+from .errors import UserInputError
 
 if importlib.util.find_spec("torchvision") is not None:
     from transformers import CLIPImageProcessor
@@ -36,7 +38,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserInputError):
     """A model could not be loaded. The message is one line, written for the user."""
 
 
@@ -79,28 +81,17 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass
 class Clip:
-    """A loaded CLIP: model, tokenizer, image processor, and a per-model cache of zero-shot heads."""
+    """A loaded CLIP: model, tokenizer, image processor, and where it came from.
+
+    It holds no caches: zero-shot heads are built by the pure `core.zeroshot.build_classifier`,
+    and whoever needs them cached (the app) owns that cache.
+    """
 
     model: CLIPModel
     tokenizer: CLIPTokenizerFast
     processor: CLIPImageProcessor
     source: str
-    _heads: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    _heads_stamp: tuple = field(default=(), repr=False)
-
-    @property
-    def classifier_cache(self) -> OrderedDict:
-        """Zero-shot heads of this model, keyed by (classnames, templates); see core.zeroshot.
-
-        Emptied whenever a weight has changed since the heads were computed: an optimizer step or
-        load_state_dict writes in place, which bumps the tensor's version, and .to() swaps storage.
-        So a model evaluated during training never scores against an earlier step's text embeddings.
-        """
-        stamp = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
-        if stamp != self._heads_stamp:
-            self._heads.clear()
-            self._heads_stamp = stamp
-        return self._heads
+    revision: str = ""  # fingerprint of the weights on disk (see weights_revision); "" for in-memory models
 
     @property
     def device(self) -> torch.device:
@@ -236,7 +227,20 @@ def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype:
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelLoadError(f"{label}: could not be loaded ({str(e).splitlines()[0][:200]})") from None
     model.to(device).eval()
-    return Clip(model, tokenizer, processor, source=label)
+    return Clip(model, tokenizer, processor, source=label, revision=weights_revision(directory))
+
+
+def weights_revision(directory: Path) -> str:
+    """A short fingerprint of a model folder's weights (path, names, sizes, mtimes of *.safetensors).
+
+    It changes whenever the weights are rewritten, so caches keyed by it never serve embeddings
+    of earlier weights (a run folder trained further, a Hub snapshot updated).
+    """
+    digest = hashlib.sha1(str(directory.resolve()).encode())
+    for f in sorted(directory.glob("*.safetensors")):
+        st = f.stat()
+        digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _has_tokenizer(directory: Path) -> bool:

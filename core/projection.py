@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserInputError
+
 METHODS = ("umap", "pca")
 _umap_module = None
 _umap_lock = threading.Lock()
@@ -43,13 +45,13 @@ class ProjectionConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"projection method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise UserInputError(f"projection method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.dims not in (2, 3):
-            raise ValueError(f"a map has 2 or 3 dimensions, got {self.dims}")
+            raise UserInputError(f"a map has 2 or 3 dimensions, got {self.dims}")
         if not 2 <= int(self.n_neighbors) <= 200:
-            raise ValueError(f"n_neighbors must be between 2 and 200, got {self.n_neighbors}")
+            raise UserInputError(f"n_neighbors must be between 2 and 200, got {self.n_neighbors}")
         if not 0.0 <= float(self.min_dist) <= 1.0:
-            raise ValueError(f"min_dist must be between 0 and 1, got {self.min_dist}")
+            raise UserInputError(f"min_dist must be between 0 and 1, got {self.min_dist}")
 
 
 def _as_array(x) -> np.ndarray:
@@ -174,7 +176,7 @@ def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
             coords = reducer.fit_transform(arr)
         if np.isfinite(coords).all():
             return coords.astype(np.float32)
-    raise ValueError("UMAP produced NaN coordinates; try PCA or more points")
+    raise UserInputError("UMAP produced NaN coordinates; try PCA or more points")
 
 
 def project(x, config: ProjectionConfig = ProjectionConfig()) -> np.ndarray:

@@ -11,17 +11,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .encode import encode_images, encode_texts
+from .errors import UserInputError
 from .model import ASSETS, Clip
 
 TEMPLATES_DIR = ASSETS / "templates"
 CLASSNAMES_DIR = ASSETS / "classnames"
-CACHE_SIZE = 32  # zero-shot heads kept per model
 MAX_CLASSES = 5000
 MAX_TEMPLATES = 100
 MAX_NAME_CHARS = 300
@@ -49,19 +49,19 @@ def parse_classnames(text: str) -> list[str]:
     """Class names from free text: one per line, or comma-separated on one line.
 
     Whitespace is trimmed, control and zero-width characters are removed, empty entries dropped
-    and duplicates removed (first occurrence kept). Raises ValueError for an empty list or more than
+    and duplicates removed (first occurrence kept). Raises UserInputError for an empty list or more than
     MAX_CLASSES names.
     """
     cleaned = _INVISIBLE.sub("", text or "")
     parts = cleaned.splitlines() if "\n" in cleaned.strip() else cleaned.split(",")
     names = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not names:
-        raise ValueError("no class names given: enter one per line or separate them with commas")
+        raise UserInputError("no class names given: enter one per line or separate them with commas")
     if len(names) > MAX_CLASSES:
-        raise ValueError(f"{len(names)} class names is more than the limit of {MAX_CLASSES}")
+        raise UserInputError(f"{len(names)} class names is more than the limit of {MAX_CLASSES}")
     too_long = [n for n in names if len(n) > MAX_NAME_CHARS]
     if too_long:
-        raise ValueError(f"a class name is {len(too_long[0])} characters long; the limit is {MAX_NAME_CHARS}")
+        raise UserInputError(f"a class name is {len(too_long[0])} characters long; the limit is {MAX_NAME_CHARS}")
     return names
 
 
@@ -75,12 +75,12 @@ def parse_templates(text: str | Sequence[str]) -> list[str]:
     lines = [_INVISIBLE.sub("", t) for t in (text.splitlines() if isinstance(text, str) else list(text))]
     templates = list(dict.fromkeys(t.strip() for t in lines if t and t.strip()))
     if not templates:
-        raise ValueError("no templates given: enter one per line, each with {} where the class name goes")
+        raise UserInputError("no templates given: enter one per line, each with {} where the class name goes")
     if len(templates) > MAX_TEMPLATES:
-        raise ValueError(f"{len(templates)} templates is more than the limit of {MAX_TEMPLATES}")
+        raise UserInputError(f"{len(templates)} templates is more than the limit of {MAX_TEMPLATES}")
     for t in templates:
         if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
-            raise ValueError(f"template {t!r} must contain exactly one '{{}}' (the class name) and no other braces")
+            raise UserInputError(f"template {t!r} must contain exactly one '{{}}' (the class name) and no other braces")
     return templates
 
 
@@ -89,24 +89,29 @@ def fill(template: str, classname: str) -> str:
     return template.replace("{}", classname, 1)
 
 
-def template_embeddings(clip: Clip, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """Normalised embeddings of every filled template: [T, C, D]. Cached per model (LRU)."""
-    key = (tuple(classnames), tuple(templates))
-    cache = clip.classifier_cache
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
+def template_embeddings(clip: Clip, classnames: Sequence[str], templates: Sequence[str],
+                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Normalised embeddings of every filled template: [T, C, D]. Pure: nothing is cached here.
+
+    The T x C prompts are encoded in chunks; `progress(done, total)` is called after each.
+    """
     prompts = [fill(t, c) for t in templates for c in classnames]
-    emb = encode_texts(clip, prompts).view(len(templates), len(classnames), -1)  # [T, C, D]
-    cache[key] = emb
-    while len(cache) > CACHE_SIZE:
-        cache.popitem(last=False)
-    return emb
+    emb = encode_texts(clip, prompts, progress=progress)  # [T * C, D]
+    return emb.view(len(templates), len(classnames), -1)  # [T, C, D]
+
+
+def ensemble_head(template_emb: torch.Tensor) -> torch.Tensor:
+    """The zero-shot head W [C, D] from template embeddings [T, C, D]: per class, the renormalised
+    mean of its normalised template embeddings (OpenAI's prompt ensembling)."""
+    return F.normalize(template_emb.mean(dim=0), dim=-1)
 
 
 def build_classifier(clip: Clip, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """Zero-shot head W [C, D]: per class, the renormalised mean of its normalised template embeddings."""
-    return F.normalize(template_embeddings(clip, classnames, templates).mean(dim=0), dim=-1)
+    """Zero-shot head W [C, D]: per class, the renormalised mean of its normalised template embeddings.
+
+    Pure: it encodes C x T prompts on every call. Callers that reuse heads keep their own cache.
+    """
+    return ensemble_head(template_embeddings(clip, classnames, templates))
 
 
 @dataclass
@@ -132,14 +137,19 @@ def classify_embeddings(image_emb: torch.Tensor, classifier: torch.Tensor, logit
 def classify(clip: Clip, images, classnames: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",)) -> Prediction:
     """Zero-shot classify PIL images (or pixel values [N, 3, S, S]) among `classnames`.
 
-    With a cached head, this costs one image forward and one matmul.
+    It encodes the C x T prompts each call; keep `build_classifier`'s head to classify again cheaply.
     """
     classifier = build_classifier(clip, classnames, templates)  # [C, D]
     image_emb = encode_images(clip, images)  # [N, D]
     return Prediction(list(classnames), classify_embeddings(image_emb, classifier, clip.logit_scale), clip.logit_scale)
 
 
+def per_template_cosines(image_emb: torch.Tensor, template_emb: torch.Tensor) -> torch.Tensor:
+    """Cosines [T, N, C] of normalised image embeddings [N, D] with each template's prompts [T, C, D]."""
+    return torch.einsum("nd,tcd->tnc", image_emb, template_emb)
+
+
 def per_template_probs(clip: Clip, image_emb: torch.Tensor, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """What each template alone predicts: probabilities [T, N, C] (each template's own head)."""
     emb = template_embeddings(clip, classnames, templates)  # [T, C, D]
-    return (clip.logit_scale * torch.einsum("nd,tcd->tnc", image_emb, emb)).softmax(dim=-1)
+    return (clip.logit_scale * per_template_cosines(image_emb, emb)).softmax(dim=-1)

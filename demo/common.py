@@ -9,12 +9,12 @@ import gradio as gr
 import plotly.io as pio
 
 from core.data import DataError
-from core.model import ModelLoadError
-
-from .images import ImageInputError
+from core.errors import UserInputError
 
 log = logging.getLogger("clip_lab")
-USER_ERRORS = (ValueError, ModelLoadError, DataError, ImageInputError)
+# What the user can fix: shown as its one-line message. ModelLoadError and ImageInputError are
+# UserInputErrors; DataError (unreadable data) is one too. Anything else is an operator error.
+USER_ERRORS = (UserInputError, DataError)
 
 # Every figure of the app is drawn in plotly_white. As the default template plotly applies it when a
 # figure is serialised, without validating and copying it into each figure: ~7 ms instead of ~28 ms
@@ -33,12 +33,18 @@ def user_errors(fn):
         except gr.Error:
             raise
         except USER_ERRORS as e:
-            raise gr.Error(str(e).splitlines()[0] if str(e) else e.__class__.__name__, print_exception=False) from None
+            raise gr.Error(one_line(e), print_exception=False) from e
         except Exception as e:
             log.exception("unexpected failure in %s", fn.__name__)
-            raise gr.Error(f"internal error ({e.__class__.__name__}); the server log has details", print_exception=False) from None
+            raise gr.Error(f"internal error ({e.__class__.__name__}); the server log has details", print_exception=False) from e
 
     return wrapper
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its class name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__
 
 
 def progress_callback(progress: gr.Progress | None, start: float = 0.0, end: float = 1.0):

@@ -1,4 +1,4 @@
-"""The app's explicit context: configuration, the model cache, and components tabs share."""
+"""The app's explicit context: its configuration (every limit in one place) and its services."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 from core.model import DEFAULT_MODEL, MODELS_DIR
 
-from .models import ModelCache
+from .services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
+RUNS_DIR = ROOT / "runs"  # scripts/train.py's default output folder: models trained here can be picked
 HUB_MODELS = ("openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
 
 
@@ -31,20 +30,39 @@ class AppConfig:
     warm_umap: warm up at start: the default model, UMAP's kernels, the default map set [CLIP_LAB_WARMUP].
     warmup_delay: the map part of the warm-up waits for the first zero-shot answer, or this many
         seconds at most, so that it does not compete with that answer [CLIP_LAB_WARMUP_DELAY].
+    server_name: the address `python app.py` binds [GRADIO_SERVER_NAME]: 127.0.0.1 (this machine
+        only) by default, 0.0.0.0 on a Hugging Face Space (SPACE_ID set).
+    queue_size, concurrency: requests waiting at most, and running at once per group
+        [CLIP_LAB_QUEUE_SIZE, CLIP_LAB_CONCURRENCY].
+    The other fields are the limits on memory and inputs (docs/app.md lists them).
     """
 
     default_model: str = DEFAULT_MODEL
-    model_dirs: list[Path] = field(default_factory=lambda: [MODELS_DIR.resolve()])
+    model_dirs: list[Path] = field(default_factory=lambda: [MODELS_DIR.resolve(), RUNS_DIR])
     data_dirs: list[Path] = field(default_factory=list)
     hub_models: tuple[str, ...] = HUB_MODELS
+    # memory: models in memory, bytes of zero-shot heads and of encoded sets, opened datasets
     max_models: int = 2
+    head_cache_mb: int = 512
+    set_cache_mb: int = 512
+    max_datasets: int = 4
+    # inputs
     max_file_size: str = "10mb"
     max_upload_images: int = 64
     max_image_pixels: int = 40_000_000
+    max_prompts: int = 20_000  # class names x templates encoded for one zero-shot head
+    max_matrix_pairs: int = 32
+    max_extra_captions: int = 16
+    min_map_pairs: int = 200
+    max_map_pairs: int = 5000
+    max_map_class_prompts: int = 200
+    # serving
+    server_name: str = "127.0.0.1"
     queue_size: int = 32
     concurrency: int = 2
     warm_umap: bool = True
     warmup_delay: float = 5.0
+    test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "AppConfig":
@@ -55,6 +73,8 @@ class AppConfig:
         cfg.data_dirs += _split_dirs(env.get("CLIP_LAB_DATA_DIRS", ""))
         cfg.warm_umap = env.get("CLIP_LAB_WARMUP", "1") not in ("0", "false", "no")
         cfg.warmup_delay = max(0.0, float(env.get("CLIP_LAB_WARMUP_DELAY", cfg.warmup_delay)))
+        cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
+        cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):
             if env.get(name):
                 try:
@@ -69,47 +89,24 @@ class AppConfig:
 
 @dataclass
 class AppContext:
-    """What every tab's `build_tab(ctx)` receives: config, the process-wide model cache, and a
-    registry of components that one tab offers to another (e.g. the zero-shot class names).
+    """What every tab's `build_tab(ctx, ...)` receives: the config and the services that own every
+    model and cache. Components that one tab offers another are passed as explicit handles by
+    app.py, never through this object.
 
-    first_answer is set once a zero-shot request has been answered (the start-up warm-up waits for it);
-    encoding is held while a map set is built and encoded, so the warm-up and a request never do it twice.
+    first_answer is set once a zero-shot request has been answered (the start-up warm-up waits for it).
     """
 
     config: AppConfig
-    models: ModelCache
-    shared: dict[str, Any] = field(default_factory=dict)
-    embeddings: "LRU" = field(default_factory=lambda: LRU(4))
+    services: Services
     first_answer: threading.Event = field(default_factory=threading.Event)
-    encoding: threading.Lock = field(default_factory=threading.Lock)  # one map set is built and encoded at a time
+
+    @property
+    def models(self):
+        """The process-wide model cache (services.models)."""
+        return self.services.models
 
     @classmethod
-    def create(cls, config: AppConfig | None = None) -> "AppContext":
-        """A context with a fresh model cache for `config` (from the environment by default)."""
+    def create(cls, config: AppConfig | None = None, loader=None) -> "AppContext":
+        """A context with fresh services for `config` (from the environment by default)."""
         config = config or AppConfig.from_env()
-        return cls(config=config, models=ModelCache(config))
-
-
-class LRU:
-    """A small thread-safe least-recently-used map (used for embeddings of recent sets)."""
-
-    def __init__(self, size: int = 4):
-        from collections import OrderedDict
-
-        self.size, self._data, self._lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key):
-        """The value for key (refreshing it), or None."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        return None
-
-    def put(self, key, value) -> None:
-        """Store value under key, evicting the oldest entries beyond `size`."""
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+        return cls(config=config, services=Services(config, loader))

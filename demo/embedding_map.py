@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from core.errors import UserInputError
 from core.encode import encode_images, encode_texts
 from core.projection import ProjectionConfig, centre_modalities, modality_gap, project
 from core.zeroshot import build_classifier, parse_classnames, parse_templates
@@ -116,7 +117,7 @@ def compute_map(img: torch.Tensor, txt: torch.Tensor, pairs: Pairs, config: Proj
                 show_links: bool = True) -> MapResult:
     """Project images, captions (and class prompts) together and draw the map with the gap report."""
     if colour_by not in COLOUR_BY:
-        raise ValueError(f"cannot colour by {colour_by!r}; choose one of {', '.join(COLOUR_BY)}")
+        raise UserInputError(f"cannot colour by {colour_by!r}; choose one of {', '.join(COLOUR_BY)}")
     i_np, t_np = img.numpy(), txt.numpy()
     p_np = prompts.numpy() if prompts is not None and len(prompts) else np.zeros((0, i_np.shape[1]), np.float32)
     if centred:
@@ -137,16 +138,16 @@ def prompt_embeddings(clip, classnames_text: str, templates_text: str) -> tuple[
     """The zero-shot heads' class embeddings [C, D] (template ensembles) and class names."""
     names = parse_classnames(classnames_text)
     if len(names) > MAX_PROMPTS:
-        raise ValueError(f"{len(names)} class prompts would crowd the map; the limit is {MAX_PROMPTS}")
-    return build_classifier(clip, names, parse_templates(templates_text)), names
+        raise UserInputError(f"{len(names)} class prompts would crowd the map; the limit is {MAX_PROMPTS}")
+    return build_classifier(clip, names, parse_templates(templates_text)), names  # TODO services head
 
 
-def set_key(clip, spec: SourceSpec) -> tuple:
-    """A cache key for the encoded set that `spec` describes, under this model."""
+def set_key(spec: SourceSpec) -> tuple:
+    """A cache key for the encoded set that `spec` describes (Services adds the model's key)."""
     files = tuple(str(getattr(f, "path", f)) for f in spec.files or []) if spec.source == "uploaded images" else ()
     ds = (spec.dataset, spec.dataset_split, spec.image_column, spec.text_column) if spec.source == "datasets source" else ()
     n = spec.n if spec.source != "uploaded images" else len(files)
-    return (clip.source, id(clip), spec.source, n, spec.seed, spec.split, files, ds)
+    return (spec.source, n, spec.seed, spec.split, files, ds)
 
 
 def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
@@ -155,21 +156,15 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torc
     A request for the set that the start-up warm-up is encoding waits for it instead of encoding
     it a second time beside it.
     """
-    key = set_key(clip, spec)
-    cached = ctx.embeddings.get(key)
-    if cached is not None:
-        return cached
-    with ctx.encoding:
-        cached = ctx.embeddings.get(key)
-        if cached is None:
-            if progress:
-                progress(0.1, desc=f"building {spec.n} pairs")
-            pairs = build_pairs(spec, ctx.config.data_dirs, max_images=MAX_N)
-            if progress:
-                progress(0.3, desc=f"encoding {len(pairs)} images and captions")
-            cached = (pairs, encode_images(clip, pairs.images), encode_texts(clip, pairs.captions))
-            ctx.embeddings.put(key, cached)
-    return cached
+    def build():
+        if progress is not None:
+            progress(0.1, desc=f"building {spec.n} pairs")
+        pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_map_pairs, ctx.services.dataset)
+        if progress is not None:
+            progress(0.3, desc=f"encoding {len(pairs)} images and captions")
+        return pairs, encode_images(clip, pairs.images), encode_texts(clip, pairs.captions)
+
+    return ctx.services.encoded_set(clip, set_key(spec), build)[0]
 
 
 DEFAULT_SET = SourceSpec("shapes world", 500, 0, "eval")  # 1,000 points
@@ -181,12 +176,9 @@ def prewarm(ctx) -> None:
     encoded_set(ctx, clip, DEFAULT_SET)
 
 
-def build_tab(ctx) -> None:
+def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_box: gr.Textbox) -> None:
     """The embedding-map tab (uses the zero-shot tab's class names and templates if asked)."""
-    model_state = ctx.shared["model_state"]
     cfg = ctx.config
-    classnames_box = ctx.shared.get("classnames")
-    templates_box = ctx.shared.get("templates")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             source = gr.Radio(list(SOURCES), value="shapes world", label="Set")
@@ -216,7 +208,7 @@ def build_tab(ctx) -> None:
         clip = get_model(ctx, model_name, progress)
         n = int(n or MIN_N)
         if source != "uploaded images" and not MIN_N <= n <= MAX_N:
-            raise ValueError(f"N must be between {MIN_N} and {MAX_N}, got {n}")
+            raise UserInputError(f"N must be between {MIN_N} and {MAX_N}, got {n}")
         spec = SourceSpec(source, n, int(seed or 0), split, files, ds_name, ds_split, img_col, txt_col)
         pairs, img, txt = encoded_set(ctx, clip, spec, progress)
         p_emb, p_names = (prompt_embeddings(clip, classnames_text or "", templates_text or "{}")
@@ -227,7 +219,6 @@ def build_tab(ctx) -> None:
         r = compute_map(img, txt, pairs, config, colour_by, bool(centred), p_emb, p_names, bool(links))
         return r.figure, r.gap_md
 
-    hidden = [gr.Textbox(visible=False) if b is None else b for b in (classnames_box, templates_box)]
     inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors,
-              min_dist, colour_by, centred, links, *hidden, model_state]
+              min_dist, colour_by, centred, links, classnames_box, templates_box, model_state]
     run.click(on_map, inputs, [plot, gap], api_name="embedding_map", concurrency_id="map", concurrency_limit=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.data import as_rgb
+from core.errors import UserInputError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 MAX_SIDE = 1024  # images are shrunk to this before anything else; CLIP needs 224 at most
@@ -24,7 +25,7 @@ if not Image.MAX_IMAGE_PIXELS or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserInputError):
     """An upload is not an image we accept; the message is one line for the user."""
 
 

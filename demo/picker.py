@@ -44,5 +44,4 @@ def build_picker(ctx) -> gr.State:
                            concurrency_id="model_load", concurrency_limit=1)
     event.failure(lambda current: current, inputs=state, outputs=dropdown, api_name="revert_model_choice",
                   api_visibility="undocumented", queue=False)
-    ctx.shared["model_state"] = state
     return state

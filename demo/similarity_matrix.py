@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.errors import UserInputError
 from core.encode import encode_images, encode_texts
 from core.loss import ContrastiveOutput, similarity
 
@@ -35,7 +36,7 @@ def view_values(out: ContrastiveOutput, view: str):
     table = {"cosine": out.cosine, "logits": out.logits, "softmax over rows (image → text)": out.probs_rows,
              "softmax over columns (text → image)": out.probs_cols}
     if view not in table:
-        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+        raise UserInputError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     return table[view].numpy()
 
 
@@ -125,19 +126,19 @@ def parse_extra(text: str) -> list[str]:
     """Extra captions (one per line) appended as columns: they make the batch non-square."""
     extra = [line.strip() for line in (text or "").splitlines() if line.strip()]
     if len(extra) > MAX_EXTRA:
-        raise ValueError(f"{len(extra)} extra captions; the limit is {MAX_EXTRA}")
+        raise UserInputError(f"{len(extra)} extra captions; the limit is {MAX_EXTRA}")
     return extra
 
 
 def compute_matrix(clip, pairs: Pairs, view: str, extra_captions: list[str] | None = None) -> MatrixResult:
     """Encode the batch, build the matrix (square, or M×N with extra captions) and its figures."""
     if len(pairs) > MAX_N:
-        raise ValueError(f"a batch of {len(pairs)} pairs is too large to show; the limit is {MAX_N}")
+        raise UserInputError(f"a batch of {len(pairs)} pairs is too large to show; the limit is {MAX_N}")
     if len(pairs) < 1:
-        raise ValueError("the batch is empty")
+        raise UserInputError("the batch is empty")
     empty = [i for i, c in enumerate(pairs.captions) if not str(c).strip()]
     if empty:
-        raise ValueError(f"the caption of row {empty[0]} is empty: write one, or remove the image")
+        raise UserInputError(f"the caption of row {empty[0]} is empty: write one, or remove the image")
     captions = [str(c).strip() for c in pairs.captions] + list(extra_captions or [])
     img = encode_images(clip, pairs.images)
     txt = encode_texts(clip, captions)
@@ -159,9 +160,8 @@ def captions_from_frame(frame, expected: int) -> list[str] | None:
     return ["" if pd.isna(c) else str(c) for c in frame["caption"].tolist()]
 
 
-def build_tab(ctx) -> None:
+def build_tab(ctx, model_state: gr.State):
     """The similarity-matrix tab."""
-    model_state = ctx.shared["model_state"]
     cfg = ctx.config
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -188,14 +188,14 @@ def build_tab(ctx) -> None:
     @user_errors
     def on_build(*args, progress=gr.Progress()):
         progress(0.1, desc="building the batch")
-        return captions_frame(build_pairs(spec_of(*args), cfg.data_dirs, cfg.max_upload_images))
+        return captions_frame(build_pairs(spec_of(*args), cfg.data_dirs, cfg.max_upload_images, ctx.services.dataset))
 
     @user_errors
     def on_matrix(*args, progress=gr.Progress()):
         *src, frame, extra_text, view_name, model_name = args
         clip = get_model(ctx, model_name, progress)
         progress(0.4, desc="encoding the batch")
-        pairs = build_pairs(spec_of(*src), cfg.data_dirs, cfg.max_upload_images)
+        pairs = build_pairs(spec_of(*src), cfg.data_dirs, cfg.max_upload_images, ctx.services.dataset)
         captions = captions_from_frame(frame, len(pairs))
         if captions is not None:
             pairs.captions = captions

@@ -6,13 +6,14 @@ Shared by the similarity-matrix and embedding-map tabs. Every builder returns a 
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from core.data import DataError, open_dataset, to_rgb
+from core.errors import UserInputError
 from core.model import looks_like_path
 from core.shapes import ShapesWorld
 
@@ -40,7 +41,7 @@ def shapes_pairs(n: int, seed: int = 0, split: str = "eval", start: int = 0) -> 
     """n consecutive samples of the shapes world (the eval split holds every colour–shape pair)."""
     n, seed = int(n), int(seed)
     if n < 1:
-        raise ValueError("the batch needs at least one pair")
+        raise UserInputError("the batch needs at least one pair")
     samples = ShapesWorld(seed=seed, split=split).take(n, start)
     return Pairs([s.image for s in samples], [s.caption for s in samples],
                  [f"#{s.index}" for s in samples], [s.labels for s in samples])
@@ -55,47 +56,41 @@ def upload_pairs(files, max_images: int = 64, captions: list[str] | None = None)
     """Uploaded image files, captioned by `captions` if given, else by their file names."""
     files = list(files or [])
     if not files:
-        raise ValueError("no images uploaded: add some image files first")
+        raise UserInputError("no images uploaded: add some image files first")
     if len(files) > max_images:
-        raise ValueError(f"{len(files)} images uploaded; the limit is {max_images}")
+        raise UserInputError(f"{len(files)} images uploaded; the limit is {max_images}")
     images = [open_image(f) for f in files]
     names = [display_name(f) for f in files]
     caps = list(captions) if captions else [caption_from_name(n) for n in names]
     return Pairs(images, caps, names, [{} for _ in images])
 
 
-_datasets: dict[tuple[str, str], object] = {}
-_datasets_lock = threading.Lock()
-
-
 def check_dataset_source(source: str, data_dirs: list[Path]) -> str:
     """A local dataset folder must lie inside an allowed folder; anything else must look like a Hub name."""
     source = (source or "").strip()
     if not source:
-        raise ValueError("no dataset given: enter a Hub dataset name or an allowed local folder")
+        raise UserInputError("no dataset given: enter a Hub dataset name or an allowed local folder")
     if looks_like_path(source) or Path(source).expanduser().exists():
         path = Path(source).expanduser().resolve()
         if not any(path == d or d in path.parents for d in data_dirs):
             allowed = ", ".join(str(d) for d in data_dirs) or "none configured (set CLIP_LAB_DATA_DIRS)"
-            raise ValueError(f"{source}: local datasets may only be read from the allowed folders: {allowed}")
+            raise UserInputError(f"{source}: local datasets may only be read from the allowed folders: {allowed}")
         return str(path)
     if not _DATASET_NAME.match(source):
-        raise ValueError(f"{source!r} is not a Hub dataset name like 'user/name' nor an allowed local folder")
+        raise UserInputError(f"{source!r} is not a Hub dataset name like 'user/name' nor an allowed local folder")
     return source
 
 
 def dataset_pairs(source: str, split: str, image_column: str, text_column: str, n: int, seed: int,
-                  data_dirs: list[Path]) -> Pairs:
-    """n (image, caption) pairs drawn with `seed` from a `datasets` source (map-style)."""
+                  data_dirs: list[Path], opened: Callable | None = None) -> Pairs:
+    """n (image, caption) pairs drawn with `seed` from a `datasets` source (map-style).
+
+    opened(source, split, opener) returns the opened split from the app's cache (Services.dataset);
+    without it the split is opened for this call only.
+    """
     source = check_dataset_source(source, data_dirs)
     split = (split or "train").strip()
-    key = (source, split)
-    with _datasets_lock:
-        ds = _datasets.get(key)
-    if ds is None:
-        ds = open_dataset(source, split)
-        with _datasets_lock:
-            _datasets[key] = ds
+    ds = opened(source, split, lambda: open_dataset(source, split)) if opened else open_dataset(source, split)
     columns = list(getattr(ds, "column_names", []) or [])
     for col in (image_column, text_column):
         if col not in columns:
@@ -136,13 +131,13 @@ class SourceSpec:
     text_column: str = "text"
 
 
-def build_pairs(spec: SourceSpec, data_dirs: list[Path], max_images: int = 64) -> Pairs:
-    """Pairs from whichever source `spec` names."""
+def build_pairs(spec: SourceSpec, data_dirs: list[Path], max_images: int = 64, opened: Callable | None = None) -> Pairs:
+    """Pairs from whichever source `spec` names (`opened`: the app's dataset cache, see dataset_pairs)."""
     if spec.source == "shapes world":
         return shapes_pairs(spec.n, spec.seed, spec.split or "eval")
     if spec.source == "uploaded images":
         return upload_pairs(spec.files, max_images)
     if spec.source == "datasets source":
         return dataset_pairs(spec.dataset, spec.dataset_split, spec.image_column, spec.text_column,
-                             spec.n, spec.seed, data_dirs)
-    raise ValueError(f"unknown source {spec.source!r}; choose one of {', '.join(SOURCES)}")
+                             spec.n, spec.seed, data_dirs, opened)
+    raise UserInputError(f"unknown source {spec.source!r}; choose one of {', '.join(SOURCES)}")

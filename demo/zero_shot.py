@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from core.errors import UserInputError
 from core.encode import encode_images
 from core.zeroshot import (build_classifier, classify_embeddings, classname_presets, parse_classnames,
                            parse_templates, per_template_probs, template_presets)
@@ -34,8 +35,16 @@ def preset_text(kind: str, name: str) -> str:
     """The text of a class-name ('classnames') or template ('templates') preset, one per line."""
     table, files = (CLASSNAME_PRESETS, classname_presets()) if kind == "classnames" else (TEMPLATE_PRESETS, template_presets())
     if name not in table or table[name] not in files:
-        raise ValueError(f"unknown {kind} preset {name!r}; choose one of {', '.join(table)}")
+        raise UserInputError(f"unknown {kind} preset {name!r}; choose one of {', '.join(table)}")
     return "\n".join(files[table[name]])
+
+
+@dataclass
+class ZeroShotHandles:
+    """What the zero-shot tab offers other tabs: its class-name and template boxes."""
+
+    classnames: gr.Textbox
+    templates: gr.Textbox
 
 
 @dataclass
@@ -81,15 +90,15 @@ def run_zero_shot(clip, images: list, names: list[str], classnames_text: str, te
     classnames = parse_classnames(classnames_text)
     templates = parse_templates(templates_text)
     if not images:
-        raise ValueError("no image: upload, paste or pick an example first")
+        raise UserInputError("no image: upload, paste or pick an example first")
     if len(classnames) < 2:
-        raise ValueError(f"only one class ({classnames[0]!r}): zero-shot compares classes, so give at least two "
+        raise UserInputError(f"only one class ({classnames[0]!r}): zero-shot compares classes, so give at least two "
                          "(with one, its probability is always 100%)")
     if len(classnames) * len(templates) > MAX_PROMPTS:
-        raise ValueError(f"{len(classnames)} classes x {len(templates)} templates = {len(classnames) * len(templates):,} prompts; "
+        raise UserInputError(f"{len(classnames)} classes x {len(templates)} templates = {len(classnames) * len(templates):,} prompts; "
                          f"the limit is {MAX_PROMPTS:,}: use fewer templates (e.g. OpenAI's 7) or classes")
     top_k = max(1, min(int(top_k), len(classnames)))
-    cached = (tuple(classnames), tuple(templates)) in clip.classifier_cache
+    cached = False  # TODO services
     if progress and not cached:
         progress(0.35, desc=f"encoding {len(classnames) * len(templates):,} prompts")
     head = build_classifier(clip, classnames, templates)  # [C, D], cached per model
@@ -136,9 +145,8 @@ def examples() -> tuple[list[list], list[list], list[str]]:
     return shapes, photos, labels
 
 
-def build_tab(ctx) -> None:
+def build_tab(ctx, model_state: gr.State):
     """The zero-shot tab; registers its class-name and template boxes in ctx.shared."""
-    model_state = ctx.shared["model_state"]
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=280,
@@ -193,4 +201,4 @@ def build_tab(ctx) -> None:
 
     cls_preset.input(on_classnames_preset, cls_preset, classnames, api_name="classname_preset")
     tpl_preset.input(on_templates_preset, tpl_preset, templates, api_name="template_preset")
-    ctx.shared.update(classnames=classnames, templates=templates)
+    return ZeroShotHandles(classnames, templates)
