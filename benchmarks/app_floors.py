@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.app_process import free_port  # noqa: E402
 
 IMPORTS = "import sys; sys.modules['IPython'] = None; import torch; from transformers import CLIPModel; import gradio"  # as app.py: no IPython
-IMAGE = ROOT / "assets/examples/shapes_brown_star.png"
+IMAGE = ROOT / "assets/examples/shapes_purple_star.png"
 
 ECHO_APP = """
 import sys, gradio as gr

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
 
-STAR = str(ROOT / "assets/examples/shapes_brown_star.png")
+STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 EMPTY_TABLE = {"headers": ["image", "caption"], "data": []}
 
 

@@ -36,7 +36,7 @@ def test_a_full_queue_says_so_and_the_app_keeps_serving():
         assert served == 2 and len(refused) == 2, (served, refused)
         assert all("queue is full" in m.lower() for m in refused), refused
         # a refused user tries again once the queue has room, and is served
-        label = clients[-1].predict(handle_file(str(ROOT / "assets/examples/shapes_brown_star.png")), [],
+        label = clients[-1].predict(handle_file(str(ROOT / "assets/examples/shapes_purple_star.png")), [],
                                     "circle\nstar\nsquare", "a photo of a {}.", 3, api_name="/zero_shot")[0]
         assert label["label"] == "star"
         _browser_user_sees_busy(url, clients)
