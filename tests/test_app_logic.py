@@ -273,46 +273,6 @@ def test_non_square_and_edits(clip):
 
 # ---- embedding map ----
 
-def test_map_pca_2d_3d_with_prompts(clip):
-    pairs = shapes_pairs(30)
-    img, txt = core.encode_images(clip, pairs.images), core.encode_texts(clip, pairs.captions)
-    prompts, names = em.prompt_embeddings(clip, "circle\nstar", "a {}.")
-    r = em.compute_map(img, txt, pairs, ProjectionConfig("pca", 2), "modality", prompts=prompts, prompt_names=names)
-    kinds = {t.name: t for t in r.figure.data}
-    assert {"images", "captions", "class prompts", "image–caption link"} <= set(kinds)
-    assert kinds["images"].marker.symbol == "circle" and kinds["captions"].marker.symbol == "diamond"
-    assert kinds["images"].customdata[0][2].startswith("data:image/jpeg;base64,")
-    assert r.coords.shape == (62, 2) and "Modality gap" in r.gap_md and "Centred" in r.gap_md
-    r3 = em.compute_map(img, txt, pairs, ProjectionConfig("pca", 3), "shape", centred=True, show_links=False)
-    assert r3.coords.shape == (60, 3) and all(t.type == "scatter3d" for t in r3.figure.data)
-    assert "centred" in r3.figure.layout.title.text
-    with pytest.raises(ValueError, match="colour"):
-        em.compute_map(img, txt, pairs, ProjectionConfig("pca"), "flavour")
-
-
-def test_map_embedding_cache(clip):
-    ctx = AppContext.create(AppConfig(default_model=model_source()))
-    spec = em.SourceSpec("shapes world", 20, 3, "eval")
-    first = em.encoded_set(ctx, clip, spec)
-    assert em.encoded_set(ctx, clip, spec) is first
-
-
-def test_map_set_is_encoded_once_under_concurrent_requests(clip, monkeypatch):
-    ctx = AppContext.create(AppConfig(default_model=model_source()))
-    spec = em.SourceSpec("shapes world", 12, 5, "eval")
-    calls, real = [], em.build_pairs
-    monkeypatch.setattr(em, "build_pairs", lambda *a, **k: calls.append(1) or (time.sleep(0.2), real(*a, **k))[1])
-    results = [None] * 3
-
-    def ask(i):
-        results[i] = em.encoded_set(ctx, clip, spec)
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert len(calls) == 1 and results[0] is results[1] is results[2]
-
-
 def test_startup_warmup_waits_for_the_first_answer(monkeypatch):
     import app
     import core.projection
