@@ -159,7 +159,7 @@ def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
 
     from core.evaluate import evaluate_shapes, shapes_eval_set
     from core.model import PRESETS, create
-    from core.train import TrainConfig, lr_at, make_optimizer, train_step
+    from core.train import Batch, TextTokens, Towers, TrainConfig, TrainState, lr_at, make_optimizer, train_step
     from core.zeroshot import template_presets
 
     r = CONFIGS[name]
@@ -178,8 +178,9 @@ def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
         model.logit_scale.fill_(math.log(r.logit_scale_init))
     if r.fixed_scale:
         model.logit_scale.requires_grad_(False)
-    cfg = TrainConfig(output_dir=str(out), steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=r.warmup_steps,
-                      weight_decay=r.weight_decay, device=device, group_loss=r.group_loss)
+    cfg = TrainConfig.from_flat(output_dir=str(out), steps=r.steps, batch_size=r.batch_size, lr=r.lr,
+                                warmup_steps=r.warmup_steps, weight_decay=r.weight_decay, device=device,
+                                group_loss=r.group_loss)
     head = None
     if r.supervised:
         head = torch.nn.Linear(model.config.projection_dim, len(SHAPES)).to(device)
@@ -187,6 +188,8 @@ def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
         optimizer = torch.optim.AdamW(params, lr=r.lr, betas=(0.9, 0.98), weight_decay=r.weight_decay)
     else:
         optimizer = make_optimizer(model, cfg)
+        state = TrainState(clip, Towers(model), optimizer, cfg)
+        tokens = TextTokens.of(clip)
 
     pools = {k: np.load(pool / f"{k}.npy", mmap_mode="r") for k in ("random", "groups", "curriculum") if (pool / f"{k}.npy").exists()}
     meta = {k: json.loads((pool / f"{k}.json").read_text()) for k in pools}
@@ -230,7 +233,7 @@ def train_config(name: str, pool: Path, out: Path, device: str) -> dict:
         x = (x - mean) / std
         lr = lr_at(step, cfg)
         if head is None:  # the in-group term (cfg.group_loss) is core's: the groups lead the batch
-            out_step = train_step(clip, x, caps, optimizer, cfg, lr, g, GROUP)
+            out_step = train_step(state, Batch(x, caps, g, GROUP).tokenized(tokens), lr)
         else:
             for grp in optimizer.param_groups:
                 grp["lr"] = lr

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import math
 import statistics
@@ -44,10 +43,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import ShapesPairs  # noqa: E402
 from core.encode import autocast_context  # noqa: E402
 from core.model import PRESETS, create  # noqa: E402
-from core.train import TrainConfig, Towers, make_optimizer, train_step, wrap_towers  # noqa: E402
+from core.train import (Batch, ShapesPairs, TextTokens, Towers, TrainConfig, TrainState, make_optimizer,  # noqa: E402
+                        train_step, wrap_towers)
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
 PEAK_BF16 = {"H100 80GB HBM3": 989.4e12, "H100 SXM": 989.4e12, "H100 PCIe": 756.0e12, "H100 NVL": 835.0e12,
@@ -65,13 +64,15 @@ def peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def make_batches(preset: str, batch: int, n: int, device: torch.device) -> list[tuple[torch.Tensor, list[str]]]:
-    """n shapes-world batches [batch, 3, S, S] with captions, rendered once, on the device."""
-    src = ShapesPairs(seed=1, hard_negatives=0.0, image_size=PRESETS[preset].image_size)
+def make_batches(preset: str, batch: int, n: int, device: torch.device, tokens: TextTokens) -> list[Batch]:
+    """n shapes-world batches [batch, 3, S, S] with captions and token ids (the trainer's data
+    workers tokenize), rendered once, pixels on the device."""
+    src = ShapesPairs(seed=1, hard_negatives=0.0, image_size=PRESETS[preset].image_size, tokens=tokens)
     out = []
     for i in range(n):
         b = src.batch(i, batch)
-        out.append((b.pixel_values.to(device), b.captions))
+        b.pixel_values = b.pixel_values.to(device)
+        out.append(b)
     return out
 
 
@@ -91,7 +92,7 @@ class ReferenceStep:
 
     def __call__(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> float:
         self.opt.zero_grad(set_to_none=True)
-        with autocast_context(self.device, self.cfg.precision):
+        with autocast_context(self.device, self.cfg.runtime.precision):
             img = F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
             txt = F.normalize(_features(self.model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
             scale = self.model.logit_scale.exp()
@@ -100,7 +101,7 @@ class ReferenceStep:
             labels = torch.arange(img.shape[0], device=self.device)
             loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.opt.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(100))
@@ -116,38 +117,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def step_flops(clip, cfg: TrainConfig, pixels: torch.Tensor, captions: list[str]) -> float:
+def step_flops(clip, cfg: TrainConfig, batch: Batch) -> float:
     """FLOPs of one of core's training steps (forward + backward), counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(clip)
-    opt = make_optimizer(probe.model, cfg)
+    towers = Towers(probe.model)
+    state = TrainState(probe, towers, make_optimizer(towers, cfg), cfg)
     with FlopCounterMode(display=False) as counter:
-        train_step(probe, pixels, captions, opt, cfg, cfg.lr)
+        train_step(state, batch, cfg.optim.lr)
     return float(counter.get_total_flops())
 
 
 def compare(preset: str, precision: str, batch: int, steps: int, repeats: int, device: torch.device,
             compile_backend: str, warmup: int) -> dict:
     """Ours vs reference on one preset and precision: alternating repeats, median samples/s and ratio."""
-    cfg = TrainConfig(output_dir="", model=preset, batch_size=batch, precision=precision, device=str(device),
-                      compile=compile_backend, lr=1e-4)
+    cfg = TrainConfig.from_flat(model=preset, batch_size=batch, precision=precision, device=str(device),
+                                compile=compile_backend, lr=1e-4)
     ours = create(preset, seed=0)
     ours.model.to(device).train()
     ref = copy.deepcopy(ours)
     towers = Towers(ours.model).to(device)
     runner = wrap_towers(towers, cfg)
-    opt = make_optimizer(towers, cfg)
+    state = TrainState(ours, towers, make_optimizer(towers, cfg), cfg, runner=runner)
     reference = ReferenceStep(ref, cfg)
-    batches = make_batches(preset, batch, max(steps, 2), device)
-    ref_tokens = [reference.tokens(c) for _, c in batches]
+    batches = make_batches(preset, batch, max(steps, 2), device, TextTokens.of(ours))
+    ref_tokens = [reference.tokens(b.captions) for b in batches]
 
     def run_ours(n: int) -> float:
         _sync(device)
         t = time.perf_counter()
         for i in range(n):
-            pixels, captions = batches[i % len(batches)]
-            train_step(ours, pixels, captions, opt, cfg, cfg.lr, towers=runner)
+            train_step(state, batches[i % len(batches)], cfg.optim.lr)
         _sync(device)
         return time.perf_counter() - t
 
@@ -155,7 +156,7 @@ def compare(preset: str, precision: str, batch: int, steps: int, repeats: int, d
         _sync(device)
         t = time.perf_counter()
         for i in range(n):
-            pixels = batches[i % len(batches)][0]
+            pixels = batches[i % len(batches)].pixel_values
             reference(pixels, *ref_tokens[i % len(batches)])
         _sync(device)
         return time.perf_counter() - t
@@ -180,7 +181,7 @@ def compare(preset: str, precision: str, batch: int, steps: int, repeats: int, d
     if device.type == "cuda":
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         peak = peak_flops(device)
-        flops = step_flops(ours, dataclasses.replace(cfg, compile=""), *batches[0])  # count eagerly
+        flops = step_flops(ours, cfg.replace(compile=""), batches[0])  # count eagerly
         row["flops_per_step"] = flops
         if peak:
             row["mfu"] = flops * row["ours_samples_per_s"] / batch / peak
@@ -200,21 +201,24 @@ def largest_batch(preset: str, precision: str, device: torch.device, start: int,
             clip.model.to(device).train()
             if grad_checkpointing:
                 enable_checkpointing(clip.model)
-            cfg = TrainConfig(output_dir="", model=preset, batch_size=b, precision=precision, device=str(device))
-            opt = make_optimizer(clip.model, cfg)
+            cfg = TrainConfig.from_flat(model=preset, batch_size=b, precision=precision, device=str(device))
+            towers = Towers(clip.model)
+            opt = make_optimizer(towers, cfg)
+            state = TrainState(clip, towers, opt, cfg)
             s = PRESETS[preset].image_size
             pixels = torch.randn(b, 3, s, s, device=device)
             captions = ["a small red star in the top left and a big blue circle"] * b
+            batch = Batch(pixels, captions).tokenized(TextTokens.of(clip))
             torch.cuda.reset_peak_memory_stats(device)
             for _ in range(2):
-                train_step(clip, pixels, captions, opt, cfg, 1e-4)
+                train_step(state, batch, 1e-4)
             torch.cuda.synchronize()
             fits, peak = b, torch.cuda.max_memory_allocated(device) / 2**30
             b *= 2
         except torch.OutOfMemoryError:
             break
         finally:
-            clip = opt = pixels = None
+            clip = opt = pixels = state = towers = batch = None
             torch.cuda.empty_cache()
     return {"preset": preset, "precision": precision, "grad_checkpointing": grad_checkpointing,
             "largest_batch": fits, "peak_memory_gib_at_largest": peak,
@@ -276,7 +280,7 @@ def loader_run(preset: str, precision: str, batch: int, steps: int, workers: int
         code = (
             "import json, resource, sys; sys.path.insert(0, '.');"
             "from core.train import TrainConfig, train;"
-            f"cfg = TrainConfig(output_dir={out!r}, model={preset!r}, steps={steps}, batch_size={batch}, "
+            f"cfg = TrainConfig.from_flat(output_dir={out!r}, model={preset!r}, steps={steps}, batch_size={batch}, "
             f"precision={precision!r}, device={device!r}, num_workers={workers}, eval_every=0, save_every=0, "
             f"log_every={max(1, steps // 4)}, progress=False, export_dir={out + '/model'!r});"
             "train(cfg);"

@@ -1,13 +1,19 @@
-"""Train or fine-tune a CLIP model with core's training loop.
+"""Train or fine-tune a CLIP model with core's trainer. Every flag is a field of TrainConfig.
 
-From scratch on the shapes world (this is how the bundled model is made):
-    python scripts/train.py --model tiny --steps 2800 --out runs/shapes-tiny
+The bundled model's recipe (assets/recipes/shapes-tiny.yaml), and a quick one that learns colour
+on a 2-core CPU in a few minutes:
+    python scripts/train.py --recipe shapes-tiny --out runs/shapes-tiny
+    python scripts/train.py --recipe quick-demo --out runs/demo
+
+Any recipe, changed: --set key=value (or the field's own flag; both win over the recipe):
+    python scripts/train.py --recipe small --set lr=3e-4 --steps 2000 --out runs/small
 
 Fine-tune a Hub or local model on an image folder with a caption column:
-    python scripts/train.py --model openai/clip-vit-base-patch32 --data ./my_images --text-column caption \
-        --lr 1e-5 --lock-image --steps 500 --out runs/finetune
+    python scripts/train.py --recipe finetune-lit --model openai/clip-vit-base-patch32 --data ./my_images \\
+        --text-column caption --out runs/finetune
 
-Resume after a crash or a kill: the same command plus --resume.
+An output folder holds one run. Continue it after a crash or Ctrl-C with the same command plus
+--resume (a changed batch size, seed, step count, ... is refused); --overwrite replaces it.
 
 Several GPUs (or CPU processes with gloo): torchrun --nproc_per_node 4 scripts/train.py ... ;
 --batch-size is the global batch, split evenly over the processes.
@@ -16,8 +22,9 @@ Several GPUs (or CPU processes with gloo): torchrun --nproc_per_node 4 scripts/t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -25,90 +32,144 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data import DataError  # noqa: E402
 from core.model import ModelLoadError  # noqa: E402
-from core.train import NonFiniteLossError, TrainConfig, train  # noqa: E402
-from core.zeroshot import template_presets  # noqa: E402
+from core.train import (Hook, NonFiniteLossError, RunFolderError, TrainConfig, flat_fields, latest_checkpoint,  # noqa: E402
+                        read_recipe, recipe_names, train)
+from core.train.hooks import eval_top1  # noqa: E402
+
+START_FLAGS = {"resume": "resume", "resume_or_start": "resume_or_start", "overwrite": "overwrite"}
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
-    defaults = TrainConfig(output_dir="")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, model/")
-    p.add_argument("--model", default=defaults.model, help="preset (tiny, small, base) or a model to fine-tune: bundled name, local dir or Hub id")
-    p.add_argument("--data", default=defaults.data, help="'shapes', an image folder, a save_to_disk dir, or a Hub dataset name")
-    p.add_argument("--image-column", default=defaults.image_column)
-    p.add_argument("--text-column", default=defaults.text_column)
-    p.add_argument("--split", default=defaults.split)
-    p.add_argument("--streaming", action="store_true", help="stream a Hub dataset instead of downloading it whole")
-    p.add_argument("--hard-negatives", type=float, default=defaults.hard_negatives,
-                   help="shapes data: share of each batch made of same-colour groups holding every shape")
-    p.add_argument("--curriculum-steps", type=int, default=defaults.curriculum_steps,
-                   help="shapes data: single objects start centred and may sit anywhere after this many steps (0: off)")
-    p.add_argument("--group-loss", type=float, default=defaults.group_loss,
-                   help="shapes data: weight of an extra contrastive loss inside each hard-negative group (0: off)")
-    p.add_argument("--init-logit-scale", type=float, default=defaults.init_logit_scale,
-                   help="from scratch: the logit scale exp(t) at step 0, still learned and clamped at 100 (0: the paper's 1/0.07)")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    p.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
-    p.add_argument("--loss", choices=["clip", "siglip"], default=defaults.loss,
-                   help="clip: softmax InfoNCE (the paper); siglip: pairwise sigmoid with a learnable bias")
-    p.add_argument("--local-loss", action="store_true",
-                   help="under torchrun: each rank scores its own rows against all columns (O(n) memory per rank)")
-    p.add_argument("--accum-freq", type=int, default=defaults.accum_freq,
-                   help="split each batch into this many chunks; gradients stay exact for the whole batch (two passes)")
-    p.add_argument("--grad-checkpointing", action="store_true", help="recompute activations in backward to save memory")
-    p.add_argument("--compile", nargs="?", const="inductor", default=defaults.compile, metavar="BACKEND",
-                   help="torch.compile the towers (default backend: inductor)")
-    p.add_argument("--patch-dropout", type=float, default=defaults.patch_dropout,
-                   help="FLIP: share of image patches dropped while training (0: off)")
-    p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT)")
-    p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
-    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between zero-shot evals (shapes data); 0 disables")
-    p.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
-    p.add_argument("--eval-templates", default=defaults.eval_templates, choices=sorted(template_presets()),
-                   help="template preset of the in-run zero-shot eval (default: %(default)s)")
-    p.add_argument("--save-every", type=int, default=defaults.save_every)
-    p.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
-    p.add_argument("--log-every", type=int, default=defaults.log_every)
-    p.add_argument("--num-workers", type=int, default=defaults.num_workers)
-    p.add_argument("--worker-nice", type=int, default=defaults.worker_nice,
-                   help="lower the data workers' CPU priority by this much so that they yield to the trainer (0: off)")
-    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default=defaults.save_dtype,
-                   help="dtype of the exported model/ (float16 halves its size)")
-    p.add_argument("--export", dest="export_dir", default="", help="write the final model here instead of --out/model")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --out")
-    a = p.parse_args(argv)
-    if a.init_logit_scale and not 1.0 <= a.init_logit_scale <= 100.0:
-        p.error("--init-logit-scale must lie in [1, 100] (0 keeps the paper's 1/0.07)")
-    if a.accum_freq < 1:
-        p.error("--accum-freq must be >= 1")
-    if not 0.0 <= a.patch_dropout < 1.0:
-        p.error("--patch-dropout must lie in [0, 1)")
-    if a.steps < 1 or a.batch_size < 2:
-        p.error("--steps must be >= 1 and --batch-size >= 2 (a contrastive batch needs negatives)")
-    cfg = TrainConfig(output_dir=a.out, progress=not a.no_progress,
-                      **{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)
-                         if f.name not in ("output_dir", "progress") and hasattr(a, f.name)})
-    return cfg, a.resume
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI, generated from TrainConfig's fields: --<key> for each, with its help and default."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"recipes (assets/recipes/): {', '.join(recipe_names())}")
+    run = p.add_argument_group("the run")
+    run.add_argument("--out", required=True, help="run folder: train_config.json, metrics.jsonl, checkpoints/, model/")
+    run.add_argument("--recipe", help="a recipe name from assets/recipes/ or a YAML file (default: the defaults below)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change one field (repeatable)")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--resume", dest="start", action="store_const", const="resume",
+                       help="continue the run in --out from its latest checkpoint (refused if there is none)")
+    start.add_argument("--resume-or-start", dest="start", action="store_const", const="resume_or_start",
+                       help="resume if --out has a checkpoint, else start afresh (for scripts)")
+    start.add_argument("--overwrite", dest="start", action="store_const", const="overwrite",
+                       help="delete the run in --out and start again")
+    groups = {}
+    for key, spec in flat_fields().items():
+        g = groups.setdefault(spec.section, p.add_argument_group(f"{spec.section} (TrainConfig.{spec.section})"))
+        flag = "--" + key.replace("_", "-")
+        shown = spec.default if spec.default != "" else "''"
+        kw = dict(dest=key, default=argparse.SUPPRESS, help=f"{spec.help} (default: {shown})")
+        if spec.type is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif key == "compile":
+            g.add_argument(flag, nargs="?", const="inductor", metavar="BACKEND", **kw)
+        else:
+            names = [flag, "--export"] if key == "export_dir" else [flag]
+            metavar = None if spec.choices else {int: "N", float: "X", str: "S"}[spec.type]
+            g.add_argument(*names, type=spec.type, choices=spec.choices or None, metavar=metavar, **kw)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
+    """(config, start mode) from a command line: defaults < recipe < flags < --set."""
+    p = build_parser()
+    a = vars(p.parse_args(argv))
+    values: dict = {}
+    try:
+        if a.get("recipe"):
+            values.update(read_recipe(a["recipe"]))
+        values.update({k: v for k, v in a.items() if k in flat_fields()})
+        for item in a["set"]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                p.error(f"--set takes KEY=VALUE, got {item!r}")
+            values[key.strip().replace("-", "_")] = value.strip()
+        cfg = TrainConfig.from_flat(values, output_dir=a["out"])
+    except ValueError as e:
+        p.error(str(e))
+    return cfg, a.get("start") or "new"
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that resumes this run: the one given, with --resume instead of any start flag."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "the same torchrun command with --resume"
+    kept = [x for x in argv if x not in ("--resume", "--resume-or-start", "--overwrite")]
+    return shlex.join(["python", sys.argv[0], *kept, "--resume"])
+
+
+class PrintEvals(Hook):
+    """The in-run evals on screen, above the progress bar, with chance levels and a hint for short runs."""
+
+    def __init__(self):
+        self.hinted = False
+
+    def on_eval(self, state, results):
+        from tqdm.auto import tqdm
+
+        top1 = eval_top1(results)
+        chance = {k: v["chance"] for k, v in results.items() if isinstance(v, dict) and "chance" in v}
+        line = "  ".join(f"{k} {v:.1%}" for k, v in top1.items())
+        tqdm.write(f"step {state.step}: zero-shot {line}")
+        if chance and not self.hinted and all(top1[k] < 2 * c for k, c in chance.items() if k in top1):
+            self.hinted = True
+            tqdm.write("  (near chance, " + ", ".join(f"{k} {c:.1%}" for k, c in chance.items()) + "): expected early "
+                       "on. Colour comes first, within a few hundred steps (recipe quick-demo); shape needs thousands "
+                       "(recipe shapes-tiny, about an hour on 2 CPU cores).")
+
+
+class CtrlC(Hook):
+    """The first Ctrl-C (or SIGTERM) stops after the current step with a checkpoint; a second one quits at once."""
+
+    def __init__(self, argv: list[str]):
+        self.argv, self.stop, self.ckpt = argv, False, None
+
+    def _handler(self, signum, frame):
+        if self.stop:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\nstopping after this step, with a checkpoint (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    def on_start(self, state):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def should_stop(self):
+        return self.stop
+
+    def on_checkpoint(self, path):
+        self.ckpt = path
+
+    def on_end(self, state, finished):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if not finished and self.ckpt is not None:
+            print(f"stopped at step {state.step} of {state.cfg.optim.steps}; checkpoint {self.ckpt}\n"
+                  f"resume with:\n  {resume_command(self.argv)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, resume = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, start = parse_args(argv)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if not main_rank:  # rank 0 hears Ctrl-C and tells the others to stop after the same step
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     try:
-        train(cfg, resume=resume)
-    except (ModelLoadError, DataError, NonFiniteLossError, ValueError) as e:
+        train(cfg, hooks=[PrintEvals(), CtrlC(argv)] if main_rank else [], start=start)
+    except (ModelLoadError, DataError, NonFiniteLossError, RunFolderError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if os.environ.get("RANK", "0") == "0":
-        print(f"done: model saved to {cfg.export_dir or Path(cfg.output_dir) / 'model'}")
+    except KeyboardInterrupt:
+        ckpt = latest_checkpoint(cfg.output_dir)
+        where = f"the last checkpoint is {ckpt}" if ckpt else "no checkpoint was written yet"
+        print(f"\ninterrupted; {where}\nresume with:\n  {resume_command(argv)}", file=sys.stderr)
+        return 130
+    final = latest_checkpoint(cfg.output_dir)
+    if main_rank and final is not None and final.name == f"step-{cfg.optim.steps:07d}":
+        print(f"done: model saved to {cfg.runtime.export_dir or Path(cfg.output_dir) / 'model'}")
     return 0
 
 

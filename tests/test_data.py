@@ -4,7 +4,8 @@ import datasets
 import pytest
 import torch
 
-from core.data import DataError, HFPairs, open_dataset
+from core.data import DataError, open_dataset
+from core.train import HFPairs
 from core.evaluate import evaluate_dataset
 from core.shapes import SHAPES, ShapesWorld
 
@@ -60,7 +61,7 @@ def test_uint8_batches_normalise_to_the_float_batches():
     """The trainer's uint8 transport (a quarter of the bytes) gives the same pixels as the float path."""
     import torch
 
-    from core.data import ShapesPairs, batch_stream
+    from core.train import ShapesPairs, batch_stream
 
     floats = ShapesPairs(seed=0, curriculum_steps=10).batch(2, 8)
     raw = list(batch_stream(ShapesPairs(seed=0, curriculum_steps=10, as_uint8=True), 8, 2, 3, num_workers=1))[0]

@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,12 @@ import torch
 import torch.multiprocessing as tmp
 from safetensors.torch import load_file, save_file
 
-from core.data import ShapesPairs
-from core.distributed import DistInfo, add_patch_dropout, init_from_env
+from core.train.distributed import DistInfo, add_patch_dropout, init_from_env
+from core.train.shapes_source import ShapesPairs
 from core.loss import siglip_loss
 from core.model import load
-from core.train import (Towers, TrainConfig, enable_checkpointing, latest_checkpoint, make_optimizer, train, train_step,
-                        wrap_towers)
+from core.train import (Batch, TextTokens, Towers, TrainConfig, TrainState, enable_checkpointing, latest_checkpoint,
+                        make_optimizer, train, train_step, wrap_towers)
 from scripts.app_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ LOCAL = 6  # pairs per rank
 def _cfg(**kw) -> TrainConfig:
     base = dict(output_dir="", grad_clip=1e9, weight_decay=0.0, hard_negatives=0.0)  # clipping would rescale grads
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_flat(base)
 
 
 def _batches(world: int):
@@ -45,9 +44,9 @@ def _grads(model_dir: str, cfg: TrainConfig, pixels, captions, info=DistInfo()) 
     torch.manual_seed(0)
     clip = load(model_dir)
     clip.model.train()
-    towers = Towers(clip.model, cfg.loss)
-    optimizer = make_optimizer(towers, cfg)
-    train_step(clip, pixels, captions, optimizer, cfg, 0.0, towers=wrap_towers(towers, cfg, info), info=info)
+    towers = Towers(clip.model, cfg.loss.kind)
+    state = TrainState(clip, towers, make_optimizer(towers, cfg), cfg, info, runner=wrap_towers(towers, cfg, info))
+    train_step(state, Batch(pixels, captions).tokenized(TextTokens.of(clip)), 0.0)
     return {n: p.grad.detach().clone() for n, p in towers.named_parameters() if p.grad is not None}
 
 
@@ -96,7 +95,7 @@ def test_gradient_checkpointing_changes_memory_not_gradients(micro_dir):
     assert clip.model.vision_model.encoder.gradient_checkpointing
     towers = Towers(clip.model)
     cfg = _cfg()
-    train_step(clip, b.pixel_values, b.captions, make_optimizer(towers, cfg), cfg, 0.0, towers=towers)
+    train_step(TrainState(clip, towers, make_optimizer(towers, cfg), cfg), b.tokenized(TextTokens.of(clip)), 0.0)
     for name, p in towers.named_parameters():
         torch.testing.assert_close(p.grad, plain[name], atol=1e-6, rtol=1e-5, msg=name)
 
@@ -132,16 +131,17 @@ def test_siglip_loss_matches_a_direct_computation(t, b):
 def test_siglip_and_options_train_end_to_end(tmp_path, micro_dir):
     """SigLIP from a checkpoint with its bias saved and resumed, accumulation, patch dropout, grad
     checkpointing and an (eager-backend) torch.compile, all in one short run."""
-    cfg = TrainConfig(output_dir=str(tmp_path / "run"), model=str(micro_dir), steps=4, batch_size=8, lr=1e-3, warmup_steps=1,
-                      eval_every=0, save_every=2, log_every=1, num_workers=0, progress=False, loss="siglip",
-                      accum_freq=2, patch_dropout=0.25, grad_checkpointing=True, compile="eager")
-    train(replace(cfg, steps=2))
+    cfg = TrainConfig.from_flat(output_dir=str(tmp_path / "run"), model=str(micro_dir), steps=4, batch_size=8, lr=1e-3,
+                                warmup_steps=1, eval_every=0, save_every=2, log_every=1, num_workers=0, progress=False,
+                                loss="siglip", accum_freq=2, patch_dropout=0.25, grad_checkpointing=True, compile="eager")
+    train(cfg.replace(stop_at=2))
     assert "siglip_bias" in load_file(str(latest_checkpoint(tmp_path / "run") / "loss.safetensors"))
-    train(cfg, resume=True)
+    assert not (tmp_path / "run" / "model").exists()  # a stopped run exports nothing
+    train(cfg, start="resume")
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
     with pytest.raises(ValueError, match="divide evenly"):
-        train(replace(cfg, batch_size=9, output_dir=str(tmp_path / "bad")))
+        train(cfg.replace(batch_size=9, output_dir=str(tmp_path / "bad")))
 
 
 def test_torchrun_two_cpu_processes_train_and_resume(tmp_path, micro_dir):
@@ -151,7 +151,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(tmp_path, micro_dir):
             "--warmup-steps", "1", "--eval-every", "0", "--save-every", "2", "--log-every", "1", "--num-workers", "0",
             "--no-progress", "--threads", "1", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    first = subprocess.run(base + ["--steps", "2"], capture_output=True, text=True, env=env, timeout=300)
+    first = subprocess.run(base + ["--steps", "4", "--stop-at", "2"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     second = subprocess.run(base + ["--steps", "4", "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]

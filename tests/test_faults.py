@@ -25,7 +25,7 @@ def _command(micro_dir, out: Path, resume: bool = False) -> list[str]:
            "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2", "--eval-every", "0", "--save-every", "1",
            "--keep-checkpoints", "2", "--log-every", "1", "--num-workers", "0", "--threads", "1", "--no-progress",
            "--out", str(out)]
-    return cmd + (["--resume"] if resume else [])
+    return cmd + (["--resume-or-start"] if resume else [])  # a kill may come before the first checkpoint
 
 
 def _losses_by_step(run: Path) -> dict[int, float]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.data import ShapesPairs
+from core.train import ShapesPairs
 from core.shapes import COLOURS, HELD_OUT, SHAPES, STYLES, ShapesWorld
 
 

@@ -1,0 +1,139 @@
+"""Hooks: what a run shows and records, and how it is stopped from outside.
+
+`train(cfg, hooks=[...])` calls, on the main rank, each hook's
+- on_start(state)                 once, before the first step (state.step is the start step);
+- on_step(state, record)          after every step; record: step, lr, loss, logit_scale, grad_norm,
+                                  elapsed_s, samples_per_s, data_wait_share;
+- on_eval(state, results)         after each in-run eval (the data source's, e.g. the shapes world's);
+- on_snapshot(state, snapshot)    every `snapshot_every` steps: what a live view draws (see Snapshot);
+- on_checkpoint(path)             after each checkpoint;
+- should_stop() -> bool           after every step; True ends the run cleanly, with a checkpoint;
+- on_end(state, finished)         once; finished is False when the run stopped before cfg steps.
+A hook defines the methods it needs; `Hook` gives no-op defaults. metrics.jsonl, the progress bar
+and the CLI's printed eval lines are hooks too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..encode import image_features, text_features
+from ..loss import ContrastiveOutput, similarity
+from .data import Batch
+from .step import TrainState
+
+
+class Hook:
+    """No-op defaults for every hook method."""
+
+    def on_start(self, state: TrainState) -> None: ...
+    def on_step(self, state: TrainState, record: dict) -> None: ...
+    def on_eval(self, state: TrainState, results: dict) -> None: ...
+    def on_snapshot(self, state: TrainState, snapshot: "Snapshot") -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+    def should_stop(self) -> bool:
+        return False
+    def on_end(self, state: TrainState, finished: bool) -> None: ...
+
+
+def eval_top1(results: dict) -> dict[str, float]:
+    """{task: top-1} of an eval's results (the form metrics.jsonl keeps)."""
+    return {k: v["top1"] for k, v in results.items() if isinstance(v, dict) and "top1" in v}
+
+
+class MetricsLog(Hook):
+    """metrics.jsonl: one line every log_every steps (and the last), one per eval."""
+
+    def __init__(self, path: str | Path, log_every: int = 10, last_step: int = 0):
+        self.path, self.log_every, self.last_step = Path(path), log_every, last_step
+        self.file = None
+
+    def _write(self, rec: dict) -> None:
+        if self.file is None:
+            self.file = self.path.open("a")
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+
+    def on_step(self, state, record):
+        if record["step"] % self.log_every == 0 or record["step"] == self.last_step:
+            self._write(record)
+
+    def on_eval(self, state, results):
+        self._write({"step": state.step, "eval": eval_top1(results)})
+
+    def on_end(self, state, finished):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class ProgressBar(Hook):
+    """A tqdm bar with the loss and the logit scale; eval lines are printed above it."""
+
+    def __init__(self, total: int):
+        self.total, self.bar = total, None
+
+    def on_start(self, state):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+
+    def on_step(self, state, record):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}")
+
+    def on_end(self, state, finished):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopAfter(Hook):
+    """Stop once `steps` steps have run (a clean stop, with a checkpoint)."""
+
+    def __init__(self, step: int):
+        self.step, self.seen = step, 0
+
+    def on_step(self, state, record):
+        self.seen = record["step"]
+
+    def should_stop(self):
+        return self.seen >= self.step
+
+
+@dataclass
+class Snapshot:
+    """What a live view of training needs, computed on a fixed probe set with the current weights.
+
+    image_emb, text_emb [n, D] (L2-normalised) for a map of the fixed set; matrix: the similarity
+    view (cosines, logits, row/column softmax, losses) of its first k pairs, [k, k].
+    """
+
+    step: int
+    captions: list[str]
+    labels: list[dict] | None
+    image_emb: torch.Tensor
+    text_emb: torch.Tensor
+    matrix: ContrastiveOutput
+
+
+@torch.no_grad()
+def make_snapshot(state: TrainState, probe: Batch, matrix_size: int = 8) -> Snapshot:
+    """Encode the probe set (eval mode, no gradients) and build the snapshot; training mode after.
+    A tiny model on 32 pairs costs a few tens of ms on a CPU."""
+    model = state.model
+    device = model.logit_scale.device
+    model.eval()
+    try:
+        img = image_features(model, probe.pixels(device))  # [n, D]
+        txt = text_features(model, probe.input_ids.to(device), probe.attention_mask.to(device))  # [n, D]
+    finally:
+        state.train_mode()
+    img, txt = F.normalize(img.float(), dim=-1).cpu(), F.normalize(txt.float(), dim=-1).cpu()
+    k = min(matrix_size, len(img))
+    view = similarity(img[:k], txt[:k], model.logit_scale.detach().exp().item())
+    return Snapshot(state.step, probe.captions, probe.labels, img, txt, view)

@@ -1,0 +1,212 @@
+"""The training loop: set up, then steps, then hooks, then finish.
+
+    run = setup(cfg, start)      # run folder checked, model, state, data source, hooks
+    for batch in run.batches():  # each step: train_step, then on_step / on_eval / on_snapshot,
+        ...                      #   checkpoint when due, stop when a hook asks
+    finish(run, finished)        # export the model when every step ran
+
+Everything specific to a data source (the shapes world's eval and probe set) comes from the
+source; the loop only knows that a source may have an `evaluator` and a `probe`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..model import Clip, create, load, save_pretrained_atomic
+from .checkpoint import ordinary_modes, prepare_run_dir, restore_checkpoint, save_checkpoint, trim_metrics
+from .config import PRESET_MODELS, TrainConfig, validate
+from .data import Batch, batch_stream, make_source
+from .distributed import DistInfo, add_patch_dropout, init_from_env, mean_over_ranks
+from .hooks import MetricsLog, ProgressBar, make_snapshot
+from .step import TrainState, enable_checkpointing, lr_at, train_step, wrap_towers
+
+
+def _build_clip(cfg: TrainConfig, ckpt: Path | None) -> Clip:
+    """The model, fresh (a preset), loaded (fine-tuning) or from a checkpoint, on the device."""
+    device = cfg.runtime.device
+    if ckpt is not None:
+        return load(str(ckpt), device=device)
+    if cfg.model.name not in PRESET_MODELS:
+        return load(cfg.model.name, device=device)
+    clip = create(cfg.model.name, seed=cfg.data.seed)
+    init = cfg.model.init_logit_scale or (10.0 if cfg.loss.kind == "siglip" else 0.0)  # SigLIP starts exp(t) at 10
+    if init:
+        with torch.no_grad():
+            clip.model.logit_scale.fill_(math.log(init))
+    clip.model.to(device)
+    return clip
+
+
+@dataclass
+class Run:
+    """A run once set up: its state, data, hooks and the clocks of its metrics."""
+
+    cfg: TrainConfig
+    state: TrainState
+    source: object
+    hooks: list
+    run_dir: Path
+    start_step: int
+    evaluator: object = None
+    probe: Batch | None = None
+    snapshot_every: int = 0
+    patch_hook: object = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def info(self) -> DistInfo:
+        return self.state.info
+
+    def call(self, method: str, *args) -> None:
+        """Call a hook method on every hook that has it (main rank only)."""
+        if self.info.is_main:
+            for h in self.hooks:
+                fn = getattr(h, method, None)
+                if fn is not None:
+                    fn(*args)
+
+    def should_stop(self) -> bool:
+        """Any hook (on the main rank) asks to stop; every rank gets the same answer."""
+        stop = self.info.is_main and any(getattr(h, "should_stop", lambda: False)() for h in self.hooks)
+        stop = stop or (self.cfg.runtime.stop_at > 0 and self.state.step >= self.cfg.runtime.stop_at)
+        if self.info.enabled:
+            flag = torch.tensor([float(stop)], device=self.state.model.logit_scale.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def batches(self) -> Iterator[Batch]:
+        d = self.cfg.data
+        return batch_stream(self.source, d.batch_size // self.info.world_size, self.start_step, self.cfg.optim.steps,
+                            d.num_workers, self.info.rank, self.info.world_size, worker_nice=d.worker_nice)
+
+
+def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_every: int = 0) -> Run:
+    """Join torchrun if present, check the config and the run folder, build or restore the model
+    and optimizer, open the data source, and add the run's own hooks (metrics.jsonl, the bar)."""
+    info, device = init_from_env(cfg.runtime.device)
+    cfg = cfg.replace(device=device)
+    validate(cfg, info.world_size)
+    ckpt, notes = prepare_run_dir(cfg, start, info.world_size, main=info.is_main)
+    run_dir = Path(cfg.output_dir)
+    if info.enabled:
+        torch.distributed.barrier()  # rank 0 has cleared the folder if it had to
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(cfg.to_json())
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    random.seed(cfg.data.seed)
+    np.random.seed(cfg.data.seed)
+    torch.manual_seed(cfg.data.seed)
+    clip = _build_clip(cfg, ckpt)
+    if cfg.model.grad_checkpointing:
+        enable_checkpointing(clip.model)
+    state = TrainState.create(clip, cfg, info)
+    if ckpt is not None:
+        restore_checkpoint(state, ckpt)
+        notes.insert(0, f"resumed from {ckpt} at step {state.step}")
+    patch_hook = add_patch_dropout(clip.model.vision_model, cfg.model.patch_dropout) if cfg.model.patch_dropout else None
+    state.runner = wrap_towers(state.towers, cfg, info)
+    source = make_source(cfg, clip, info)
+    metrics = run_dir / "metrics.jsonl"
+    if info.is_main and metrics.exists():
+        trim_metrics(metrics, state.step)  # a resumed run drops the lines of the steps it redoes
+    own: list = [MetricsLog(metrics, cfg.log.log_every, cfg.optim.steps)]
+    if cfg.log.progress:
+        own.append(ProgressBar(cfg.optim.steps))
+    evaluator = getattr(source, "evaluator", lambda c: None)(cfg)
+    probe = source.probe(32) if snapshot_every and hasattr(source, "probe") else None
+    return Run(cfg, state, source, own + list(hooks), run_dir, state.step, evaluator, probe, snapshot_every,
+               patch_hook, notes)
+
+
+def _evaluate(run: Run) -> None:
+    state = run.state
+    state.model.eval()
+    try:
+        results = run.evaluator(state.clip)
+    finally:
+        state.train_mode()
+    run.call("on_eval", state, results)
+
+
+def run_steps(run: Run) -> bool:
+    """Train from run.start_step to cfg.steps or until a hook stops the run. True if every step ran."""
+    cfg, state, info = run.cfg, run.state, run.info
+    device = state.model.logit_scale.device
+    t0 = last = time.perf_counter()
+    wait = 0.0
+    for batch in run.batches():
+        wait += time.perf_counter() - last
+        lr = lr_at(state.step, cfg)
+        out = train_step(state, batch, lr)
+        last = time.perf_counter()
+        elapsed = last - t0
+        out["loss"] = mean_over_ranks(out["loss"], info, device)
+        run.call("on_step", state, {"step": state.step, "lr": lr, **out, "elapsed_s": round(elapsed, 2),
+                                    "samples_per_s": round((state.step - run.start_step) * cfg.data.batch_size / elapsed, 2),
+                                    "data_wait_share": round(wait / elapsed, 4)})
+        if info.is_main and run.evaluator is not None and state.step % cfg.log.eval_every == 0:
+            _evaluate(run)
+        if info.is_main and run.probe is not None and state.step % run.snapshot_every == 0:
+            run.call("on_snapshot", state, make_snapshot(state, run.probe))
+        stop = run.should_stop() and state.step < cfg.optim.steps
+        if (cfg.runtime.save_every and state.step % cfg.runtime.save_every == 0) or state.step == cfg.optim.steps or stop:
+            if info.is_main:
+                run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
+            if info.enabled:
+                torch.distributed.barrier()
+        if stop:
+            return False
+    return state.step >= cfg.optim.steps
+
+
+def finish(run: Run, finished: bool) -> None:
+    """Export the model (only when every step ran), tell the hooks, and leave the process group."""
+    state, cfg = run.state, run.cfg
+    if run.patch_hook is not None:
+        run.patch_hook.remove()
+    state.model.eval()
+    if finished and run.info.is_main:
+        dtype = getattr(torch, cfg.runtime.save_dtype)
+        target = Path(cfg.runtime.export_dir) if cfg.runtime.export_dir else run.run_dir / "model"
+        ordinary_modes(save_pretrained_atomic(state.clip, target, dtype=None if dtype == torch.float32 else dtype))
+    run.call("on_end", state, finished)
+    if run.info.enabled:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def train(cfg: TrainConfig, hooks: Sequence = (), start: str = "new", snapshot_every: int = 0) -> Clip:
+    """Train to cfg.optim.steps (or until a hook's should_stop) and return the model.
+
+    start: "new" (the output folder must be empty), "overwrite", "resume" (from the latest
+    checkpoint; a changed data-order or schedule field is refused) or "resume_or_start".
+    hooks: objects with any of the `core.train.hooks.Hook` methods, called on the main rank;
+    snapshot_every > 0 sends them a `Snapshot` (probe similarity matrix, fixed-set embeddings).
+    Writes output_dir/train_config.json, metrics.jsonl, checkpoints/ and, when every step ran, the
+    model to output_dir/model (or cfg.runtime.export_dir). Under torchrun every rank trains on its
+    shard of each global batch; rank 0 alone logs, evaluates, checkpoints and exports.
+    """
+    run = setup(cfg, start, hooks, snapshot_every)
+    if run.info.is_main:
+        for note in run.notes:
+            print(note)
+    run.call("on_start", run.state)
+    try:
+        finished = run_steps(run)
+    except BaseException:
+        run.call("on_end", run.state, False)  # the bar and the log close; the last checkpoint stays
+        raise
+    finish(run, finished)
+    return run.state.clip
