@@ -138,24 +138,6 @@ def test_dataset_missing_column(client, env):
         matrix(client, source="datasets source", n=4, ds=(str(env["data"]), "train", "image", "caption"))
 
 
-def test_embedding_map(client, env):
-    plot, gap = emb_map(client, prompts=True)
-    assert "Modality gap" in gap and plot
-    _, gap3 = emb_map(client, dims=3, colour="shape", centred=True)
-    assert "centred (gap removed)" in gap3
-    _, gap_ds = emb_map(client, source="datasets source", n=200, colour="shape", ds=(str(env["data"]), "train", "image", "text"))
-    assert "Modality gap" in gap_ds
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n=100), "200"),
-    (dict(source="uploaded images"), "no images uploaded"),
-])
-def test_embedding_map_bad_inputs(client, kwargs, message):
-    with pytest.raises(AppError, match=message):
-        emb_map(client, **kwargs)
-
-
 def test_model_picker_failures_keep_the_model(client, env):
     dirs = env["dirs"]
     for name, message in [("openai/clip-vit-base-patch32", "local Hugging Face cache|cannot be reached"),
