@@ -99,7 +99,7 @@ def main() -> None:
     app = build_app(ctx)
     app.launch(server_name=config.server_name,
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               max_file_size=config.max_file_size, show_error=True, css=CSS, js=HOVER_JS,
+               max_file_size=config.max_file_size, show_error=True, css=CSS, js=HOVER_JS, mcp_server=True,
                theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
 
 

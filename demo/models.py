@@ -78,7 +78,7 @@ class ModelCache:
             with self._lock:
                 if source in self._models:
                     return self._models[source]
-            if progress:
+            if progress is not None:
                 progress(0.1, f"loading {name}")
             clip = self._loader(source)
             with self._lock:
@@ -87,6 +87,6 @@ class ModelCache:
                 while len(self._models) > self.config.max_models:
                     self._models.popitem(last=False)
                 self._loading.pop(source, None)
-            if progress:
+            if progress is not None:
                 progress(1.0, f"{name} ready")
             return clip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import get_model, user_errors
+from .common import get_model, progress_callback, user_errors
 
 
 def describe_model(ctx, name: str) -> str:
@@ -40,7 +40,7 @@ def build_picker(ctx) -> tuple:
         name = (name or "").strip()
         if progress is not None:
             progress(0.0, desc=f"loading {name}")
-        get_model(ctx, name, progress)
+        ctx.models.get(name, progress_callback(progress, 0.0, 0.9))  # an empty name is refused, not the default
         return name, describe_model(ctx, name)
 
     def keep_current(current):

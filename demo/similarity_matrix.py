@@ -18,6 +18,8 @@ from .matrix_view import (LOSS_COLUMNS, VIEWS, as_frame, captions_frame, caption
                           parse_extra)
 from .sources import SOURCES, SourceSpec, build_pairs
 
+NO_BATCH = ("ℹ️ No batch was built in this session yet, so this is the default batch: 8 shapes-world pairs "
+            "(seed 0, eval split). Press **Build batch** for another.")
 STALE = ("⚠️ **The source controls changed since this batch was built**: the matrix below still shows the "
          "built batch. Press **Build batch** to use the new settings.")
 
@@ -85,14 +87,18 @@ def build_tab(ctx, model_state: gr.State) -> None:
                           model: str | None = None, progress=gr.Progress()):
         """Redraw the session's batch (built by build_batch) with edited captions, extra captions or another view.
 
+        A session that has built no batch gets the default one: 8 shapes-world pairs, seed 0, eval split.
+
         Args:
             captions: the caption table (columns 'image' and 'caption', one row per image); omitted: the batch's captions.
             extra_captions: more captions, one per line, added as columns (a non-square batch has no loss).
             view: 'cosine', 'logits', 'softmax over rows (image → text)' or 'softmax over columns (text → image)'.
         """
-        if batch is None:
-            raise UserInputError("no batch yet: press Build batch first (API: call /build_batch in this session)")
         clip = get_model(ctx, model or "", progress)
+        note = gr.skip()
+        if batch is None:  # nothing built in this session yet: the default batch, and say so
+            batch = new_batch(build_pairs(SourceSpec(), cfg.data_dirs), "shapes world", cfg.max_matrix_pairs)
+            note = NO_BATCH
         captions = as_frame(captions)
         if captions is not None and captions.empty:
             captions = None  # an empty table (the API's default): the batch's own captions
@@ -100,13 +106,13 @@ def build_tab(ctx, model_state: gr.State) -> None:
         if captions is not None and edited is None:
             raise UserInputError(f"the caption table must have a 'caption' column and {len(batch.pairs)} rows, one per image")
         r = compute_matrix(clip, batch, view, edited, parse_extra(extra_captions, cfg.max_extra_captions))
-        return batch, r.figure, r.figures_md, r.losses, r.data
+        return batch, r.figure, r.figures_md, r.losses, r.data, note
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]
     build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
                 api_name="build_batch", concurrency_id="inference")
     gr.on([table.input, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
-          [batch_state, plot, figures, losses, data], api_name="similarity_matrix", concurrency_id="inference",
+          [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix", concurrency_id="inference",
           trigger_mode="always_last")
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)
     gr.on([source.input, n.release, seed.input, split.input, files.upload, files.clear, ds_name.input, ds_split.input,

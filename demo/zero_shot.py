@@ -92,9 +92,10 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     so the API's defaults are single-line (None: the shapes-world presets)."""
     cfg = ctx.config
     scores = gr.State(None, time_to_live=3600)
+    shape_rows, shape_labels, photo_rows, photo_labels = examples()
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=280,
+            image = gr.Image(shape_rows[0][0] if shape_rows else None, type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=280,
                              elem_id="zs-image")
             files = gr.File(file_count="multiple", file_types=["image"], label="…or several images (gives a table)",
                             height=180)
@@ -115,7 +116,6 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
                                     elem_id="zs-classnames")
             templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
                                    elem_id="zs-templates")
-    shape_rows, shape_labels, photo_rows, photo_labels = examples()
     with gr.Row():
         shape_ex = gr.Examples(shape_rows, inputs=[image], example_labels=shape_labels, label="Shapes-world examples (for the bundled model): click one to classify it",
                                examples_per_page=12, elem_id="zs-examples")

@@ -1,9 +1,12 @@
-"""The running app driven with gradio_client: every endpoint, good and bad inputs, per-session models."""
+"""The running app driven with gradio_client: the zero-shot and matrix endpoints with good and bad
+inputs, the API page's own snippets, the MCP tools, per-session models, and what is never served.
+(The map's endpoint is tested in test_map_client.py.)"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import json
+import re
+import urllib.request
 
 import pytest
 from conftest_app import ROOT, make_model_dirs, model_source, running_app
@@ -12,8 +15,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-STAR = str(ROOT / "assets/examples/shapes_brown_star.png")
-EMPTY_TABLE = {"headers": ["image", "caption"], "data": []}
+STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
+ENDPOINTS = {"/zero_shot", "/build_batch", "/similarity_matrix", "/embedding_map", "/load_model"}
 
 
 @pytest.fixture(scope="module")
@@ -49,35 +52,74 @@ def client(url):
     return Client(url, verbose=False)
 
 
-def zero_shot(c, image=STAR, files=(), classes="circle\nstar\nsquare", templates="a photo of a {}.\na {}.", k=3):
-    return c.predict(handle_file(image) if image else None, [handle_file(f) for f in files], classes, templates, k,
-                     api_name="/zero_shot")
+@pytest.fixture(scope="module")
+def info(url):
+    with urllib.request.urlopen(url + "gradio_api/info", timeout=30) as r:
+        return json.load(r)
 
 
-def matrix(c, source="shapes world", n=6, files=(), table=None, extra="", view="cosine", ds=("", "train", "image", "text")):
-    return c.predict(source, n, 0, "eval", [handle_file(str(f)) for f in files], *ds, table or EMPTY_TABLE, extra, view,
-                     api_name="/similarity_matrix")
+def zero_shot(c, image=STAR, files=(), classes="circle\nstar\nsquare", templates="a photo of a {}.\na {}.", k=3, **kw):
+    return c.predict(image=handle_file(image) if image else None, images=[handle_file(str(f)) for f in files],
+                     classnames=classes, templates=templates, top_k=k, api_name="/zero_shot", **kw)
 
 
-def emb_map(c, source="shapes world", n=200, method="PCA", dims=2, colour="modality", prompts=False, centred=False,
-            files=(), ds=("", "train", "image", "text")):
-    return c.predict(source, n, 0, "eval", [handle_file(str(f)) for f in files], *ds, prompts, method, dims, 10, 0.1,
-                     colour, centred, True, "circle\nstar", "a {}.", api_name="/embedding_map")
+def test_every_endpoint_has_named_parameters_and_outputs(info):
+    named = info["named_endpoints"]
+    assert ENDPOINTS <= set(named) and not info["unnamed_endpoints"]
+    for name, ep in named.items():
+        params = [p["parameter_name"] for p in ep["parameters"]]
+        assert not any(re.fullmatch(r"param_\d+", p) for p in params), (name, params)
+        assert not any(re.fullmatch(r"value_\d+", r["label"]) for r in ep["returns"]), (name, ep["returns"])
+    optional = {p["parameter_name"]: p["parameter_has_default"] for ep in named.values() for p in ep["parameters"]}
+    for name in ("image", "images", "classnames", "templates", "files", "dataset", "extra_captions", "captions"):
+        assert optional[name], name
 
 
-def test_api_names(client):
-    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/zero_shot", "/similarity_matrix", "/embedding_map", "/load_model", "/build_batch",
-            "/classname_preset", "/template_preset"} <= names
+def test_every_snippet_on_the_api_page_runs_as_pasted(info, monkeypatch):
+    """The 'Use via API' Python snippets compile and run; only the network URL of an example file is
+    pointed at a local one (this machine has no internet)."""
+    for name in sorted(ENDPOINTS - {"/embedding_map"}):  # the map's snippet runs UMAP: test_map_client.py
+        code = info["named_endpoints"][name]["code_snippets"]["python"]
+        code = re.sub(r"handle_file\('https?://[^']+'\)", f"handle_file({STAR!r})", code)
+        compile(code, name, "exec")
+        printed = []
+        monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a))
+        exec(code, {})
+        monkeypatch.undo()
+        assert printed and printed[0][0] is not None, name
+
+
+def test_the_mcp_tools_describe_themselves(url):
+    with urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30) as r:
+        tools = json.load(r)
+    tools = {t["name"]: t for t in (tools if isinstance(tools, list) else tools.get("tools", []))}
+    for name in ("zero_shot", "build_batch", "similarity_matrix", "embedding_map", "load_model"):
+        tool = next(t for key, t in tools.items() if key.endswith(name))
+        assert len(tool["description"]) > 40, name
+        props = tool["inputSchema"]["properties"]
+        assert props and all(p.get("description") for p in props.values()), (name, props)
 
 
 def test_zero_shot_single_and_batch(client, env):
-    label, plot, info, table, batch = zero_shot(client)
+    label, plot, notes, table, heatmap, batch, data, scale, cls_preset, tpl_preset = zero_shot(client)
     assert label["label"] in {"circle", "star", "square"} and len(label["confidences"]) == 3
-    assert "Logit scale" in info and plot
-    assert table["data"][-1][0].startswith("ENSEMBLE")
-    *_, batch = zero_shot(client, files=[STAR, str(env["blue"])])
-    assert [row[0] for row in batch["data"]] == ["shapes_brown_star.png", "shapes_brown_star.png", "blue_square.png"]
+    assert "Logit scale" in notes and plot and heatmap and cls_preset == "custom" and tpl_preset == "custom"
+    assert table["data"][-1][0].startswith("ENSEMBLE") and len(table["data"]) == 3
+    assert data["logit_scale"] == pytest.approx(scale) and data["num_classes"] == 3
+    assert [t["template"] for t in data["per_template_first_image"]] == ["a photo of a {}.", "a {}."]
+    *_, batch, data, _, _, _ = zero_shot(client, files=[STAR, env["blue"]])
+    assert [row[0] for row in batch["data"]] == ["shapes_purple_star.png", "shapes_purple_star.png", "blue_square.png"]
+    assert len(data["images"]) == 3
+
+
+def test_zero_shot_logit_scale_and_defaults(client):
+    *_, data, scale, cls_preset, tpl_preset = zero_shot(client, classes=None, templates=None, logit_scale=5.0,
+                                                        use_model_scale=False)
+    assert data["logit_scale"] == 5.0 and data["model_logit_scale"] > 5 and data["num_classes"] == 8
+    assert (cls_preset, tpl_preset) == ("shapes world: shapes", "shapes world")
+    probs = [c["probability"] for c in data["images"][0]["top_k"]]
+    *_, data_model, _, _, _ = zero_shot(client, classes=None, templates=None)
+    assert max(probs) < data_model["images"][0]["top_k"][0]["probability"]  # a lower scale is flatter
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -85,6 +127,7 @@ def test_zero_shot_single_and_batch(client, env):
     (dict(classes=" , "), "no class names"),
     (dict(templates="a photo of a"), "exactly one"),
     (dict(templates="{} {}"), "exactly one"),
+    (dict(logit_scale=500.0, use_model_scale=False), "greater than maximum|logit scale"),
 ])
 def test_zero_shot_bad_inputs(client, kwargs, message):
     with pytest.raises(AppError, match=message):
@@ -93,69 +136,79 @@ def test_zero_shot_bad_inputs(client, kwargs, message):
 
 def test_zero_shot_refuses_a_non_image(client, env):
     with pytest.raises(AppError, match="not a readable image"):
-        zero_shot(client, files=[str(env["bad"])])
+        zero_shot(client, files=[env["bad"]])
 
 
-def test_presets(client):
-    assert "airplane" in client.predict("CIFAR-10", api_name="/classname_preset")
-    assert client.predict("single", api_name="/template_preset").strip() == "a photo of a {}."
-    with pytest.raises(AppError):
-        client.predict("no such preset", api_name="/template_preset")
+def build(c, **kw):
+    return c.predict(api_name="/build_batch", **kw)
 
 
-def test_similarity_matrix_square_edited_and_non_square(client):
-    table = client.predict("shapes world", 6, 0, "eval", [], "", "train", "image", "text", api_name="/build_batch")
-    assert len(table["data"]) == 6
-    plot, figures, losses = matrix(client)
-    assert "loss_i" in figures and "loss_t" in figures and len(losses["data"]) == 6
+def test_similarity_matrix_build_edit_view_and_non_square(url):
+    c = Client(url, verbose=False)
+    table, plot, figures, losses, data, status = build(c, n=6)
+    assert len(table["data"]) == 6 and "loss_i" in figures and len(losses["data"]) == 6 and status == ""
+    assert data["captions"] == [r[1] for r in table["data"]] and len(data["values"]) == 6
     edited = {"headers": table["headers"], "data": [[r[0], "a red circle"] for r in table["data"]]}
-    _, figures2, losses2 = matrix(client, table=edited, view="softmax over rows (image → text)")
+    _, figures2, losses2, data2, _ = c.predict(captions=edited, view="softmax over rows (image → text)",
+                                               api_name="/similarity_matrix")
     assert figures2 != figures and all(r[1] == "a red circle" for r in losses2["data"])
-    _, figures3, losses3 = matrix(client, extra="a cat\na dog", view="logits")
+    assert [sum(row) for row in data2["values"]] == pytest.approx([1.0] * 6, abs=1e-4)
+    _, figures3, losses3, data3, _ = c.predict(extra_captions="a cat\na dog", view="logits", api_name="/similarity_matrix")
     assert "6 images × 8 captions" in figures3 and "no loss" in figures3 and not losses3["data"]
+    assert data3["captions"][:6] == ["a red circle"] * 6 and data3["loss"] is None  # the edit stays with the batch
+
+
+def test_similarity_matrix_without_a_batch_uses_the_default_one_and_says_so(url):
+    *_, data, status = Client(url, verbose=False).predict(api_name="/similarity_matrix")
+    assert len(data["captions"]) == 8 and "default batch" in status
 
 
 def test_similarity_matrix_uploads_and_dataset(client, env):
-    _, figures, _ = matrix(client, source="uploaded images", files=[STAR, env["blue"]])
-    assert "loss" in figures
-    table = client.predict("datasets source", 4, 0, "eval", [], str(env["data"]), "train", "image", "text", api_name="/build_batch")
+    table, _, figures, *_ = build(client, source="uploaded images", files=[handle_file(STAR), handle_file(str(env["blue"]))])
+    assert "loss" in figures and [r[0] for r in table["data"]] == ["shapes_purple_star.png", "blue_square.png"]
+    table, *_ = build(client, source="datasets source", n=4, dataset=str(env["data"]))
     assert len(table["data"]) == 4
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(source="uploaded images"), "no images uploaded"),
-    (dict(source="datasets source", ds=("/etc", "train", "image", "text")), "allowed folders"),
-    (dict(source="datasets source", ds=("", "train", "image", "text")), "no dataset"),
-    (dict(table={"headers": ["image", "caption"], "data": [["#0", ""], ["#1", "x"]]}, n=2), "row 0 is empty"),
+    (dict(source="datasets source", dataset="/etc"), "allowed folders"),
+    (dict(source="datasets source"), "no dataset"),
+    (dict(source="datasets source", n=4, dataset="DATA", text_column="caption"), "no column 'caption'"),
+    (dict(view="bogus"), "unknown view|bogus"),
 ])
-def test_similarity_matrix_bad_inputs(client, kwargs, message):
-    with pytest.raises(AppError, match=message):
-        matrix(client, **kwargs)
+def test_similarity_matrix_bad_inputs(client, env, kwargs, message):
+    kwargs = {k: str(env["data"]) if v == "DATA" else v for k, v in kwargs.items()}
+    with pytest.raises((AppError, ValueError), match=message):
+        build(client, **kwargs)
 
 
-def test_dataset_missing_column(client, env):
-    with pytest.raises(AppError, match="no column 'caption'"):
-        matrix(client, source="datasets source", n=4, ds=(str(env["data"]), "train", "image", "caption"))
+def test_an_edited_table_must_describe_the_batch(url):
+    c = Client(url, verbose=False)
+    build(c, n=2)
+    with pytest.raises(AppError, match="row 0 is empty"):
+        c.predict(captions={"headers": ["image", "caption"], "data": [["#0", ""], ["#1", "x"]]}, api_name="/similarity_matrix")
+    with pytest.raises(AppError, match="2 rows"):
+        c.predict(captions={"headers": ["image", "caption"], "data": [["#0", "y"]]}, api_name="/similarity_matrix")
 
 
 def test_model_picker_failures_keep_the_model(client, env):
     dirs = env["dirs"]
     for name, message in [("openai/clip-vit-base-patch32", "local Hugging Face cache|cannot be reached"),
                           (str(dirs["not_clip"]), "not a CLIP model"), (str(dirs["pickle_only"]), "safetensors"),
-                          ("/etc", "allowed folders"), ("not a model id!", "not a known model")]:
+                          ("/etc", "allowed folders"), ("not a model id!", "not a known model"), ("", "no model chosen")]:
         with pytest.raises(AppError, match=message):
             client.predict(name, api_name="/load_model")
-    *_, info, _, _ = zero_shot(client)
-    assert f"`{model_source()}`" in info
+    assert zero_shot(client)[6]["model"] == model_source()
 
 
 def test_model_choice_is_per_session(url, env):
     other = str(env["dirs"]["other"].resolve())
     a, b = Client(url, verbose=False), Client(url, verbose=False)
     status = a.predict(other, api_name="/load_model")
-    assert "other-tiny" in status
-    assert f"`{other}`" in zero_shot(a)[2]
-    assert f"`{model_source()}`" in zero_shot(b)[2]
+    assert "other-tiny" in status and "loaded" in status
+    assert zero_shot(a)[6]["model"] == other
+    assert zero_shot(b)[6]["model"] == model_source()
 
 
 @pytest.mark.parametrize("path", [
@@ -167,7 +220,6 @@ def test_model_choice_is_per_session(url, env):
 def test_no_file_outside_the_app_is_served(url, path):
     """Traversal and absolute paths, plain and URL-encoded: every one answers 4xx, never the file."""
     import urllib.error
-    import urllib.request
 
     try:
         with urllib.request.urlopen(url.rstrip("/") + path, timeout=30) as r:
