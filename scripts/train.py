@@ -111,12 +111,13 @@ class PrintEvals(Hook):
         top1 = eval_top1(results)
         chance = {k: v["chance"] for k, v in results.items() if isinstance(v, dict) and "chance" in v}
         line = "  ".join(f"{k} {v:.1%}" for k, v in top1.items())
-        tqdm.write(f"step {state.step}: zero-shot {line}")
+        tqdm.write(f"step {state.step}: zero-shot {line}", file=sys.stdout)
         if chance and not self.hinted and all(top1[k] < 2 * c for k, c in chance.items() if k in top1):
             self.hinted = True
             tqdm.write("  (near chance, " + ", ".join(f"{k} {c:.1%}" for k, c in chance.items()) + "): expected early "
                        "on. Colour comes first, within a few hundred steps (recipe quick-demo); shape needs thousands "
-                       "(recipe shapes-tiny, about an hour on 2 CPU cores).")
+                       "(recipe shapes-tiny, about an hour on 2 CPU cores).", file=sys.stdout)
+        sys.stdout.flush()  # a log file sees each eval as it happens
 
 
 class CtrlC(Hook):
