@@ -23,6 +23,7 @@ from demo import embedding_map, similarity_matrix, zero_shot  # noqa: E402
 from demo.context import AppConfig, AppContext  # noqa: E402
 from demo.hover import HOVER_JS  # noqa: E402
 from demo.picker import build_picker  # noqa: E402
+from demo.test_gate import add_test_gate  # noqa: E402
 
 TITLE = "CLIP Lab"
 CSS = """
@@ -45,6 +46,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 similarity_matrix.build_tab(ctx, model_state)
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
+        if ctx.config.test_gate:
+            add_test_gate()
         app.load(zs.fill_defaults, None, zs.outputs(), queue=False, api_visibility="private")
         app.load(lambda name: describe_model(ctx, name), model_state, model_status, api_visibility="private",
                  concurrency_id="model_load", show_progress="minimal")
