@@ -95,7 +95,14 @@ def resume_command(argv: list[str]) -> str:
     """The command that resumes this run: the one given, with --resume instead of any start flag."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "the same torchrun command with --resume"
-    kept = [x for x in argv if x not in ("--resume", "--resume-or-start", "--overwrite")]
+    kept, skip = [], False
+    for x in argv:  # drop the start flags, and a --stop-at that would stop the resumed run again
+        if skip or x in ("--resume", "--resume-or-start", "--overwrite") or x.startswith("--stop-at="):
+            skip = False
+            continue
+        skip = x == "--stop-at"
+        if not skip:
+            kept.append(x)
     return shlex.join(["python", sys.argv[0], *kept, "--resume"])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -163,11 +164,15 @@ class _Stream(torch.utils.data.IterableDataset):
             yield (b.pixel_values, b.captions, b.n_groups, b.group_size, b.mean, b.std, b.input_ids, b.attention_mask)
 
 
-def _lower_priority(nice: int, worker_id: int = 0) -> None:
-    try:
-        os.nice(nice)
-    except OSError:  # not permitted here: keep the inherited priority
-        pass
+def _init_worker(nice: int, worker_id: int = 0) -> None:
+    """A data worker leaves Ctrl-C to the trainer (which stops after its step and shuts the workers
+    down), and yields the cores to it by `nice`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0:
+        try:
+            os.nice(nice)
+        except OSError:  # not permitted here: keep the inherited priority
+            pass
 
 
 def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1,
@@ -178,7 +183,7 @@ def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_wo
     workers = 0 if getattr(source, "streaming", False) else num_workers
     if workers:  # the workers tokenize: no Rust thread pool across fork
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    init = functools.partial(_lower_priority, worker_nice) if workers and worker_nice > 0 else None
+    init = functools.partial(_init_worker, worker_nice) if workers else None
     loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step, rank, world), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
                                          persistent_workers=False, worker_init_fn=init)
