@@ -15,8 +15,9 @@ here: it needs torchvision). It does what open_clip's `train_one_epoch` + `ClipL
 process: captions tokenized ahead of time and padded to the context length (77 for `base`), as
 open_clip's tokenizer does in its data loader; `model.get_image_features` / `get_text_features`,
 L2-normalised; logits = exp(t) * I @ T^T and its transpose; cross-entropy over both, averaged;
-backward; clip_grad_norm; AdamW step; logit scale clamped to ln 100. Core's step tokenizes inside the
-step, to the longest caption of the batch, and its time includes that.
+backward; clip_grad_norm; AdamW step; logit scale clamped to ln 100. Core's captions are tokenized
+ahead too, as its data workers do (to the longest caption of the batch), so neither side's time
+includes tokenizing (results measured before that move timed core's step with it).
 
 On CUDA the script also reports model FLOPs utilisation (MFU: FLOPs of one step counted by
 torch.utils.flop_counter, divided by step time and the GPU's dense bf16 peak), peak memory, and with
