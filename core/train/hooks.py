@@ -124,7 +124,7 @@ class Snapshot:
 @torch.no_grad()
 def make_snapshot(state: TrainState, probe: Batch, matrix_size: int = 8) -> Snapshot:
     """Encode the probe set (eval mode, no gradients) and build the snapshot; training mode after.
-    A tiny model on 32 pairs costs a few tens of ms on a CPU."""
+    Measured: 0.17 s for the tiny preset on 32 pairs on the 2-core CPU (a batch-128 step: about 1 s)."""
     model = state.model
     device = model.logit_scale.device
     model.eval()
