@@ -29,6 +29,11 @@ TITLE = "CLIP Lab"
 CSS = """
 .gradio-container {max-width: 1400px !important}
 #zs-info p, #mx-figures p, #map-gap p {font-size: 0.95em}
+/* small images (shapes-world samples are 64 px) are shown enlarged, with crisp pixels */
+#zs-image img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}
+/* on a phone the matrix keeps readable cells and scrolls sideways instead of shrinking to a strip */
+#mx-plot {overflow-x: auto}
+#mx-plot .js-plotly-plot {min-width: 560px}
 """
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import UserInputError
 from .model import looks_like_path
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """A dataset could not be opened or lacks a needed column; the message is one line."""
 
 

@@ -8,13 +8,12 @@ import logging
 import gradio as gr
 import plotly.io as pio
 
-from core.data import DataError
 from core.errors import UserInputError
 
 log = logging.getLogger("clip_lab")
-# What the user can fix: shown as its one-line message. ModelLoadError and ImageInputError are
-# UserInputErrors; DataError (unreadable data) is one too. Anything else is an operator error.
-USER_ERRORS = (UserInputError, DataError)
+# What the user can fix, shown as its one-line message: UserInputError and its family (ModelLoadError,
+# DataError, ImageInputError). Anything else is an operator error: logged in full, reported generically.
+USER_ERRORS = (UserInputError,)
 
 # Every figure of the app is drawn in plotly_white. As the default template plotly applies it when a
 # figure is serialised, without validating and copying it into each figure: ~7 ms instead of ~28 ms
@@ -66,7 +65,7 @@ def get_model(ctx, name: str, progress: gr.Progress | None = None):
 def upload_and_dataset_inputs():
     """The inputs the matrix and map tabs share for non-shapes sets: an upload box and a
     'datasets source' accordion. Returns (files, dataset name, split, image column, text column)."""
-    files = gr.File(file_count="multiple", file_types=["image"], label="images (for 'uploaded images')", height=100)
+    files = gr.File(file_count="multiple", file_types=["image"], label="images (for 'uploaded images')", height=200)
     with gr.Accordion("datasets source", open=False):
         ds_name = gr.Textbox(label="dataset (Hub name or allowed local folder)")
         ds_split = gr.Textbox("train", label="split")

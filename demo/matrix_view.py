@@ -72,7 +72,9 @@ def matrix_figure(values, thumbnails: list[str], captions: list[str], view: str,
         fig.add_layout_image(source=uri, x=-0.55, y=i, xref="x", yref="y",
                              sizex=0.92 * cell, sizey=0.92 * cell, xanchor="right", yanchor="middle", layer="above")
     cell_px = 80 if max(n, m) <= 8 else 56 if max(n, m) <= 16 else 34
+    # a fixed width keeps cells readable on a narrow screen: the plot scrolls sideways (app.py's CSS)
     fig.update_layout(title=dict(text=VIEWS[view], x=0.01), height=cell_px * n + 230,
+                      width=int(cell_px * (m + 1.6) + 260), autosize=False,
                       margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"), plot_bgcolor="white")
     fig.update_xaxes(tickvals=list(range(m)), ticktext=[_wrap(c) for c in captions], side="bottom", tickangle=0 if m <= 8 else -60,

@@ -18,6 +18,16 @@ from .matrix_view import (LOSS_COLUMNS, VIEWS, as_frame, captions_frame, caption
                           parse_extra)
 from .sources import SOURCES, SourceSpec, build_pairs
 
+# browser side: a table that differs from the last one sent bumps the edit counter; the same table does not
+COUNT_EDITS_JS = """(table) => {
+  const seen = JSON.stringify(table && table.data !== undefined ? table.data : table);
+  if (seen !== window.clipLabMatrixTable) {
+    window.clipLabMatrixTable = seen;
+    window.clipLabMatrixEdits = (window.clipLabMatrixEdits || 0) + 1;
+  }
+  return String(window.clipLabMatrixEdits || 0);
+}"""
+FORGET_EDITS_JS = "(...args) => { window.clipLabMatrixTable = undefined; return args; }"
 NO_BATCH = ("ℹ️ No batch was built in this session yet, so this is the default batch: 8 shapes-world pairs "
             "(seed 0, eval split). Press **Build batch** for another.")
 STALE = ("⚠️ **The source controls changed since this batch was built**: the matrix below still shows the "
@@ -47,7 +57,8 @@ def build_tab(ctx, model_state: gr.State) -> None:
     figures = gr.Markdown(label="Loss and accuracy", elem_id="mx-figures")
     plot = gr.Plot(label="Image–text matrix", elem_id="mx-plot")
     losses = gr.Dataframe(headers=LOSS_COLUMNS, label="Per-row and per-column loss terms", wrap=True, elem_id="mx-losses")
-    data = gr.JSON(label="All numbers (JSON)", open=False, elem_id="mx-json")
+    with gr.Accordion("All numbers (JSON: the shown values, cosines, losses and accuracies)", open=False):
+        data = gr.JSON(label="All numbers (JSON)", elem_id="mx-json")
 
     @user_errors
     def build_batch(source: str = "shapes world", n: float = 8, seed: float = 0, split: str = "eval",
@@ -110,8 +121,12 @@ def build_tab(ctx, model_state: gr.State) -> None:
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]
     build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
-                api_name="build_batch", concurrency_id="inference")
-    gr.on([table.input, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
+                api_name="build_batch", concurrency_id="inference", js=FORGET_EDITS_JS)
+    # Gradio's table fires `input` twice for one edit committed with Enter or Tab; a browser-side
+    # check passes each distinct table on once, as a new value of a hidden edit counter
+    edits = gr.Textbox("0", visible="hidden", elem_id="mx-edits")
+    table.input(None, table, edits, js=COUNT_EDITS_JS, api_visibility="private", queue=False)
+    gr.on([edits.change, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
           [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix", concurrency_id="inference",
           trigger_mode="always_last")
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)

@@ -131,7 +131,8 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
                          elem_id="zs-templates-table")
     heatmap = gr.Plot(label="Cosine and logit of each template's prompt for the top classes (first image)", elem_id="zs-heatmap")
     batch = gr.Dataframe(headers=BATCH_COLUMNS, label="Predictions per image", wrap=True, elem_id="zs-batch")
-    data = gr.JSON(label="All numbers (JSON)", open=False, elem_id="zs-json")
+    with gr.Accordion("All numbers (JSON: probabilities, per-template cosines, logits and probabilities)", open=False):
+        data = gr.JSON(label="All numbers (JSON)", elem_id="zs-json")
     view_outputs = [label, plot, info, table, heatmap, batch, data]
 
     @user_errors
@@ -164,7 +165,7 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             s = score(clip, head, images_, names, model or clip.source, notices)
             scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
             v = render(s, top_k, scale_)
-            return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, s.model_scale if use_model_scale else gr.skip(),
+            return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(s.model_scale, 2) if use_model_scale else gr.skip(),
                     matching_preset("classnames", classnames), matching_preset("templates", templates))
         finally:
             ctx.first_answer.set()  # lets the start-up map warm-up begin (app.start_warmup)
@@ -183,7 +184,7 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             return [gr.skip()] * (len(view_outputs) + 2)
         scale = s.model_scale if follow else scale
         v = render(s, top_k, scale)
-        return v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, scale, follow
+        return v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(scale, 2), follow
 
     rescale_io = dict(inputs=[scores, top_k, scale, follow], outputs=view_outputs + [scale, follow],
                       api_visibility="private", queue=False)
