@@ -340,7 +340,8 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
               min_dist, colour_by, centred, links, classnames_box, templates_box, model_state, state]
     run.click(embedding_map, inputs, [plot, gap, data, state], api_name="embedding_map", concurrency_id="map",
               concurrency_limit=1)
-    gr.on([colour_by.input, links.input], redraw, [state, colour_by, centred, links], plot, api_visibility="private",
+    # a dropdown fires .input twice for one pick (on the pick and again on blur); .select fires once
+    gr.on([colour_by.select, links.input], redraw, [state, colour_by, centred, links], plot, api_visibility="private",
           concurrency_id="map_view", concurrency_limit=4)
     centred.input(centre, inputs, [plot, gap, data, state], api_visibility="private", concurrency_id="map",
                   concurrency_limit=1)
