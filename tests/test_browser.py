@@ -67,16 +67,3 @@ def test_similarity_matrix(page, shots):
     _settle(page)
     page.screenshot(path=str(shots / "similarity_matrix.png"), full_page=True)
 
-
-def test_embedding_map(page, shots):
-    page.get_by_role("tab", name="Embedding map").click()
-    method = os.environ.get("CLIP_LAB_BROWSER_MAP_METHOD", "PCA")
-    page.locator("#map-method label", has_text=method).click()
-    page.click("#map-run")
-    page.wait_for_selector("#map-plot .js-plotly-plot")
-    page.wait_for_selector("#map-gap :text('Modality gap')")
-    _settle(page)
-    point = page.locator("#map-plot .scatterlayer .point").nth(5)
-    point.hover(force=True)
-    page.wait_for_timeout(300)
-    page.screenshot(path=str(shots / "embedding_map.png"), full_page=True)
