@@ -157,7 +157,9 @@ def map_figure(coords: np.ndarray, n: int, captions: list[str], names: list[str]
         alpha = min(0.5, 60 / n) if three else min(0.35, 40 / n)
         fig.add_trace(Scatter(**xyz(link), mode="lines", name="image–caption link",
                               hoverinfo="skip", connectgaps=False, meta={"kind": "link"},
-                              line=dict(color=f"rgba(90,90,90,{max(alpha, 0.04):.3f})", width=2 if three else 1)))
+                              # scatter3d (WebGL) drops translucent lines: an opaque light grey there
+                              line=dict(color="rgb(200,200,200)" if three else f"rgba(90,90,90,{max(alpha, 0.04):.3f})",
+                                        width=2 if three else 1)))
     if groups is None:
         traces = [("images", "image", np.arange(n), MODALITY_COLOURS["image"], True),
                   ("captions", "caption", np.arange(n), MODALITY_COLOURS["caption"], True)]

@@ -119,10 +119,12 @@ def test_hover_card_shows_the_hovered_pairs_thumbnail_and_caption(page, shots):
 
 
 def test_3d_map_keeps_its_links(page, tmp_path):
-    page.locator("#map-method label", has_text="PCA").click()
-    page.locator("#map-dims label", has_text="3").click()
-    assert page.locator("#map-gap :text('Settings changed')").count() == 1 or page.wait_for_selector(
-        "#map-gap :text('Settings changed')")
+    before = len(page.joins)
+    for radio, choice in (("#map-method", "PCA"), ("#map-dims", "3")):  # each edit: one request that marks the map stale
+        with page.expect_request(lambda r: r.method == "POST" and JOIN in r.url):
+            page.locator(f"{radio} label", has_text=choice).click()
+    page.wait_for_selector("#map-gap :text('Settings changed: press Draw map')")
+    assert len(page.joins) - before == 2
     assert _draw(page, "PCA 3D") == 1
     (link,) = [t for t in _traces(page) if t["kind"] == "link"]
     assert link["type"] == "scatter3d" and link["n"] == 1500 and link["visible"] is not False
