@@ -47,7 +47,6 @@ from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
 
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("shapes_*.png"))
 CLASSES, TEMPLATE = "circle\nstar\nsquare\ntriangle\nheart", "a photo of a {}."
-EMPTY_TABLE = {"headers": ["image", "caption"], "data": []}
 RESULTS = ROOT / "benchmarks" / "results" / "app_latency.json"
 
 
@@ -70,19 +69,18 @@ def process_cpu_s(pid: int) -> float | None:
 def zero_shot(client, handle_file, i: int = 0):
     """One /zero_shot call on a bundled shapes-world example (rotating through them)."""
     image = handle_file(str(EXAMPLES[i % len(EXAMPLES)]))
-    return client.predict(image, [], CLASSES, TEMPLATE, 3, api_name="/zero_shot")
+    return client.predict(image=image, classnames=CLASSES, templates=TEMPLATE, top_k=3, api_name="/zero_shot")
 
 
 def embedding_map(client, points: int, seed: int, min_dist: float = 0.1):
     """One /embedding_map call: `points` // 2 shapes-world pairs, UMAP 2D."""
-    return client.predict("shapes world", points // 2, seed, "eval", [], "", "train", "image", "text", False, "UMAP", 2,
-                          15, min_dist, "modality", False, True, "", "", api_name="/embedding_map")
+    return client.predict(n=points // 2, seed=seed, method="UMAP", dims="2", n_neighbors=15, min_dist=min_dist,
+                          api_name="/embedding_map")
 
 
 def matrix(client, n: int, seed: int):
     """One /similarity_matrix call on n shapes-world pairs (a new batch for each seed)."""
-    return client.predict("shapes world", n, seed, "eval", [], "", "train", "image", "text", EMPTY_TABLE, "", "cosine",
-                          api_name="/similarity_matrix")
+    return client.predict(n=n, seed=seed, api_name="/build_batch")
 
 
 def timed(fn) -> float:

@@ -99,7 +99,8 @@ def measure_n(clip, points: int, repeats: int, own_knn: bool) -> dict:
 
     from core.encode import encode_images, encode_texts
     from core.projection import ProjectionConfig, pca, project
-    from demo.embedding_map import gap_markdown, map_figure
+    from demo.embedding_map import gap_figures, gap_markdown
+    from demo.map_figure import map_figure, thumbnail_atlas
     from demo.sources import shapes_pairs
 
     n_pairs = points // 2
@@ -113,8 +114,9 @@ def measure_n(clip, points: int, repeats: int, own_knn: bool) -> dict:
     r["umap_own_knn_s"] = median_time(lambda: umap_own_knn(x), repeats) if own_knn else None
     r["pca_s"] = median_time(lambda: pca(x, 2), repeats)
     coords = pca(x, 2)
-    r["figure_s"] = median_time(lambda: (map_figure(coords, pairs, "modality", [], 2).to_json(),
-                                         gap_markdown(img, txt, False)), repeats)
+    r["figure_s"] = median_time(lambda: (map_figure(coords, n_pairs, pairs.captions, pairs.names, None, "modality", [],
+                                                    thumbnail_atlas(pairs.images)).to_json(),
+                                         gap_markdown(gap_figures(img, txt), False)), repeats)
     r["embed_s"] = r["encode_images_s"] + r["encode_texts_s"]
     r["map_umap_s"] = r["draw_s"] + r["embed_s"] + r["umap_s"] + r["figure_s"]
     r["map_pca_s"] = r["draw_s"] + r["embed_s"] + r["pca_s"] + r["figure_s"]

@@ -250,7 +250,7 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
                 centred = gr.Checkbox(False, label="centre each modality (remove the gap)", elem_id="map-centred")
                 links = gr.Checkbox(True, label="link each image to its caption", elem_id="map-links")
             run = gr.Button("Draw map", variant="primary", elem_id="map-run")
-    gap = gr.Markdown(elem_id="map-gap")
+    gap = gr.Markdown(label="Modality gap", elem_id="map-gap")
     plot = gr.Plot(label="Joint embedding map (hover a point for its caption and thumbnail)", elem_id="map-plot")
     with gr.Accordion("Map data (JSON): gap figures, settings, every point's coordinates", open=False):
         data = gr.JSON(elem_id="map-data", open=False)

@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
-EMPTY_TABLE = {"headers": ["image", "caption"], "data": []}
 
 
 def _rss_mb(pid: int) -> float:
@@ -48,14 +47,12 @@ def _rss_mb(pid: int) -> float:
 def _requests(client, handle_file):
     """The mix one client sends, as (endpoint name, callable) pairs, cycled."""
     return [
-        ("zero_shot", lambda: client.predict(handle_file(STAR), [], "circle\nstar\nsquare\nheart", "a photo of a {}.\na {}.", 3,
-                                             api_name="/zero_shot")),
-        ("similarity_matrix", lambda: client.predict("shapes world", 8, 0, "eval", [], "", "train", "image", "text",
-                                                     EMPTY_TABLE, "", "cosine", api_name="/similarity_matrix")),
-        ("zero_shot", lambda: client.predict(handle_file(STAR), [], "red\nblue\nbrown", "a {} shape.", 2, api_name="/zero_shot")),
-        ("embedding_map", lambda: client.predict("shapes world", 200, 0, "eval", [], "", "train", "image", "text", False, "PCA", 2,
-                                                 10, 0.1, "modality", False, True, "circle\nstar", "a {}.",
-                                                 api_name="/embedding_map")),
+        ("zero_shot", lambda: client.predict(image=handle_file(STAR), classnames="circle\nstar\nsquare\nheart",
+                                             templates="a photo of a {}.\na {}.", top_k=3, api_name="/zero_shot")),
+        ("similarity_matrix", lambda: client.predict(n=8, seed=0, api_name="/build_batch")),
+        ("zero_shot", lambda: client.predict(image=handle_file(STAR), classnames="red\nblue\nbrown", templates="a {} shape.",
+                                             top_k=2, api_name="/zero_shot")),
+        ("embedding_map", lambda: client.predict(n=200, method="PCA", dims="2", n_neighbors=10, api_name="/embedding_map")),
     ]
 
 
@@ -88,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         # 1. two sessions, two models, one question at the same time
         alone_a, alone_b = Client(url, verbose=False), Client(url, verbose=False)
         alone_b.predict(str(other), api_name="/load_model")
-        ask = lambda c: _confidences(c.predict(handle_file(STAR), [], "circle\nstar\nsquare", "a {}.", 3, api_name="/zero_shot"))
+        ask = lambda c: _confidences(c.predict(image=handle_file(STAR), classnames="circle\nstar\nsquare", templates="a {}.",
+                                               top_k=3, api_name="/zero_shot"))
         ref_a, ref_b = ask(alone_a), ask(alone_b)
         with ThreadPoolExecutor(2) as pool:
             got_a, got_b = pool.map(ask, [alone_a, alone_b])
