@@ -21,14 +21,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(log_path: str | os.PathLike, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """Start the app on a free 127.0.0.1 port with its output in log_path; returns (process, URL)."""
+def start_app(log_path: str | os.PathLike, extra_env: dict | None = None,
+              cwd: str | os.PathLike | None = None) -> tuple[subprocess.Popen, str]:
+    """Start the app on a free 127.0.0.1 port with its output in log_path; returns (process, URL).
+
+    cwd: a folder holding another copy of the app (a Space bundle); its app.py runs there.
+    Default: this checkout's app.py."""
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", HF_HUB_OFFLINE="1",
                GRADIO_ANALYTICS_ENABLED="False")
     env.update(extra_env or {})
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        folder = Path(cwd) if cwd is not None else ROOT
+        proc = subprocess.Popen([sys.executable, str(folder / "app.py")], cwd=folder, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}/"
 
 
