@@ -51,6 +51,11 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 similarity_matrix.build_tab(ctx, model_state)
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
+
+        def stop_jobs(request: gr.Request) -> None:  # a closed tab stops its jobs
+            ctx.jobs.stop(getattr(request, "session_hash", None))
+
+        app.unload(stop_jobs)
         if ctx.config.test_gate:
             add_test_gate()
         app.load(zs.fill_defaults, None, zs.outputs(), queue=False, api_visibility="private")
@@ -64,7 +69,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
 def start_warmup(ctx: AppContext) -> threading.Thread:
     """Warm the app up in a daemon thread, in the order users need it; returns the thread.
 
-    First the default model (the first zero-shot answer needs it). Then, once that answer is out or
+    First the default model (the first zero-shot answer needs it), then the CLIP_LAB_PRELOAD models. Then, once that answer is out or
     `ctx.config.warmup_delay` seconds have passed, UMAP's kernels (their own thread) and the default
     map set (500 pairs = 1,000 points). On 2 cores the map work (mostly GIL-bound imports, drawing,
     numba) would otherwise slow the first zero-shot answer by seconds; failures are only logged,
@@ -74,12 +79,15 @@ def start_warmup(ctx: AppContext) -> threading.Thread:
     t0 = time.perf_counter()
 
     def run() -> None:
-        try:
-            ctx.models.get(ctx.config.default_model)
-        except Exception as e:
-            log.warning("warm-up: loading %s failed: %s", ctx.config.default_model, e)
-            return
-        log.info("warm-up: %s loaded after %.1f s", ctx.config.default_model, time.perf_counter() - t0)
+        for i, name in enumerate((ctx.config.default_model, *ctx.config.preload)):
+            try:
+                ctx.models.get(name)
+            except Exception as e:
+                log.warning("warm-up: loading %s failed: %s", name, e)
+                if i == 0:
+                    return
+                continue
+            log.info("warm-up: %s loaded on %s after %.1f s", name, ctx.config.torch_device(), time.perf_counter() - t0)
         answered = ctx.first_answer.wait(ctx.config.warmup_delay)
         log.info("warm-up: map part starts after %.1f s (%s)", time.perf_counter() - t0,
                  "first zero-shot answer out" if answered else "no request yet")

@@ -117,7 +117,7 @@ def evaluate_dataset(clip: Clip, dataset, classnames: Sequence[str] | None = Non
             raw_labels += list(rows[label_column])
         if has_text:
             captions += [c[0] if isinstance(c, (list, tuple)) else str(c) for c in rows[text_column]]
-        if progress:
+        if progress is not None:
             progress(min(n, start + batch_size), n)
     img = torch.cat(embs)
     results: dict = {}

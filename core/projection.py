@@ -174,6 +174,7 @@ def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_jobs vs random_state; no search index (no transform); spectral fallbacks
             coords = reducer.fit_transform(arr)
+        _umap_runs[0] += 1
         if np.isfinite(coords).all():
             return coords.astype(np.float32)
     raise UserInputError("UMAP produced NaN coordinates; try PCA or more points")
@@ -248,6 +249,7 @@ class WarmupState:
 
 _warmup = WarmupState()
 _warmup_thread: threading.Thread | None = None
+_umap_runs = [0]  # UMAP fits finished in this process
 
 
 def start_umap_warmup(points: int = 300) -> threading.Thread:
@@ -269,6 +271,11 @@ def start_umap_warmup(points: int = 300) -> threading.Thread:
     _warmup_thread = threading.Thread(target=run, name="umap-warmup", daemon=True)
     _warmup_thread.start()
     return _warmup_thread
+
+
+def umap_compiled() -> bool:
+    """Whether UMAP has run in this process (so its kernels are compiled or loaded from the disk cache)."""
+    return _warmup.done and not _warmup.error or _umap_runs[0] > 0
 
 
 def warmup_state() -> WarmupState:

@@ -100,14 +100,20 @@ def fill(template: str, classname: str) -> str:
 
 
 def template_embeddings(clip: Clip, classnames: Sequence[str], templates: Sequence[str],
-                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                        progress: Callable[[int, int], None] | None = None,
+                        encode: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
     """Normalised embeddings of every filled template: [T, C, D]. Pure: nothing is cached here.
 
-    The T x C prompts are encoded in chunks; `progress(done, total)` is called after each.
+    The T x C prompts are encoded in batches; `progress(done, total)` is called after each.
+    encode(clip, prompts, progress) -> [T * C, D] replaces core.encode_texts (the app runs it on a GPU).
     """
     prompts = [fill(t, c) for t in templates for c in classnames]
-    emb = encode_texts(clip, prompts, progress=progress)  # [T * C, D]
+    emb = (encode or _encode_texts)(clip, prompts, progress)  # [T * C, D]
     return emb.view(len(templates), len(classnames), -1)  # [T, C, D]
+
+
+def _encode_texts(clip: Clip, prompts: list[str], progress) -> torch.Tensor:
+    return encode_texts(clip, prompts, progress=progress)
 
 
 def ensemble_head(template_emb: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from contextlib import contextmanager
 
 import gradio as gr
 import plotly.io as pio
@@ -55,6 +56,25 @@ def progress_callback(progress: gr.Progress | None, start: float = 0.0, end: flo
         progress(start + (end - start) * fraction, desc=message)
 
     return report
+
+
+@contextmanager
+def running(ctx, request, tab: str):
+    """Register a long job of this session's `tab` for its Stop button; yields the Job."""
+    session = getattr(request, "session_hash", None)
+    job = ctx.jobs.start(session, tab)
+    try:
+        yield job
+    finally:
+        ctx.jobs.finish(session, tab, job)
+
+
+def stop_button(ctx, button, tab: str, events: list) -> None:
+    """Wire a Stop button: it cancels the events in the browser and stops their work on the server."""
+    def stop(request: gr.Request):
+        ctx.jobs.stop(getattr(request, "session_hash", None), tab)
+
+    button.click(stop, None, None, cancels=events, queue=False, api_visibility="private")
 
 
 def get_model(ctx, name: str, progress: gr.Progress | None = None):

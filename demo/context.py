@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from core.model import DEFAULT_MODEL, MODELS_DIR
 
+from .jobs import Jobs
 from .services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,9 @@ class AppConfig:
     min_map_pairs: int = 200
     max_map_pairs: int = 5000
     max_map_class_prompts: int = 200
+    # where models run: "auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:1", …
+    device: str = "auto"
+    preload: tuple[str, ...] = ()  # models loaded at start besides the default (CLIP_LAB_PRELOAD, comma-separated)
     # serving
     server_name: str = "127.0.0.1"
     queue_size: int = 32
@@ -63,6 +67,14 @@ class AppConfig:
     warm_umap: bool = True
     warmup_delay: float = 5.0
     test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
+
+    def torch_device(self) -> str:
+        """The device models are loaded on: `device`, with "auto" meaning CUDA when torch sees one."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "AppConfig":
@@ -75,6 +87,8 @@ class AppConfig:
         cfg.warmup_delay = max(0.0, float(env.get("CLIP_LAB_WARMUP_DELAY", cfg.warmup_delay)))
         cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
+        cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
+        cfg.preload = tuple(n.strip() for n in env.get("CLIP_LAB_PRELOAD", "").split(",") if n.strip())
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):
             if env.get(name):
                 try:
@@ -99,6 +113,7 @@ class AppContext:
     config: AppConfig
     services: Services
     first_answer: threading.Event = field(default_factory=threading.Event)
+    jobs: Jobs = field(default_factory=Jobs)  # running long requests, for the Stop buttons
 
     @property
     def models(self):

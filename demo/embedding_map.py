@@ -20,12 +20,12 @@ import gradio as gr
 import numpy as np
 import torch
 
-from core.encode import encode_images, encode_texts
 from core.errors import UserInputError
-from core.projection import ProjectionConfig, centre_modalities, modality_gap, project
+from core.projection import ProjectionConfig, centre_modalities, modality_gap, project, umap_compiled
 from core.zeroshot import parse_classnames, parse_templates
 
-from .common import get_model, upload_and_dataset_inputs, user_errors
+from .common import get_model, running, stop_button, upload_and_dataset_inputs, user_errors
+from .gpu import embed_images, embed_texts
 from .map_figure import COLOUR_BY, Atlas, atlas_tile, label_values, map_figure, thumbnail_atlas
 from .services import model_key
 from .sources import SOURCES, Pairs, SourceSpec, build_pairs
@@ -161,20 +161,20 @@ def set_key(spec: SourceSpec) -> tuple:
     return (spec.source, n, spec.seed, spec.split, files, ds)
 
 
-def encoded_set(ctx, clip, spec: SourceSpec, progress=None) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
+def encoded_set(ctx, clip, spec: SourceSpec, progress=None, job=None) -> tuple[Pairs, torch.Tensor, torch.Tensor]:
     """The pairs and their image [N, D] and caption [N, D] embeddings, from ctx's services or computed now.
 
     A request for the set that the start-up warm-up is encoding waits for it instead of encoding
-    it a second time beside it.
+    it a second time beside it. `job` (demo.jobs.Job) stops the encoding when its Stop is pressed.
     """
     def build():
         if progress is not None:
             progress(0.1, desc=f"building {spec.n} pairs")
         pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_map_pairs, ctx.services.dataset)
-        report = (lambda start: lambda done, total: progress(start + 0.15 * done / max(total, 1),
-                                                             desc=f"encoding {len(pairs)} pairs")) if progress is not None else None
-        return (pairs, encode_images(clip, pairs.images, progress=report(0.3) if report else None),
-                encode_texts(clip, pairs.captions, progress=report(0.45) if report else None))
+        if job is None:
+            return pairs, embed_images(clip, pairs.images), embed_texts(clip, pairs.captions)
+        return (pairs, embed_images(clip, pairs.images, job.reporter(progress, 0.15, 0.5, "encoding images", "images")),
+                embed_texts(clip, pairs.captions, job.reporter(progress, 0.5, 0.6, "encoding captions", "captions")))
 
     return ctx.services.encoded_set(clip, set_key(spec), build)[0]
 
@@ -190,6 +190,15 @@ def prompt_embeddings(ctx, clip, classnames_text: str | None, templates_text: st
         raise UserInputError(f"{len(names)} class prompts would crowd the map; the limit is {ctx.config.max_map_class_prompts}")
     head, _ = ctx.services.zero_shot_head(clip, names, parse_templates(templates_text))
     return head.head, names
+
+
+def projection_message(config: ProjectionConfig, points: int, what: str = "") -> str:
+    """The progress line while projecting; says so when this is the process's first UMAP (its compile)."""
+    text = f"{config.method.upper()} of {points:,} {what}points"
+    if config.method == "umap" and not umap_compiled():
+        text += (" · the first UMAP after a start compiles its kernels once (about 30 s on a fresh machine, "
+                 "a few seconds from the disk cache); later maps skip this")
+    return text
 
 
 def prewarm(ctx) -> None:
@@ -229,6 +238,7 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
     """The embedding-map tab (uses the zero-shot tab's class names and templates if asked)."""
     cfg = ctx.config
     state = gr.State(None, time_to_live=3600)
+    status = gr.Markdown("", label="Progress", elem_id="map-status")  # progress shows here, at the top of the tab
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             source = gr.Radio(list(SOURCES), value="shapes world", label="Set")
@@ -249,17 +259,19 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
             with gr.Row():
                 centred = gr.Checkbox(False, label="centre each modality (remove the gap)", elem_id="map-centred")
                 links = gr.Checkbox(True, label="link each image to its caption", elem_id="map-links")
-            run = gr.Button("Draw map", variant="primary", elem_id="map-run")
+            with gr.Row():
+                run = gr.Button("Draw map", variant="primary", elem_id="map-run", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="map-stop", scale=1)
     gap = gr.Markdown(label="Modality gap", elem_id="map-gap")
     plot = gr.Plot(label="Joint embedding map (hover a point for its caption and thumbnail)", elem_id="map-plot")
     with gr.Accordion("Map data (JSON): gap figures, settings, every point's coordinates", open=False):
-        data = gr.JSON(elem_id="map-data", open=False)
+        data = gr.JSON(label="All numbers (JSON)", elem_id="map-data")
 
     @user_errors
     def embedding_map(source=None, n=None, seed=None, split=None, files=None, dataset=None, dataset_split=None,
                       image_column=None, text_column=None, use_prompts=None, method=None, dims=None, n_neighbors=None,
                       min_dist=None, colour_by=None, centred=None, links=None, classnames_text=None, templates_text=None,
-                      model_name=None, map_state=None, progress=gr.Progress()):
+                      model_name=None, map_state=None, request: gr.Request = None, progress=gr.Progress()):
         """Project a set of (image, caption) pairs to a 2D/3D map and measure the modality gap.
 
         Args:
@@ -286,17 +298,18 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
         Returns the map (plotly), the gap report (Markdown) and the map data (JSON: gap figures raw
         and centred, projection settings, every point's kind, pair index, caption and coordinates).
         """
-        request, spec = map_request(ctx, model_name, source, n, seed, split, files, dataset, dataset_split,
+        wanted, spec = map_request(ctx, model_name, source, n, seed, split, files, dataset, dataset_split,
                                     image_column, text_column, use_prompts, method, dims, n_neighbors, min_dist,
                                     classnames_text, templates_text)
-        if map_state is None or map_state.request != request:
-            clip = get_model(ctx, request.model, progress)
-            pairs, img, txt = encoded_set(ctx, clip, spec, progress)
-            p_emb, p_names = prompt_embeddings(ctx, clip, *request.prompts) if use_prompts else (None, None)
-            map_state = new_state(request, pairs, img.numpy(), txt.numpy(),
+        if map_state is None or map_state.request != wanted:
+            clip = get_model(ctx, wanted.model, progress)
+            with running(ctx, request, "map") as job:
+                pairs, img, txt = encoded_set(ctx, clip, spec, progress, job)
+            p_emb, p_names = prompt_embeddings(ctx, clip, *wanted.prompts) if use_prompts else (None, None)
+            map_state = new_state(wanted, pairs, img.numpy(), txt.numpy(),
                                   None if p_emb is None else p_emb.numpy(), p_names)
         if bool(centred) not in map_state.coords and progress is not None:
-            progress(0.6, desc=f"{request.config.method.upper()} of {2 * map_state.n + len(map_state.prompt_names)} points")
+            progress(0.6, desc=projection_message(wanted.config, 2 * map_state.n + len(map_state.prompt_names)))
         fig = render(map_state, colour_by or "modality", bool(centred), links is not False)
         return fig, gap_markdown(map_state.gap, bool(centred)), map_data(map_state, bool(centred)), map_state
 
@@ -325,7 +338,8 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
         if map_state is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if on not in map_state.coords and progress is not None:
-            progress(0.3, desc=f"{map_state.request.config.method.upper()} of the {'centred' if on else 'raw'} embeddings")
+            progress(0.3, desc=projection_message(map_state.request.config, 2 * map_state.n + len(map_state.prompt_names),
+                                                  "centred " if on else "raw "))
         fig = render(map_state, kw["colour_by"], on, bool(kw["links"]))
         return fig, gap_markdown(map_state.gap, on, stale(kw)), map_data(map_state, on), map_state
 
@@ -338,13 +352,14 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
 
     inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors,
               min_dist, colour_by, centred, links, classnames_box, templates_box, model_state, state]
-    run.click(embedding_map, inputs, [plot, gap, data, state], api_name="embedding_map", concurrency_id="map",
-              concurrency_limit=1)
+    drawn = run.click(embedding_map, inputs, [plot, gap, data, state], api_name="embedding_map", concurrency_id="map",
+                      concurrency_limit=1, show_progress_on=[status, plot])
     # a dropdown fires .input twice for one pick (on the pick and again on blur); .select fires once
     gr.on([colour_by.select, links.input], redraw, [state, colour_by, centred, links], plot, api_visibility="private",
           concurrency_id="map_view", concurrency_limit=4)
-    centred.input(centre, inputs, [plot, gap, data, state], api_visibility="private", concurrency_id="map",
-                  concurrency_limit=1)
+    centring = centred.input(centre, inputs, [plot, gap, data, state], api_visibility="private", concurrency_id="map",
+                             concurrency_limit=1, show_progress_on=[status, plot])
+    stop_button(ctx, stop, "map", [drawn, centring])
     settings = (source, n, seed, split, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors, min_dist)
     gr.on([c.input for c in settings] + [files.change], mark, inputs, gap, api_visibility="private",
           concurrency_id="map_view", concurrency_limit=4, show_progress="hidden")

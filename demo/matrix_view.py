@@ -16,10 +16,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from core.encode import encode_images, encode_texts
 from core.errors import UserInputError
 from core.loss import ContrastiveOutput, similarity
 
+from .gpu import embed_images, embed_texts
 from .images import thumbnail_uri
 from .services import model_key
 from .sources import Pairs
@@ -176,17 +176,17 @@ def captions_frame(pairs: Pairs) -> pd.DataFrame:
     return pd.DataFrame({"image": pairs.names, "caption": pairs.captions})
 
 
-def embeddings(clip, batch: MatrixBatch, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+def embeddings(clip, batch: MatrixBatch, captions: list[str], progress=None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(image_emb [N, D], caption_emb [M, D], number of texts encoded now) for this model.
 
     Images are encoded once per model; a caption is encoded only the first time it is seen.
     """
     key = model_key(clip)
     if batch.model != key or batch.image_emb is None:
-        batch.model, batch.image_emb, batch.caption_emb = key, encode_images(clip, batch.pairs.images), {}
+        batch.model, batch.image_emb, batch.caption_emb = key, embed_images(clip, batch.pairs.images, progress), {}
     new = [c for c in dict.fromkeys(captions) if c not in batch.caption_emb]
     if new:
-        batch.caption_emb.update(zip(new, encode_texts(clip, new)))
+        batch.caption_emb.update(zip(new, embed_texts(clip, new)))
     if len(batch.caption_emb) > MAX_KEPT_CAPTIONS:  # many edits: keep only what the matrix shows now
         batch.caption_emb = {c: batch.caption_emb[c] for c in captions}
     return batch.image_emb, torch.stack([batch.caption_emb[c] for c in captions]), len(new)
@@ -218,7 +218,7 @@ def matrix_data(out: ContrastiveOutput, view: str, captions: list[str], names: l
 
 
 def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | None = None,
-                   extra_captions: list[str] | None = None) -> MatrixResult:
+                   extra_captions: list[str] | None = None, progress=None) -> MatrixResult:
     """The matrix of the session's batch: its images against its captions (edited, if given) and any
     extra captions, for one view. Encodes only what this model has not yet encoded for the batch."""
     if view not in VIEWS:
@@ -230,7 +230,7 @@ def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | No
     captions = [str(c).strip() for c in captions]
     batch.pairs.captions = captions
     all_captions = captions + list(extra_captions or [])
-    img, txt, _ = embeddings(clip, batch, all_captions)
+    img, txt, _ = embeddings(clip, batch, all_captions, progress)
     out = similarity(img, txt, clip.logit_scale)
     n, m = len(captions), len(all_captions)
     fig = matrix_figure(view_values(out, view), batch.thumbnails, all_captions, view, n)

@@ -24,7 +24,7 @@ class ModelCache:
 
     def __init__(self, config: "AppConfig", loader: Callable[[str], core.Clip] | None = None):
         self.config = config
-        self._loader = loader or (lambda source: core.load(source))
+        self._loader = loader or (lambda source: core.load(source, device=config.torch_device()))
         self._models: OrderedDict[str, core.Clip] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -34,7 +34,8 @@ class ModelCache:
         names = [self.config.default_model, *bundled_models()]
         for folder in self.config.model_dirs:
             if folder.is_dir() and folder.resolve() != core.model.MODELS_DIR.resolve():
-                names += [str(p) for p in sorted(folder.iterdir()) if (p / "config.json").is_file()]
+                for p in sorted(folder.iterdir()):  # a model folder, or a training run's exported model
+                    names += [str(m) for m in (p, p / "model") if (m / "config.json").is_file()]
         names += list(self.config.hub_models)
         return list(dict.fromkeys(names))
 

@@ -19,6 +19,7 @@ import torch
 
 from core.zeroshot import ensemble_head, template_embeddings
 
+from .gpu import embed_texts, use_models
 from .models import ModelCache
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class Services:
     def __init__(self, config: "AppConfig", loader=None):
         self.config = config
         self.models = ModelCache(config, loader)
+        use_models(self.models)  # the GPU functions look models up here on ZeroGPU
         self.heads = ByteLRU(config.head_cache_mb * MB)
         self.sets = ByteLRU(config.set_cache_mb * MB)
         self.datasets = ByteLRU(max_bytes=1 << 62, max_items=config.max_datasets)  # memory-mapped: count them
@@ -148,7 +150,7 @@ class Services:
         key = (model_key(clip), tuple(classnames), tuple(templates))
 
         def compute() -> ZeroShotHead:
-            emb = template_embeddings(clip, classnames, templates, progress=progress)  # [T, C, D]
+            emb = template_embeddings(clip, classnames, templates, progress, encode=embed_texts)  # [T, C, D]
             return ZeroShotHead(tuple(classnames), tuple(templates), emb, ensemble_head(emb))
 
         return self.heads.get_or_compute(key, compute)

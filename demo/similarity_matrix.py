@@ -13,7 +13,7 @@ import gradio as gr
 
 from core.errors import UserInputError
 
-from .common import get_model, upload_and_dataset_inputs, user_errors
+from .common import get_model, running, stop_button, upload_and_dataset_inputs, user_errors
 from .matrix_view import (LOSS_COLUMNS, VIEWS, as_frame, captions_frame, captions_from_frame, compute_matrix, new_batch,
                           parse_extra)
 from .sources import SOURCES, SourceSpec, build_pairs
@@ -45,7 +45,9 @@ def build_tab(ctx, model_state: gr.State) -> None:
             seed = gr.Number(0, precision=0, label="seed")
             split = gr.Dropdown(["eval", "train"], value="eval", label="shapes-world split")
             files, ds_name, ds_split, img_col, txt_col = upload_and_dataset_inputs()
-            build = gr.Button("Build batch", variant="primary", elem_id="mx-build")
+            with gr.Row():
+                build = gr.Button("Build batch", variant="primary", elem_id="mx-build", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="mx-stop", scale=1)
         with gr.Column(scale=1, min_width=300):
             table = gr.Dataframe(headers=["image", "caption"], column_count=(2, "fixed"), interactive=True, wrap=True,
                                  column_widths=["18%", "82%"], label="Captions (edit a cell and the matrix updates)",
@@ -64,7 +66,8 @@ def build_tab(ctx, model_state: gr.State) -> None:
     def build_batch(source: str = "shapes world", n: float = 8, seed: float = 0, split: str = "eval",
                     files: list | None = None, dataset: str | None = None, dataset_split: str = "train",
                     image_column: str = "image", text_column: str = "text", extra_captions: str | None = None,
-                    view: str = "cosine", model: str | None = None, progress=gr.Progress()):
+                    view: str = "cosine", model: str | None = None, request: gr.Request = None,
+                    progress=gr.Progress()):
         """Build a batch of image–caption pairs and show its CLIP similarity matrix, softmaxes and contrastive loss.
 
         Args:
@@ -90,12 +93,14 @@ def build_tab(ctx, model_state: gr.State) -> None:
         batch = new_batch(pairs, source, cfg.max_matrix_pairs)
         if progress is not None:
             progress(0.6, desc=f"encoding {len(pairs)} images and captions")
-        r = compute_matrix(clip, batch, view, None, parse_extra(extra_captions, cfg.max_extra_captions))
+        with running(ctx, request, "matrix") as job:
+            r = compute_matrix(clip, batch, view, None, parse_extra(extra_captions, cfg.max_extra_captions),
+                               job.reporter(progress, 0.6, 0.95, "encoding the batch", "images"))
         return batch, captions_frame(pairs), r.figure, r.figures_md, r.losses, r.data, ""
 
     @user_errors
     def similarity_matrix(batch, captions=None, extra_captions: str | None = None, view: str = "cosine",
-                          model: str | None = None, progress=gr.Progress()):
+                          model: str | None = None, request: gr.Request = None, progress=gr.Progress()):
         """Redraw the session's batch (built by build_batch) with edited captions, extra captions or another view.
 
         A session that has built no batch gets the default one: 8 shapes-world pairs, seed 0, eval split.
@@ -116,19 +121,22 @@ def build_tab(ctx, model_state: gr.State) -> None:
         edited = None if captions is None else captions_from_frame(captions, len(batch.pairs))
         if captions is not None and edited is None:
             raise UserInputError(f"the caption table must have a 'caption' column and {len(batch.pairs)} rows, one per image")
-        r = compute_matrix(clip, batch, view, edited, parse_extra(extra_captions, cfg.max_extra_captions))
+        with running(ctx, request, "matrix") as job:
+            r = compute_matrix(clip, batch, view, edited, parse_extra(extra_captions, cfg.max_extra_captions),
+                               job.reporter(progress, 0.3, 0.95, "encoding the batch", "images"))
         return batch, r.figure, r.figures_md, r.losses, r.data, note
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]
-    build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
-                api_name="build_batch", concurrency_id="inference", js=FORGET_EDITS_JS)
+    built = build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
+                        api_name="build_batch", concurrency_id="inference", js=FORGET_EDITS_JS)
     # Gradio's table fires `input` twice for one edit committed with Enter or Tab; a browser-side
     # check passes each distinct table on once, as a new value of a hidden edit counter
     edits = gr.Textbox("0", visible="hidden", elem_id="mx-edits")
     table.input(None, table, edits, js=COUNT_EDITS_JS, api_visibility="private", queue=False)
-    gr.on([edits.change, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
-          [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix", concurrency_id="inference",
-          trigger_mode="always_last")
+    redrawn = gr.on([edits.change, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
+                    [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix",
+                    concurrency_id="inference", trigger_mode="always_last")
+    stop_button(ctx, stop, "matrix", [built, redrawn])
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)
     gr.on([source.input, n.release, seed.input, split.input, files.upload, files.clear, ds_name.input, ds_split.input,
            img_col.input, txt_col.input], None, None, stale, js=f"() => {STALE!r}", api_visibility="private", queue=False)

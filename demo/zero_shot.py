@@ -15,7 +15,7 @@ import gradio as gr
 from core.errors import UserInputError
 from core.zeroshot import classname_presets, parse_classnames, parse_templates, template_presets
 
-from .common import get_model, user_errors
+from .common import get_model, running, stop_button, user_errors
 from .context import EXAMPLES_DIR
 from .images import display_name, open_image
 from .zero_shot_view import (BATCH_COLUMNS, MAX_SCALE, MIN_SCALE, TEMPLATE_COLUMNS, check_inputs, duplicate_notice,
@@ -138,7 +138,8 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     @user_errors
     def zero_shot(image: str | None = None, images: list | None = None, classnames: str | None = None,
                   templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
-                  use_model_scale: bool = True, model: str | None = None, progress=gr.Progress()):
+                  use_model_scale: bool = True, model: str | None = None, request: gr.Request = None,
+                  progress=gr.Progress()):
         """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
 
         Args:
@@ -151,29 +152,29 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
         """
         try:
-            clip = get_model(ctx, model or "", progress)
-            images_, names = gather_images(image, images, cfg.max_upload_images)
-            classnames = classnames if classnames and classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
-            templates = templates if templates and templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
-            names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
-            prompts = len(names_) * len(templates_)
-            if progress is not None:
-                progress((0, prompts), desc="encoding prompts", unit="prompts")
-            head, _ = ctx.services.zero_shot_head(
-                clip, names_, templates_, progress=None if progress is None else (lambda done, total: progress((done, total), desc="encoding prompts", unit="prompts")))
-            notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
-            s = score(clip, head, images_, names, model or clip.source, notices)
-            scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
-            v = render(s, top_k, scale_)
-            return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(s.model_scale, 2) if use_model_scale else gr.skip(),
-                    matching_preset("classnames", classnames), matching_preset("templates", templates))
+            with running(ctx, request, "zero_shot") as job:
+                clip = get_model(ctx, model or "", progress)
+                images_, names = gather_images(image, images, cfg.max_upload_images)
+                classnames = classnames if classnames and classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
+                templates = templates if templates and templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
+                names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
+                head, _ = ctx.services.zero_shot_head(clip, names_, templates_,
+                                                      progress=job.reporter(progress, 0.3, 0.85, "encoding prompts", "prompts"))
+                notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
+                s = score(clip, head, images_, names, model or clip.source, notices,
+                          progress=job.reporter(progress, 0.85, 0.98, "encoding images", "images"))
+                scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
+                v = render(s, top_k, scale_)
+                return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data,
+                        round(s.model_scale, 2) if use_model_scale else gr.skip(),
+                        matching_preset("classnames", classnames), matching_preset("templates", templates))
         finally:
             ctx.first_answer.set()  # lets the start-up map warm-up begin (app.start_warmup)
 
     run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
     event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference")
-    stop.click(None, cancels=[event])
+    stop_button(ctx, stop, "zero_shot", [event])
     for ex in (shape_ex, photo_ex):
         ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference")
 

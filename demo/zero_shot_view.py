@@ -16,10 +16,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from core.encode import encode_images
 from core.errors import UserInputError
 from core.model import bundled_models
 from core.zeroshot import parse_classnames, parse_templates, per_template_cosines, split_classnames, split_templates
+
+from .gpu import embed_images
 
 MIN_SCALE, MAX_SCALE = 1.0, 100.0
 TEMPLATE_COLUMNS = ["template", "top-1", "p(top-1)", "agrees with ensemble", "cosine of top-1", "margin over runner-up"]
@@ -99,9 +100,11 @@ def check_inputs(images: list, classnames_text: str, templates_text: str, max_pr
     return classnames, templates
 
 
-def score(clip, head, images: list, names: list[str], model_name: str, notices: list[str]) -> ZeroShotScores:
-    """Cosines of `images` with a ZeroShotHead (services.ZeroShotHead): [N, C] and the first image's [T, C]."""
-    image_emb = encode_images(clip, images)  # [N, D]
+def score(clip, head, images: list, names: list[str], model_name: str, notices: list[str],
+          progress=None) -> ZeroShotScores:
+    """Cosines of `images` with a ZeroShotHead (services.ZeroShotHead): [N, C] and the first image's [T, C].
+    progress(done, total) is called as the images are encoded."""
+    image_emb = embed_images(clip, images, progress)  # [N, D]
     cosines = image_emb @ head.head.T  # [N, C]
     template_cos = per_template_cosines(image_emb[:1], head.template_emb)[:, 0]  # [T, C]
     return ZeroShotScores(list(names), list(head.classnames), list(head.templates), cosines, template_cos,

@@ -105,7 +105,7 @@ def test_zero_shot_single_and_batch(client, env):
     assert label["label"] in {"circle", "star", "square"} and len(label["confidences"]) == 3
     assert "Logit scale" in notes and plot and heatmap and cls_preset == "custom" and tpl_preset == "custom"
     assert table["data"][-1][0].startswith("ENSEMBLE") and len(table["data"]) == 3
-    assert data["logit_scale"] == pytest.approx(scale) and data["num_classes"] == 3
+    assert data["logit_scale"] == pytest.approx(scale, abs=0.005) and data["num_classes"] == 3  # the slider shows 2 decimals
     assert [t["template"] for t in data["per_template_first_image"]] == ["a photo of a {}.", "a {}."]
     *_, batch, data, _, _, _ = zero_shot(client, files=[STAR, env["blue"]])
     assert [row[0] for row in batch["data"]] == ["shapes_purple_star.png", "shapes_purple_star.png", "blue_square.png"]

@@ -15,7 +15,6 @@ from PIL import Image
 import core
 from core.errors import UserInputError
 from core.model import ModelLoadError
-from core.projection import ProjectionConfig
 from demo import embedding_map as em
 from demo import matrix_view as mv
 from demo import zero_shot as zs
@@ -85,7 +84,7 @@ def test_zero_shot_numbers_match_a_numpy_oracle(clip, star):
 def test_the_scale_re_renders_without_encoding(clip, star, monkeypatch):
     ctx = AppContext.create(AppConfig(default_model=model_source()))
     s, v_model, _ = zero_shot(ctx, clip, [star], "circle, star, square", "a photo of a {}.")
-    monkeypatch.setattr(zv, "encode_images", lambda *a, **k: pytest.fail("re-encoded an image"))
+    monkeypatch.setattr(zv, "embed_images", lambda *a, **k: pytest.fail("re-encoded an image"))
     v_low = zv.render(s, 3, 1.0)
     assert max(v_low.label.values()) < max(v_model.label.values())  # a low scale flattens the probabilities
     assert "set by you" in v_low.info and "the model's own" in v_model.info
@@ -230,8 +229,8 @@ def test_a_view_change_encodes_nothing_and_an_edit_only_its_caption(clip, monkey
     batch = batch_of(shapes_pairs(6))
     first = mv.compute_matrix(clip, batch, "cosine")
     texts = []
-    monkeypatch.setattr(mv, "encode_images", lambda *a, **k: pytest.fail("images re-encoded"))
-    monkeypatch.setattr(mv, "encode_texts", lambda c, t: texts.append(list(t)) or core.encode_texts(c, t))
+    monkeypatch.setattr(mv, "embed_images", lambda *a, **k: pytest.fail("images re-encoded"))
+    monkeypatch.setattr(mv, "embed_texts", lambda c, t, *a: texts.append(list(t)) or core.encode_texts(c, t))
     mv.compute_matrix(clip, batch, "logits")
     assert texts == []
     edited = batch.captions
@@ -314,6 +313,21 @@ def test_model_cache_allowlist_and_failures(tmp_path):
         cache.get("openai/clip-vit-base-patch32")
     with pytest.raises(ModelLoadError, match="not a known model"):
         cache.get("no such model!")
+
+
+def test_a_model_trained_into_runs_can_be_picked_and_the_app_binds_loopback(tmp_path, monkeypatch):
+    import demo.context as context
+    from core.model import create
+
+    monkeypatch.setattr(context, "RUNS_DIR", tmp_path / "runs")
+    create("tiny", seed=0).save(tmp_path / "runs" / "demo" / "model")  # what scripts/train.py exports
+    cfg = AppConfig(default_model=model_source())
+    cache = ModelCache(cfg)
+    run_model = str(tmp_path / "runs" / "demo" / "model")
+    assert run_model in cache.choices() and cache.get(run_model).embed_dim > 0  # no CLIP_LAB_MODEL_DIRS needed
+    assert AppConfig.from_env({}).server_name == "127.0.0.1"
+    assert AppConfig.from_env({"SPACE_ID": "user/space"}).server_name == "0.0.0.0"
+    assert AppConfig.from_env({"GRADIO_SERVER_NAME": "10.0.0.2"}).server_name == "10.0.0.2"
 
 
 def test_model_cache_lru_and_single_load():

@@ -196,7 +196,7 @@ def test_handlers_named_documented_and_drawn_once(clip, counted):
     ctx = AppContext.create(AppConfig(default_model=model_source()))
     fns = _tab(ctx)
     draw = fns["embedding_map"]
-    params = [p for p in inspect.signature(draw.fn).parameters if p != "progress"]
+    params = [p for p in inspect.signature(draw.fn).parameters if p not in ("progress", "request")]
     assert tuple(params) == em.INPUT_NAMES
     assert all(inspect.signature(draw.fn).parameters[p].default is None for p in params)
     doc = draw.fn.__doc__

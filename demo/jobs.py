@@ -1,0 +1,71 @@
+"""Stop buttons that stop the work: per-session cancel flags that long jobs check between batches.
+
+Gradio's `cancels=` only cancels the browser's side of an event; a plain function keeps running on
+the server. So every long handler registers itself here (`Jobs.start`), and its progress
+callback raises `JobStopped` once the session's Stop button (or the closing of its tab) has set
+the flag: encoding stops after the current batch, and nothing half-done is cached (the caches
+keep only values whose computation returned).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from core.errors import UserInputError
+
+
+class JobStopped(UserInputError):
+    """The user pressed Stop (or closed the tab): the job ends here."""
+
+
+class Job:
+    """One running request: a flag to stop it, and a progress reporter that checks the flag."""
+
+    def __init__(self):
+        self.stopped = threading.Event()
+
+    def check(self) -> None:
+        """Raise JobStopped if Stop was pressed for this job."""
+        if self.stopped.is_set():
+            raise JobStopped("stopped")
+
+    def reporter(self, progress, start: float, end: float, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
+        """A (done, total) callback: checks the flag, then moves a gr.Progress bar (if any) within [start, end]."""
+        def report(done: int, total: int) -> None:
+            self.check()
+            if progress is not None and total:
+                progress(start + (end - start) * done / total, desc=f"{desc}: {done:,} of {total:,} {unit}")
+        return report
+
+
+class Jobs:
+    """The running jobs of every session, by (session, tab): at most one per tab of a session."""
+
+    def __init__(self):
+        self._jobs: dict[tuple[str, str], Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str | None, tab: str) -> Job:
+        """Register a new job for this session's tab (a later Stop there stops it)."""
+        job = Job()
+        with self._lock:
+            self._jobs[(session or "", tab)] = job
+        return job
+
+    def stop(self, session: str | None, tab: str | None = None) -> int:
+        """Stop this session's job on `tab` (every tab when None); returns how many were stopped."""
+        with self._lock:
+            keys = [k for k in self._jobs if k[0] == (session or "") and (tab is None or k[1] == tab)]
+            for key in keys:
+                self._jobs.pop(key).stopped.set()
+        return len(keys)
+
+    def finish(self, session: str | None, tab: str, job: Job) -> None:
+        """Forget a job that ended (if it is still the registered one)."""
+        with self._lock:
+            if self._jobs.get((session or "", tab)) is job:
+                del self._jobs[(session or "", tab)]
+
+    def __len__(self) -> int:
+        return len(self._jobs)

@@ -1,0 +1,114 @@
+"""Progress that reaches the browser and Stop buttons that stop the work, without a server."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import pytest
+from conftest_app import model_source
+
+import core
+from demo import gpu
+from demo.context import AppConfig, AppContext
+from demo.jobs import Jobs, JobStopped
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FalsyProgress:
+    """Behaves like gr.Progress where it matters: callable, and falsy (its len is 0 outside tracking)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __len__(self) -> int:
+        return 0
+
+    def __call__(self, fraction, desc=None, **kwargs):
+        self.calls.append((fraction, desc))
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return AppContext.create(AppConfig(default_model=model_source()))
+
+
+def test_a_falsy_progress_still_gets_every_update(ctx):
+    clip = ctx.models.get(model_source())
+    progress, job = FalsyProgress(), ctx.jobs.start("s1", "zero_shot")
+    names = [f"class {i}" for i in range(300)]  # 600 prompts: three batches of 256
+    ctx.services.zero_shot_head(clip, names, ["a {}.", "the {}."], progress=job.reporter(progress, 0.3, 0.8, "prompts"))
+    assert len(progress.calls) >= 3 and progress.calls[-1][0] == pytest.approx(0.8)
+    assert "600 of 600" in progress.calls[-1][1]
+
+
+def test_no_truthiness_test_of_a_progress_object_anywhere():
+    """`if progress:` is always False for a gr.Progress (len 0), so no update would ever be sent."""
+    offenders = []
+    for path in [ROOT / "app.py", *(ROOT / "demo").rglob("*.py"), *(ROOT / "core").rglob("*.py"), *(ROOT / "scripts").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            tests = [node.test] if isinstance(node, (ast.If, ast.IfExp, ast.While)) else []
+            tests += node.values if isinstance(node, ast.BoolOp) else []
+            for t in tests:
+                t = t.operand if isinstance(t, ast.UnaryOp) and isinstance(t.op, ast.Not) else t
+                if isinstance(t, ast.Name) and "progress" in t.id:  # a progress object (config flags are attributes)
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_stop_ends_the_encoding_within_a_batch_and_caches_nothing(ctx):
+    clip = ctx.models.get(model_source())
+    names = [f"thing {i}" for i in range(2000)]  # 2,000 prompts: 8 batches
+    job = ctx.jobs.start("s2", "zero_shot")
+    batches = []
+
+    def progress(fraction, desc=None, **kw):
+        batches.append(desc)
+        if len(batches) == 2:
+            assert ctx.jobs.stop("s2", "zero_shot") == 1  # the user presses Stop during the second batch's report
+
+    with pytest.raises(JobStopped):
+        ctx.services.zero_shot_head(clip, names, ["a {}."], progress=job.reporter(progress, 0, 1, "prompts"))
+    assert len(batches) == 2  # the third batch never ran
+    assert len(ctx.services.heads) == 0 or all(k[1] != tuple(names) for k in list(ctx.services.heads._data))
+    head, cached = ctx.services.zero_shot_head(clip, names[:3], ["a {}."])  # the app keeps serving
+    assert not cached and head.head.shape[0] == 3
+
+
+def test_stop_is_per_session_and_tab():
+    jobs = Jobs()
+    a, b, c = jobs.start("A", "map"), jobs.start("B", "map"), jobs.start("A", "matrix")
+    assert jobs.stop("A", "map") == 1 and a.stopped.is_set() and not b.stopped.is_set() and not c.stopped.is_set()
+    assert jobs.stop("A") == 1 and c.stopped.is_set()  # a closed tab stops all of its session's jobs
+    jobs.finish("B", "map", b)
+    assert len(jobs) == 0
+
+
+def test_the_gpu_decorators_are_no_ops_off_zerogpu(ctx):
+    """Off ZeroGPU, spaces.GPU hands back the function itself: same thread, same numbers as core."""
+    clip = ctx.models.get(model_source())
+    seen = []
+    real = core.encode_texts
+
+    def spy(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    assert not gpu.ZERO_GPU
+    core_out = core.encode_texts(clip, ["a red star", "a blue circle"])
+    gpu.core.encode_texts, saved = spy, gpu.core.encode_texts
+    try:
+        ours = gpu.embed_texts(clip, ["a red star", "a blue circle"])
+    finally:
+        gpu.core.encode_texts = saved
+    assert seen == [threading.get_ident()]  # ran here, not in a worker process
+    assert (ours - core_out).abs().max() < 1e-6
+    if gpu.spaces is not None:
+        import spaces
+
+        def f(x):
+            return x
+
+        assert spaces.GPU(duration=5)(f) is f  # the decorator returns the function unchanged off ZeroGPU
