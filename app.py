@@ -12,6 +12,11 @@ import sys
 import threading
 import time
 
+try:  # ZeroGPU wants `spaces` imported before torch initialises CUDA; elsewhere it is inert
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
 if __name__ == "__main__" and "IPython" not in sys.modules:
     # A server process never uses gradio's notebook magics, and importing IPython for them costs
     # about 1 s of CPU before the first answer (IPython is not a requirement; it is often present).
