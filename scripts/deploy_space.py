@@ -180,7 +180,7 @@ def make_requirements(hw: Hardware, gradio_version: str, root: Path = ROOT) -> s
         out += [f"# spaces-zerogpu.md, 'Supported Versions': PyTorch 2.8.0, 2.9.1, 2.10.0, 2.11.0 (2.{TORCH_PIN.split('.')[1]} is not listed);",
                 "# `spaces` provides @spaces.GPU (spaces-zerogpu.md, 'Getting started': 'Import the spaces module')."]
     else:
-        out += ["# PyPI's torch is the CUDA build, which a GPU Space wants (the app itself computes on the CPU)."]
+        out += ["# PyPI's torch is the CUDA build, which a GPU Space wants (CLIP_LAB_DEVICE=auto runs the models on CUDA)."]
     out.append(hw.torch_requirement)
     repo = read_requirements(root)
     if hw.kind == "zerogpu" and "spaces" not in {requirement_name(line) for line in repo}:
