@@ -11,6 +11,8 @@ import plotly.io as pio
 
 from core.errors import UserInputError
 
+from .jobs import JobStopped
+
 log = logging.getLogger("clip_lab")
 # What the user can fix, shown as its one-line message: UserInputError and its family (ModelLoadError,
 # DataError, ImageInputError). Anything else is an operator error: logged in full, reported generically.
@@ -24,12 +26,16 @@ pio.templates.default = "plotly_white"
 
 def user_errors(fn):
     """Decorator: expected failures (bad input, unloadable model, unreadable data) become a
-    `gr.Error` with their one-line message; anything else is logged and reported generically."""
+    `gr.Error` with their one-line message; anything else is logged and reported generically.
+    A job ended by its Stop button changes no output."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except JobStopped:  # Stop pressed: the outputs keep what they showed, and nothing half-done was kept
+            gr.Info("Stopped.")
+            return gr.skip()
         except gr.Error:
             raise
         except USER_ERRORS as e:

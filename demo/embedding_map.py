@@ -173,8 +173,8 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None, job=None) -> tuple[P
         pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_map_pairs, ctx.services.dataset)
         if job is None:
             return pairs, embed_images(clip, pairs.images), embed_texts(clip, pairs.captions)
-        return (pairs, embed_images(clip, pairs.images, job.reporter(progress, 0.15, 0.5, "encoding images", "images")),
-                embed_texts(clip, pairs.captions, job.reporter(progress, 0.5, 0.6, "encoding captions", "captions")))
+        return (pairs, embed_images(clip, pairs.images, job.reporter(progress, "encoding images", "images")),
+                embed_texts(clip, pairs.captions, job.reporter(progress, "encoding captions", "captions")))
 
     return ctx.services.encoded_set(clip, set_key(spec), build)[0]
 

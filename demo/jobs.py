@@ -30,12 +30,13 @@ class Job:
         if self.stopped.is_set():
             raise JobStopped("stopped")
 
-    def reporter(self, progress, start: float, end: float, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
-        """A (done, total) callback: checks the flag, then moves a gr.Progress bar (if any) within [start, end]."""
+    def reporter(self, progress, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
+        """A (done, total) callback: checks the flag, then shows this step on a gr.Progress bar (if any):
+        its own count ("encoding prompts: 1,024 of 20,000 prompts"), its fraction and Gradio's ETA."""
         def report(done: int, total: int) -> None:
             self.check()
             if progress is not None and total:
-                progress(start + (end - start) * done / total, desc=f"{desc}: {done:,} of {total:,} {unit}")
+                progress((done, total), desc=f"{desc}: {done:,} of {total:,} {unit}", unit=unit)
         return report
 
 

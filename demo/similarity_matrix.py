@@ -95,7 +95,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
             progress(0.6, desc=f"encoding {len(pairs)} images and captions")
         with running(ctx, request, "matrix") as job:
             r = compute_matrix(clip, batch, view, None, parse_extra(extra_captions, cfg.max_extra_captions),
-                               job.reporter(progress, 0.6, 0.95, "encoding the batch", "images"))
+                               job.reporter(progress, "encoding the batch", "images"))
         return batch, captions_frame(pairs), r.figure, r.figures_md, r.losses, r.data, ""
 
     @user_errors
@@ -123,7 +123,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
             raise UserInputError(f"the caption table must have a 'caption' column and {len(batch.pairs)} rows, one per image")
         with running(ctx, request, "matrix") as job:
             r = compute_matrix(clip, batch, view, edited, parse_extra(extra_captions, cfg.max_extra_captions),
-                               job.reporter(progress, 0.3, 0.95, "encoding the batch", "images"))
+                               job.reporter(progress, "encoding the batch", "images"))
         return batch, r.figure, r.figures_md, r.losses, r.data, note
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]

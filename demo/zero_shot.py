@@ -159,10 +159,10 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
                 templates = templates if templates and templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
                 names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
                 head, _ = ctx.services.zero_shot_head(clip, names_, templates_,
-                                                      progress=job.reporter(progress, 0.3, 0.85, "encoding prompts", "prompts"))
+                                                      progress=job.reporter(progress, "encoding prompts", "prompts"))
                 notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
                 s = score(clip, head, images_, names, model or clip.source, notices,
-                          progress=job.reporter(progress, 0.85, 0.98, "encoding images", "images"))
+                          progress=job.reporter(progress, "encoding images", "images"))
                 scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
                 v = render(s, top_k, scale_)
                 return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data,
@@ -173,10 +173,12 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
 
     run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
-    event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference")
+    event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference",
+                      show_progress_on=[label, plot, info])
     stop_button(ctx, stop, "zero_shot", [event])
     for ex in (shape_ex, photo_ex):
-        ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference")
+        ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference",
+                                 show_progress_on=[label, plot, info])
 
     @user_errors
     def rescale(s, top_k, scale, follow):
