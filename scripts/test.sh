@@ -4,7 +4,15 @@
 #   bash scripts/test.sh -k loss    # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -r requirements-dev.txt
+bash scripts/install.sh requirements-dev.txt -q
+# The Space's Python may be 3.10: the tree must byte-compile there and use nothing newer (vermin).
+py310="$(command -v python3.10 || ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python 2>/dev/null | head -1 || true)"
+if [ -n "$py310" ]; then
+  "$py310" -m compileall -q -x '/(\.git|runs|\.venv)/' app.py core demo scripts >/dev/null
+else
+  echo "note: no python3.10 here; skipping the 3.10 byte-compile (vermin still checks the syntax level)" >&2
+fi
+vermin -q -t=3.10- --no-tips --violations --eval-annotations app.py core demo scripts
 # The browser test drives Debian's Chromium through Playwright (never `playwright install`).
 if [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
