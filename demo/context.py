@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from core.model import DEFAULT_MODEL, MODELS_DIR
 
+from .disk_cache import default_cache_dir
 from .jobs import Jobs
 from .services import Services
 
@@ -47,6 +48,9 @@ class AppConfig:
     head_cache_mb: int = 512
     set_cache_mb: int = 512
     max_datasets: int = 4
+    cache_dir: Path | None = None  # the disk cache of heads [CLIP_LAB_CACHE_DIR; from_env: see demo.disk_cache]
+    disk_cache_mb: int = 2048
+    heavy_prompts: int = 2000  # head builds with more prompts share the `concurrency` heavy slots
     # inputs
     max_file_size: str = "10mb"
     max_upload_images: int = 64
@@ -68,6 +72,11 @@ class AppConfig:
     warmup_delay: float = 5.0
     test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
 
+    def inference_slots(self) -> int:
+        """Requests of the 'inference' group running at once: the heavy slots plus as many for quick
+        requests (a cached head, a view change), so big head builds never hold every slot."""
+        return 2 * self.concurrency
+
     def torch_device(self) -> str:
         """The device models are loaded on: `device`, with "auto" meaning CUDA when torch sees one."""
         if self.device != "auto":
@@ -88,6 +97,7 @@ class AppConfig:
         cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
+        cfg.cache_dir = None if env.get("CLIP_LAB_CACHE_DIR") == "off" else default_cache_dir(env)
         cfg.preload = tuple(n.strip() for n in env.get("CLIP_LAB_PRELOAD", "").split(",") if n.strip())
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):
             if env.get(name):

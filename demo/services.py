@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
@@ -19,6 +20,7 @@ import torch
 
 from core.zeroshot import ensemble_head, template_embeddings
 
+from .disk_cache import DiskCache
 from .gpu import embed_texts, use_models
 from .models import ModelCache
 
@@ -143,14 +145,28 @@ class Services:
         self.sets = ByteLRU(config.set_cache_mb * MB)
         self.datasets = ByteLRU(max_bytes=1 << 62, max_items=config.max_datasets)  # memory-mapped: count them
         self.encoding = threading.Lock()  # one map set is built and encoded at a time (warm-up and requests)
+        self.heavy = threading.BoundedSemaphore(config.concurrency)  # big encodes running at once
+        self.disk = DiskCache(config.cache_dir / "heads", config.disk_cache_mb * MB) if config.cache_dir else None
 
     def zero_shot_head(self, clip, classnames: list[str], templates: list[str],
                        progress: Callable[[int, int], None] | None = None) -> tuple[ZeroShotHead, bool]:
-        """(head, was_cached) for this model, class names and templates; computed once and kept."""
+        """(head, was_cached) for this model, class names and templates; computed once and kept.
+
+        Kept in memory (bounded in bytes) and, for models with weights on disk, in the disk cache,
+        which survives restarts and model eviction. A head of more than config.heavy_prompts
+        prompts is built under the `heavy` semaphore, so big builds never take every core.
+        """
         key = (model_key(clip), tuple(classnames), tuple(templates))
+        disk_key = DiskCache.key(*model_key(clip), list(classnames), list(templates)) if self.disk and clip.revision else None
 
         def compute() -> ZeroShotHead:
-            emb = template_embeddings(clip, classnames, templates, progress, encode=embed_texts)  # [T, C, D]
+            emb = self.disk.get(disk_key) if disk_key else None  # [T, C, D]
+            if emb is None or tuple(emb.shape[:2]) != (len(templates), len(classnames)):
+                heavy = len(classnames) * len(templates) > self.config.heavy_prompts
+                with self.heavy if heavy else nullcontext():
+                    emb = template_embeddings(clip, classnames, templates, progress, encode=embed_texts)
+                if disk_key:
+                    self.disk.put(disk_key, emb)
             return ZeroShotHead(tuple(classnames), tuple(templates), emb, ensemble_head(emb))
 
         return self.heads.get_or_compute(key, compute)
@@ -161,7 +177,7 @@ class Services:
         value = self.sets.get(full_key)
         if value is not None:
             return value, True
-        with self.encoding:
+        with self.encoding, self.heavy:
             return self.sets.get_or_compute(full_key, build)
 
     def dataset(self, source: str, split: str, opener: Callable[[], object]):

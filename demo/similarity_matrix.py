@@ -128,14 +128,16 @@ def build_tab(ctx, model_state: gr.State) -> None:
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]
     built = build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
-                        api_name="build_batch", concurrency_id="inference", js=FORGET_EDITS_JS)
+                        api_name="build_batch", concurrency_id="inference", concurrency_limit=cfg.inference_slots(),
+                        js=FORGET_EDITS_JS)
     # Gradio's table fires `input` twice for one edit committed with Enter or Tab; a browser-side
     # check passes each distinct table on once, as a new value of a hidden edit counter
     edits = gr.Textbox("0", visible="hidden", elem_id="mx-edits")
     table.input(None, table, edits, js=COUNT_EDITS_JS, api_visibility="private", queue=False)
     redrawn = gr.on([edits.change, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
                     [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix",
-                    concurrency_id="inference", trigger_mode="always_last")
+                    concurrency_id="inference", concurrency_limit=cfg.inference_slots(),
+                    trigger_mode="always_last")
     stop_button(ctx, stop, "matrix", [built, redrawn])
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)
     gr.on([source.input, n.release, seed.input, split.input, files.upload, files.clear, ds_name.input, ds_split.input,

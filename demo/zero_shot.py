@@ -174,11 +174,11 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
     event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference",
-                      show_progress_on=[label, plot, info])
+                      concurrency_limit=cfg.inference_slots(), show_progress_on=[label, plot, info])
     stop_button(ctx, stop, "zero_shot", [event])
     for ex in (shape_ex, photo_ex):
         ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference",
-                                 show_progress_on=[label, plot, info])
+                                 concurrency_limit=cfg.inference_slots(), show_progress_on=[label, plot, info])
 
     @user_errors
     def rescale(s, top_k, scale, follow):

@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh requirements-dev.txt -q
 # The Space's Python may be 3.10: the tree must byte-compile there and use nothing newer (vermin).
-py310="$(command -v python3.10 || ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python 2>/dev/null | head -1 || true)"
+py310=""
+for candidate in python3.10 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python; do
+  if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then py310="$candidate"; break; fi
+done
 if [ -n "$py310" ]; then
   "$py310" -m compileall -q -x '/(\.git|runs|\.venv)/' app.py core demo scripts >/dev/null
 else

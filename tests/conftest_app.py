@@ -63,7 +63,8 @@ def make_model_dirs(root: Path, source: str) -> dict[str, Path]:
 @contextmanager
 def running_app(extra_env: dict | None = None, timeout: float = 180.0):
     """Start `python app.py` on a free port; yield its URL; stop it by PID afterwards."""
-    env = dict(CLIP_LAB_MODEL=model_source(), CLIP_LAB_WARMUP="0", OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT))
+    env = dict(CLIP_LAB_MODEL=model_source(), CLIP_LAB_WARMUP="0", OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT),
+               CLIP_LAB_CACHE_DIR=tempfile.mkdtemp(prefix="clip-lab-cache-"))
     env.update(extra_env or {})
     log = Path(tempfile.gettempdir()) / f"clip-lab-app-{os.getpid()}-{time.time_ns()}.log"
     proc, url = start_app(log, env)

@@ -29,7 +29,7 @@ def cores_used(pid: int, seconds: float = 0.5) -> float:
 def app():
     log = Path(tempfile.gettempdir()) / f"clip-lab-stop-{os.getpid()}.log"
     proc, url = start_app(log, dict(CLIP_LAB_MODEL=model_source(), CLIP_LAB_WARMUP="0", OMP_NUM_THREADS="2",
-                                    PYTHONPATH=str(ROOT)))
+                                    PYTHONPATH=str(ROOT), CLIP_LAB_CACHE_DIR=tempfile.mkdtemp(prefix="clip-lab-cache-")))
     try:
         wait_until_up(url, proc, 180, log)
         yield proc, url

@@ -112,3 +112,37 @@ def test_the_gpu_decorators_are_no_ops_off_zerogpu(ctx):
             return x
 
         assert spaces.GPU(duration=5)(f) is f  # the decorator returns the function unchanged off ZeroGPU
+
+
+def test_heads_persist_on_disk_across_a_restart_keyed_by_weights(tmp_path, monkeypatch):
+    from core.model import create
+    from demo.disk_cache import DiskCache
+
+    create("tiny", seed=0).save(tmp_path / "m")
+    cfg = AppConfig(default_model=str(tmp_path / "m"), model_dirs=[tmp_path.resolve()], cache_dir=tmp_path / "cache")
+    first = AppContext.create(cfg)
+    clip = first.models.get(str(tmp_path / "m"))
+    head, _ = first.services.zero_shot_head(clip, ["red star", "blue circle"], ["a {}.", "the {}."])
+    restarted = AppContext.create(cfg)  # a new process: empty memory, the same disk
+    clip2 = restarted.models.get(str(tmp_path / "m"))
+    monkeypatch.setattr(gpu, "encode_texts", lambda *a, **k: pytest.fail("encoded again after a restart"))
+    again, in_memory = restarted.services.zero_shot_head(clip2, ["red star", "blue circle"], ["a {}.", "the {}."])
+    assert not in_memory and (again.head - head.head).abs().max() == 0
+    monkeypatch.undo()
+    create("tiny", seed=1).save(tmp_path / "m")  # new weights: a new revision, so a new head
+    retrained = AppContext.create(cfg).models.get(str(tmp_path / "m"))
+    new, _ = restarted.services.zero_shot_head(retrained, ["red star", "blue circle"], ["a {}.", "the {}."])
+    assert (new.head - head.head).abs().max() > 1e-3
+
+
+def test_the_disk_cache_is_bounded_and_drops_damaged_files(tmp_path):
+    import torch
+
+    from demo.disk_cache import DiskCache
+
+    cache = DiskCache(tmp_path, max_bytes=10_000)
+    for i in range(10):
+        cache.put(f"k{i}", torch.zeros(500))  # 2 kB each (+ header): 10 of them do not fit
+    assert cache.size() <= 10_000 and cache.get("k9") is not None and cache.get("k0") is None
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    assert cache.get("bad") is None and not (tmp_path / "bad.safetensors").exists()
