@@ -23,10 +23,12 @@ if __name__ == "__main__" and "IPython" not in sys.modules:
     sys.modules["IPython"] = None
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from demo import embedding_map, similarity_matrix, zero_shot  # noqa: E402
 from demo.context import AppConfig, AppContext  # noqa: E402
 from demo.hover import HOVER_JS  # noqa: E402
+from demo.limits import GuardMiddleware  # noqa: E402
 from demo.picker import build_picker  # noqa: E402
 from demo.test_gate import add_test_gate  # noqa: E402
 
@@ -45,7 +47,8 @@ CSS = """
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """The whole app: the model picker above three tabs. Nothing is loaded until first use."""
     ctx = ctx or AppContext.create()
-    with gr.Blocks(title=TITLE) as app:
+    # uploads and other temporary files are deleted an hour after they were made (checked every 10 min)
+    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as app:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
         model_state, model_status, describe_model = build_picker(ctx)
@@ -118,7 +121,9 @@ def main() -> None:
     if config.warm_umap:
         start_warmup(ctx)
     app = build_app(ctx)
-    app.launch(server_name=config.server_name,
+    guard = Middleware(GuardMiddleware, blocks=app, max_body=config.max_request_kb << 10,
+                       max_upload_body=config.max_upload_request_mb << 20, max_in_flight=config.max_in_flight_per_visitor)
+    app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                max_file_size=config.max_file_size, show_error=True, css=CSS, js=HOVER_JS, mcp_server=True,
                theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])

@@ -23,6 +23,8 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 
 from .errors import UserInputError
+from .model_limits import (check_config, check_hub_repo, check_loaded_weights, check_preprocessor, check_size,
+                           weights_bytes)
 
 if importlib.util.find_spec("torchvision") is not None:
     from transformers import CLIPImageProcessor
@@ -163,6 +165,7 @@ def _check_clip_config(config_path: Path, source: str) -> None:
     kind = config.get("model_type")
     if kind != "clip":
         raise ModelLoadError(f"{source} is not a CLIP model (model_type={kind!r}); CLIP Lab loads model_type 'clip' only")
+    check_config(config, source)
 
 
 def looks_like_path(source: str) -> bool:
@@ -170,7 +173,7 @@ def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
-def _resolve(source: str) -> tuple[Path, str]:
+def _resolve(source: str, max_bytes: int | None = None) -> tuple[Path, str]:
     """Map a source to a local directory. Hub ids are downloaded (safetensors only) or read from the cache."""
     if source in bundled_models():
         return MODELS_DIR / source, source
@@ -184,15 +187,28 @@ def _resolve(source: str) -> tuple[Path, str]:
     if not HUB_ID.match(source):
         known = ", ".join(bundled_models()) or "none"
         raise ModelLoadError(f"{source!r} is neither a bundled model ({known}), a local directory, nor a Hub id like 'openai/clip-vit-base-patch32'")
-    return _download(source), source
+    return _download(source, max_bytes), source
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, max_bytes: int | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError)
 
     patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "*.json", "*.txt"]
     try:
+        try:  # already in the cache: no network, nothing to check before downloading
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except LocalEntryNotFoundError:
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+            if offline:
+                raise
+        try:
+            check_hub_repo(repo_id, max_bytes)  # config and size first, then the weights
+        except (UserInputError, GatedRepoError, RepositoryNotFoundError):
+            raise
+        except Exception as e:  # no network: httpx/requests errors of several kinds
+            raise ModelLoadError(f"{repo_id} is not in the local Hugging Face cache and the Hub cannot be reached "
+                                 f"({e.__class__.__name__}); download it once online or pass a local directory") from e
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
@@ -206,24 +222,31 @@ def _download(repo_id: str) -> Path:
         raise ModelLoadError(f"{repo_id}: download failed ({str(e).splitlines()[0][:200]})") from None
 
 
-def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Clip:
+def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+         max_bytes: int | None = None) -> Clip:
     """Load a CLIP model with its tokenizer and image processor.
 
     source: a bundled model name (see `bundled_models()`), a local HF-format directory, or a Hub id
-    such as 'openai/clip-vit-base-patch32'. Only safetensors weights are read. Raises
-    `ModelLoadError` with a one-line message on any failure.
+    such as 'openai/clip-vit-base-patch32'. Only safetensors weights are read. Before any weights
+    are read or downloaded the config's input sizes are checked (core.model_limits) and, with
+    max_bytes, the weights' size. Raises `ModelLoadError` with a one-line message on any failure.
     """
-    directory, label = _resolve(str(source))
+    directory, label = _resolve(str(source), max_bytes)
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(f"{label}: no config.json, so this is not a Hugging Face model directory")
     _check_clip_config(config_path, label)
     if not _has_safetensors(directory):
         raise ModelLoadError(f"{label}: no .safetensors weights; CLIP Lab never loads pickle checkpoints (.bin/.pt)")
+    check_size(weights_bytes(directory), max_bytes, label)
+    check_preprocessor(directory, label)
     try:
-        model = CLIPModel.from_pretrained(directory, use_safetensors=True, dtype=dtype)
+        model, info = CLIPModel.from_pretrained(directory, use_safetensors=True, dtype=dtype, output_loading_info=True)
+        check_loaded_weights(list(info.get("missing_keys", [])), label)
         tokenizer = CLIPTokenizerFast.from_pretrained(directory) if _has_tokenizer(directory) else load_tokenizer()
         processor = _load_processor(directory, int(model.config.vision_config.image_size))
+    except UserInputError:
+        raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelLoadError(f"{label}: could not be loaded ({str(e).splitlines()[0][:200]})") from None
     model.to(device).eval()

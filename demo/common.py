@@ -68,7 +68,7 @@ def progress_callback(progress: gr.Progress | None, start: float = 0.0, end: flo
 def running(ctx, request, tab: str):
     """Register a long job of this session's `tab` for its Stop button; yields the Job."""
     session = getattr(request, "session_hash", None)
-    job = ctx.jobs.start(session, tab)
+    job = ctx.jobs.start(session, tab, ctx.config.time_limit_s)
     try:
         yield job
     finally:

@@ -61,6 +61,15 @@ class AppConfig:
     min_map_pairs: int = 200
     max_map_pairs: int = 5000
     max_map_class_prompts: int = 200
+    max_text_chars: int = 100_000  # one text box (class names, templates, captions), checked before parsing
+    max_request_kb: int = 1024  # one request body (uploads aside), refused before it is read
+    max_upload_request_mb: int = 128  # one upload request (each file is also capped by max_file_size)
+    max_in_flight_per_visitor: int = 4  # requests one visitor (session or IP) may have waiting or running
+    time_limit_s: int = 600  # a request that runs longer is stopped like a Stop press
+    # Hub models: the listed ones (hub_models, CLIP_LAB_HUB_MODELS) always; any other id only when
+    # allowed (CLIP_LAB_ALLOW_ANY_HUB_MODEL; off on a Space by default), and never over max_model_mb
+    allow_any_hub_model: bool = True
+    max_model_mb: int = 2048
     # where models run: "auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:1", …
     device: str = "auto"
     preload: tuple[str, ...] = ()  # models loaded at start besides the default (CLIP_LAB_PRELOAD, comma-separated)
@@ -97,6 +106,10 @@ class AppConfig:
         cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
+        any_hub = env.get("CLIP_LAB_ALLOW_ANY_HUB_MODEL", "0" if env.get("SPACE_ID") else "1")
+        cfg.allow_any_hub_model = any_hub.lower() in ("1", "true", "yes")
+        if env.get("CLIP_LAB_HUB_MODELS"):
+            cfg.hub_models = tuple(m.strip() for m in env["CLIP_LAB_HUB_MODELS"].split(",") if m.strip())
         cfg.cache_dir = None if env.get("CLIP_LAB_CACHE_DIR") == "off" else default_cache_dir(env)
         cfg.preload = tuple(n.strip() for n in env.get("CLIP_LAB_PRELOAD", "").split(",") if n.strip())
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):

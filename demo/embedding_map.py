@@ -26,6 +26,7 @@ from core.zeroshot import parse_classnames, parse_templates
 
 from .common import get_model, running, stop_button, upload_and_dataset_inputs, user_errors
 from .gpu import embed_images, embed_texts
+from .limits import number, text
 from .map_figure import COLOUR_BY, Atlas, atlas_tile, label_values, map_figure, thumbnail_atlas
 from .services import model_key
 from .sources import SOURCES, Pairs, SourceSpec, build_pairs
@@ -170,11 +171,12 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None, job=None) -> tuple[P
     def build():
         if progress is not None:
             progress(0.1, desc=f"building {spec.n} pairs")
-        pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_map_pairs, ctx.services.dataset)
-        if job is None:
-            return pairs, embed_images(clip, pairs.images), embed_texts(clip, pairs.captions)
-        return (pairs, embed_images(clip, pairs.images, job.reporter(progress, "encoding images", "images")),
-                embed_texts(clip, pairs.captions, job.reporter(progress, "encoding captions", "captions")))
+        pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_upload_images, ctx.services.dataset)
+        img = embed_images(clip, pairs.images, job.reporter(progress, "encoding images", "images") if job else None)
+        txt = embed_texts(clip, pairs.captions, job.reporter(progress, "encoding captions", "captions") if job else None)
+        for im in pairs.images:  # the cache keeps small thumbnails (for the map's hover cards), not decoded images
+            im.thumbnail((64, 64))
+        return pairs, img, txt
 
     return ctx.services.encoded_set(clip, set_key(spec), build)[0]
 
@@ -222,15 +224,16 @@ def map_request(ctx, model_name, source, n, seed, split, files, dataset, dataset
     """
     cfg = ctx.config
     source = source or DEFAULT_SET.source
-    n = int(n if n not in (None, "") else DEFAULT_SET.n)
+    n = number(n if n not in (None, "") else DEFAULT_SET.n, "N", 1, 10**9, integer=True)
     if source != "uploaded images" and not cfg.min_map_pairs <= n <= cfg.max_map_pairs:
         raise UserInputError(f"N must be between {cfg.min_map_pairs} and {cfg.max_map_pairs}, got {n}")
-    spec = SourceSpec(source, n, int(seed or 0), split or "eval", files, dataset or "", dataset_split or "train",
-                      image_column or "image", text_column or "text")
-    config = ProjectionConfig(method=str(method or "UMAP").lower(), dims=int(dims or 2),
-                              n_neighbors=int(n_neighbors if n_neighbors is not None else 15),
-                              min_dist=float(min_dist if min_dist is not None else 0.1))
-    prompts = (classnames_text or "", templates_text or "") if use_prompts else None
+    spec = SourceSpec(source, n, number(seed or 0, "seed", 0, 2**31 - 1, integer=True), split or "eval", files,
+                      dataset or "", dataset_split or "train", image_column or "image", text_column or "text")
+    config = ProjectionConfig(method=str(method or "UMAP").lower(), dims=int(number(dims or 2, "dims", 2, 3, integer=True)),
+                              n_neighbors=number(n_neighbors if n_neighbors is not None else 15, "n_neighbors", 2, 100, integer=True),
+                              min_dist=number(min_dist if min_dist is not None else 0.1, "min_dist", 0, 0.99))
+    prompts = ((text(classnames_text, "the class names", cfg.max_text_chars), text(templates_text, "the templates", cfg.max_text_chars))
+               if use_prompts else None)
     return MapRequest(model_name or cfg.default_model, set_key(spec), prompts, config), spec
 
 

@@ -92,3 +92,26 @@ def thumbnail_uri(image: Image.Image, size: int = 48, fmt: str = "JPEG") -> str:
     thumb.save(buf, format=fmt, quality=80) if fmt == "JPEG" else thumb.save(buf, format=fmt)
     mime = "jpeg" if fmt == "JPEG" else fmt.lower()
     return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def pack(image: Image.Image, max_short_side: int = 448) -> bytes:
+    """An image kept compactly for a session: PNG when small (lossless; shapes-world samples are 64 px),
+    else JPEG at quality 95 with the shorter side at most max_short_side (enough for 336-px models)."""
+    image = image.convert("RGB")
+    short = min(image.size)
+    if short > max_short_side:
+        scale = max_short_side / short
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
+    buf = io.BytesIO()
+    if max(image.size) <= 256:
+        image.save(buf, format="PNG")
+    else:
+        image.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def unpack(blob: bytes) -> Image.Image:
+    """The image that `pack` stored."""
+    image = Image.open(io.BytesIO(blob), formats=("PNG", "JPEG"))
+    image.load()
+    return image.convert("RGB")

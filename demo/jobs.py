@@ -10,6 +10,7 @@ keep only values whose computation returned).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from core.errors import UserInputError
@@ -19,16 +20,25 @@ class JobStopped(UserInputError):
     """The user pressed Stop (or closed the tab): the job ends here."""
 
 
-class Job:
-    """One running request: a flag to stop it, and a progress reporter that checks the flag."""
+class JobTimedOut(UserInputError):
+    """The request ran past the app's time limit (AppConfig.time_limit_s)."""
 
-    def __init__(self):
+
+class Job:
+    """One running request: a flag to stop it, a deadline, and a progress reporter that checks both."""
+
+    def __init__(self, time_limit_s: float | None = None):
         self.stopped = threading.Event()
+        self.time_limit_s = time_limit_s
+        self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
 
     def check(self) -> None:
-        """Raise JobStopped if Stop was pressed for this job."""
+        """Raise JobStopped if Stop was pressed for this job, JobTimedOut past its deadline."""
         if self.stopped.is_set():
             raise JobStopped("stopped")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise JobTimedOut(f"this request ran past the time limit of {self.time_limit_s:g} s and was stopped: "
+                              "ask for less at once (fewer classes, templates or pairs)")
 
     def reporter(self, progress, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
         """A (done, total) callback: checks the flag, then shows this step on a gr.Progress bar (if any):
@@ -47,9 +57,9 @@ class Jobs:
         self._jobs: dict[tuple[str, str], Job] = {}
         self._lock = threading.Lock()
 
-    def start(self, session: str | None, tab: str) -> Job:
+    def start(self, session: str | None, tab: str, time_limit_s: float | None = None) -> Job:
         """Register a new job for this session's tab (a later Stop there stops it)."""
-        job = Job()
+        job = Job(time_limit_s)
         with self._lock:
             self._jobs[(session or "", tab)] = job
         return job

@@ -20,7 +20,7 @@ from core.errors import UserInputError
 from core.loss import ContrastiveOutput, similarity
 
 from .gpu import embed_images, embed_texts
-from .images import thumbnail_uri
+from .images import pack, thumbnail_uri, unpack
 from .services import model_key
 from .sources import Pairs
 
@@ -123,9 +123,10 @@ class MatrixBatch:
     image_emb [N, D]; caption_emb maps each caption text encoded so far to its embedding [D].
     """
 
-    pairs: Pairs
+    pairs: Pairs  # captions, names, labels; its images are kept packed in `blobs`
     source: str
     thumbnails: list[str]
+    blobs: list[bytes] = field(default_factory=list)
     model: tuple = ()
     image_emb: torch.Tensor | None = None
     caption_emb: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -143,7 +144,9 @@ def new_batch(pairs: Pairs, source: str, max_pairs: int) -> MatrixBatch:
     if len(pairs) < 1:
         raise UserInputError("the batch is empty")
     thumb = 64 if len(pairs) <= 16 else 40
-    return MatrixBatch(pairs, source, [thumbnail_uri(im, thumb) for im in pairs.images])
+    thumbnails, blobs = [thumbnail_uri(im, thumb) for im in pairs.images], [pack(im) for im in pairs.images]
+    pairs.images = []  # the session keeps compact copies only (a few kB to ~100 kB each), not decoded images
+    return MatrixBatch(pairs, source, thumbnails, blobs)
 
 
 def parse_extra(text: str | None, limit: int) -> list[str]:
@@ -183,7 +186,8 @@ def embeddings(clip, batch: MatrixBatch, captions: list[str], progress=None) -> 
     """
     key = model_key(clip)
     if batch.model != key or batch.image_emb is None:
-        batch.model, batch.image_emb, batch.caption_emb = key, embed_images(clip, batch.pairs.images, progress), {}
+        images = [unpack(b) for b in batch.blobs]
+        batch.model, batch.image_emb, batch.caption_emb = key, embed_images(clip, images, progress), {}
     new = [c for c in dict.fromkeys(captions) if c not in batch.caption_emb]
     if new:
         batch.caption_emb.update(zip(new, embed_texts(clip, new)))

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Callable
 import core
 from core.model import HUB_ID, ModelLoadError, bundled_models, looks_like_path
 
+MAX_NAME = 256  # characters of a model name or path
+
 if TYPE_CHECKING:
     from .context import AppConfig
 
@@ -24,10 +26,12 @@ class ModelCache:
 
     def __init__(self, config: "AppConfig", loader: Callable[[str], core.Clip] | None = None):
         self.config = config
-        self._loader = loader or (lambda source: core.load(source, device=config.torch_device()))
+        self._loader = loader or (lambda source: core.load(source, device=config.torch_device(),
+                                                           max_bytes=config.max_model_mb << 20))
         self._models: OrderedDict[str, core.Clip] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._one_load = threading.Lock()  # one model loads at a time: peak memory is one model over the cache
 
     def choices(self) -> list[str]:
         """What the picker offers: the default, bundled models, allowlisted local folders, Hub ids."""
@@ -48,18 +52,28 @@ class ModelCache:
         name = (name or "").strip()
         if not name:
             raise ModelLoadError("no model chosen: pick one from the list")
+        if len(name) > MAX_NAME:
+            raise ModelLoadError(f"a model name of {len(name)} characters is too long (the limit is {MAX_NAME})")
         if name == self.config.default_model or name in bundled_models():
             return name
-        if looks_like_path(name) or Path(name).expanduser().exists():
-            path = Path(name).expanduser().resolve()
+        try:
+            is_path = looks_like_path(name) or Path(name).expanduser().exists()
+            path = Path(name).expanduser().resolve() if is_path else None
+        except (OSError, RuntimeError, ValueError):  # a name the file system refuses (too long, NUL, loops)
+            raise ModelLoadError(f"{name[:80]!r} is not a usable model name") from None
+        if path is not None:
+            # the message names no server folder: a visitor learns nothing about the machine
             if not any(path == d or d in path.parents for d in self.config.model_dirs):
-                allowed = ", ".join(str(d) for d in self.config.model_dirs)
-                raise ModelLoadError(f"{name}: local models may only be loaded from the allowed folders ({allowed})")
+                raise ModelLoadError(f"{name}: local models may only be loaded from the allowed folders "
+                                     "(the operator sets them with CLIP_LAB_MODEL_DIRS)")
             if not path.is_dir():
                 raise ModelLoadError(f"{name}: no such model directory")
             return str(path)
         if not HUB_ID.match(name):
             raise ModelLoadError(f"{name!r} is not a known model, an allowed local folder, or a Hub id like 'openai/clip-vit-base-patch32'")
+        if name not in self.config.hub_models and not self.config.allow_any_hub_model:
+            raise ModelLoadError(f"{name}: this app loads only its listed Hub models ({', '.join(self.config.hub_models)}); "
+                                 "the operator can allow any id with CLIP_LAB_ALLOW_ANY_HUB_MODEL=1")
         return name
 
     def cached(self) -> list[str]:
@@ -75,10 +89,12 @@ class ModelCache:
                 self._models.move_to_end(source)
                 return self._models[source]
             gate = self._loading.setdefault(source, threading.Lock())
-        with gate:
+        with gate, self._one_load:
             with self._lock:
                 if source in self._models:
                     return self._models[source]
+                while len(self._models) >= self.config.max_models:  # room first: never more resident than the limit
+                    self._models.popitem(last=False)
             if progress is not None:
                 progress(0.1, f"loading {name}")
             clip = self._loader(source)

@@ -14,6 +14,7 @@ import gradio as gr
 from core.errors import UserInputError
 
 from .common import get_model, running, stop_button, upload_and_dataset_inputs, user_errors
+from .limits import number, text
 from .matrix_view import (LOSS_COLUMNS, VIEWS, as_frame, captions_frame, captions_from_frame, compute_matrix, new_batch,
                           parse_extra)
 from .sources import SOURCES, SourceSpec, build_pairs
@@ -86,7 +87,10 @@ def build_tab(ctx, model_state: gr.State) -> None:
         clip = get_model(ctx, model or "", progress)
         if progress is not None:
             progress(0.3, desc="building the batch")
-        spec = SourceSpec(source, int(n or 8), int(seed or 0), split, files, dataset or "", dataset_split, image_column, text_column)
+        spec = SourceSpec(source, number(8 if n is None else n, "N", 2, cfg.max_matrix_pairs, integer=True),
+                          number(seed or 0, "seed", 0, 2**31 - 1, integer=True), split, files, dataset or "",
+                          dataset_split, image_column, text_column)
+        extra_captions = text(extra_captions, "the extra captions", cfg.max_text_chars)
         if source == "uploaded images" and len(files or []) > cfg.max_matrix_pairs:
             raise UserInputError(f"{len(files)} images uploaded; the matrix shows at most {cfg.max_matrix_pairs}")
         pairs = build_pairs(spec, cfg.data_dirs, cfg.max_matrix_pairs, ctx.services.dataset)
@@ -111,6 +115,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
             view: 'cosine', 'logits', 'softmax over rows (image → text)' or 'softmax over columns (text → image)'.
         """
         clip = get_model(ctx, model or "", progress)
+        extra_captions = text(extra_captions, "the extra captions", cfg.max_text_chars)
         note = gr.skip()
         if batch is None:  # nothing built in this session yet: the default batch, and say so
             batch = new_batch(build_pairs(SourceSpec(), cfg.data_dirs), "shapes world", cfg.max_matrix_pairs)

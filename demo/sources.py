@@ -34,7 +34,7 @@ class Pairs:
     labels: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.captions)
 
 
 def shapes_pairs(n: int, seed: int = 0, split: str = "eval", start: int = 0) -> Pairs:

@@ -18,6 +18,7 @@ from core.zeroshot import classname_presets, parse_classnames, parse_templates, 
 from .common import get_model, running, stop_button, user_errors
 from .context import EXAMPLES_DIR
 from .images import display_name, open_image
+from .limits import number, text
 from .zero_shot_view import (BATCH_COLUMNS, MAX_SCALE, MIN_SCALE, TEMPLATE_COLUMNS, check_inputs, duplicate_notice,
                              render, score, vocabulary_notice)
 
@@ -155,8 +156,11 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             with running(ctx, request, "zero_shot") as job:
                 clip = get_model(ctx, model or "", progress)
                 images_, names = gather_images(image, images, cfg.max_upload_images)
-                classnames = classnames if classnames and classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
-                templates = templates if templates and templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
+                classnames, templates = (text(classnames, "the class names", cfg.max_text_chars),
+                                         text(templates, "the templates", cfg.max_text_chars))
+                classnames = classnames if classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
+                templates = templates if templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
+                top_k = number(top_k, "top-k", 1, 20, integer=True)
                 names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
                 head, _ = ctx.services.zero_shot_head(clip, names_, templates_,
                                                       progress=job.reporter(progress, "encoding prompts", "prompts"))

@@ -200,8 +200,9 @@ def test_square_matrix_figures(clip):
 
 def test_matrix_loss_and_json_match_a_numpy_oracle(clip):
     pairs = shapes_pairs(5, seed=3)
+    images = list(pairs.images)  # the batch keeps packed copies (PNG for 64-px images: lossless)
     r = mv.compute_matrix(clip, batch_of(pairs), "logits")
-    img = core.encode_images(clip, pairs.images).numpy()
+    img = core.encode_images(clip, images).numpy()
     txt = core.encode_texts(clip, pairs.captions).numpy()
     logits = clip.logit_scale * img @ txt.T
     log_rows = logits - np.log(np.exp(logits).sum(1, keepdims=True))

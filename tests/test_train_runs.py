@@ -156,3 +156,72 @@ def test_ctrl_c_stops_with_a_checkpoint_and_prints_the_resume_command(tmp_path, 
     assert resume.endswith("--resume") and "--out " + str(out) in resume and "done:" not in stdout
     again = subprocess.run(cmd + ["--steps", "400"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 1 and again.stderr.count("\n") == 1 and "--resume" in again.stderr
+
+
+def _damage(ckpt: Path, how: str) -> None:
+    """Leave a checkpoint as a crash or a full disk can: a file missing or cut short."""
+    name, _, action = how.partition(":")
+    f = ckpt / name
+    if action == "missing":
+        f.unlink()
+    else:
+        with f.open("r+b") as fh:
+            fh.truncate(f.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("how", ["optimizer.safetensors:cut", "model.safetensors:cut", "rng.safetensors:missing",
+                                 "trainer_state.json:cut", "optimizer.safetensors:missing"])
+def test_a_damaged_newest_checkpoint_without_latest_resumes_from_the_one_before(tmp_path, micro_dir, capsys, how):
+    """Issue 17: a half-written newest checkpoint and no `latest` pointer crashed --resume."""
+    train(_cfg(tmp_path / "full", micro_dir))
+    cut = tmp_path / "cut"
+    train(_cfg(cut, micro_dir, save_every=1, keep_checkpoints=3), hooks=[StopAfter(4)])
+    ckpts = cut / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000002", "step-0000003", "step-0000004"]
+    _damage(ckpts / "step-0000004", how)
+    (cut / "latest").unlink()
+    (ckpts / ".step-0000005.tmp-x1y2").mkdir()  # a save cut short leaves its temporary folder
+    (ckpts / ".step-0000005.tmp-x1y2" / "config.json").write_text("{")
+    damaged: list[str] = []
+    assert latest_checkpoint(cut, damaged).name == "step-0000003"
+    assert len(damaged) == 1 and damaged[0].startswith(f"step-0000004: {how.split(':')[0]}")
+    capsys.readouterr()
+    rec = Recorder()
+    train(_cfg(cut, micro_dir, save_every=1, keep_checkpoints=3), hooks=[rec], start="resume")
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "step-0000003 at step 3" in out
+    assert [line for line in out.splitlines() if "damaged" in line] == [f"skipped damaged checkpoint {damaged[0]}"]
+    assert rec.steps == [4, 5, 6]
+    assert _losses(cut) == pytest.approx(_losses(tmp_path / "full"), abs=1e-5)  # as if never interrupted
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000004", "step-0000005", "step-0000006"]
+    assert (cut / "latest").read_text() == "step-0000006" and latest_checkpoint(cut).name == "step-0000006"
+    load(str(ckpts / "step-0000004"))  # written anew, whole
+
+
+def test_a_damaged_checkpoint_newer_than_the_resumed_step_is_not_kept_in_its_place(tmp_path, micro_dir):
+    """keep_checkpoints counts checkpoints of this run: a damaged later one is dropped, not the fresh one."""
+    run = tmp_path / "run"
+    train(_cfg(run, micro_dir, save_every=2, keep_checkpoints=1), hooks=[StopAfter(4)])
+    ckpts = run / "checkpoints"
+    (ckpts / "step-0000004").rename(ckpts / "step-0000005")  # a later step, made unusable:
+    _damage(ckpts / "step-0000005", "optimizer.safetensors:cut")
+    train(_cfg(run, micro_dir, save_every=2, keep_checkpoints=1, stop_at=3), start="resume_or_start")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000003"]  # the run started afresh, kept its own
+
+
+def test_resume_with_only_a_damaged_checkpoint_says_so(tmp_path, micro_dir):
+    run = tmp_path / "run"
+    train(_cfg(run, micro_dir, steps=3, save_every=0), hooks=[StopAfter(2)])
+    (run / "latest").unlink()
+    _damage(run / "checkpoints" / "step-0000002", "optimizer.safetensors:cut")
+    assert latest_checkpoint(run) is None
+    with pytest.raises(RunFolderError, match=r"nothing to resume .*only checkpoint is damaged \(step-0000002: "
+                                             r"optimizer.safetensors is unreadable .*--overwrite"):
+        train(_cfg(run, micro_dir, steps=3), start="resume")
+    cmd = [sys.executable, "scripts/train.py", "--model", str(micro_dir), "--steps", "3", "--batch-size", "8",
+           "--eval-every", "0", "--num-workers", "0", "--threads", "1", "--no-progress", "--out", str(run), "--resume"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith("error: nothing to resume") and done.stderr.count("\n") == 1
+    assert "step-0000002: optimizer.safetensors is unreadable" in done.stderr

@@ -4,6 +4,11 @@ from mixing in one folder.
 A run folder holds train_config.json, metrics.jsonl, checkpoints/step-NNNNNNN/ (an HF folder plus
 optimizer.safetensors, rng.safetensors, loss.safetensors and trainer_state.json: safetensors and
 JSON, never pickle), `latest` (the newest checkpoint's name) and model/ (the finished model).
+
+Resume takes the newest *complete* checkpoint: every file present and readable (see
+checkpoint_problem). A damaged one (a file missing or cut short, by a full disk or a crash that the
+atomic renames could not cover) is skipped with a one-line note; leftover temporary folders of a
+save cut short are not checkpoints.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import ast
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..model import save_pretrained_atomic
@@ -25,6 +32,12 @@ from .step import TrainState
 
 RUN_FILES = ("train_config.json", "metrics.jsonl", "checkpoints", "latest", "latest.tmp", "model", ".pending")
 START_MODES = ("new", "resume", "resume_or_start", "overwrite")
+STEP_NAME = re.compile(r"step-(\d{7,})")  # a checkpoint folder's name; anything else in checkpoints/ is not one
+# a checkpoint's files: (name, kind, required). Tensors are safetensors, the rest JSON: nothing is unpickled
+CHECKPOINT_FILES = (("trainer_state.json", "json", True), ("config.json", "json", True),
+                    ("preprocessor_config.json", "json", True), ("tokenizer_config.json", "json", True),
+                    ("rng.safetensors", "tensors", True), ("optimizer.safetensors", "tensors", True),
+                    ("loss.safetensors", "tensors", False))
 
 
 class RunFolderError(ValueError):
@@ -87,29 +100,110 @@ def save_checkpoint(state: TrainState, run_dir: str | os.PathLike) -> Path:
     tmp = run_dir / "latest.tmp"
     tmp.write_text(target.name)
     os.replace(tmp, run_dir / "latest")
-    for old in sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())[: -state.cfg.runtime.keep_checkpoints]:
+    # folders of later steps are from before a resume (damaged ones, skipped): this run writes them anew
+    stale = [c for c in _step_folders(ckpt_root) if _step_of(c) > state.step]
+    older = [c for c in _step_folders(ckpt_root) if _step_of(c) <= state.step]
+    for old in stale + older[: -state.cfg.runtime.keep_checkpoints]:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def _complete(c: Path) -> bool:
-    return all((c / f).is_file() for f in ("trainer_state.json", "optimizer.safetensors", "model.safetensors"))
+def _step_of(c: Path) -> int:
+    return int(STEP_NAME.fullmatch(c.name).group(1))
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    run_dir = Path(run_dir)
-    pointer = run_dir / "latest"
-    candidates = []
-    if pointer.is_file():
-        candidates.append(run_dir / "checkpoints" / pointer.read_text().strip())
-    candidates += sorted((run_dir / "checkpoints").glob("step-*"), reverse=True)
-    return next((c for c in candidates if _complete(c)), None)
+def _step_folders(ckpt_root: Path) -> list[Path]:
+    """checkpoints/step-N folders, oldest first (by step, not by name)."""
+    if not ckpt_root.is_dir():
+        return []
+    return sorted((p for p in ckpt_root.iterdir() if STEP_NAME.fullmatch(p.name) and p.is_dir()), key=_step_of)
+
+
+def _tensors_problem(path: Path) -> str | None:
+    """None if path is a whole safetensors file: its header parses and covers the file exactly
+    (safetensors checks both, so a file cut short is caught without reading its tensors)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        return f"{path.name} is unreadable ({e})"
+    return None
+
+
+def checkpoint_problem(c: Path) -> str | None:
+    """Why checkpoint folder c cannot be resumed from, or None when it is complete: every file
+    present, each safetensors file whole, each JSON file parsed, and the model's weights (one file,
+    or the shards its index names) whole. Nothing is unpickled."""
+    if not c.is_dir():
+        return "not a folder"
+    for name, kind, required in CHECKPOINT_FILES:
+        f = c / name
+        if not f.is_file():
+            if required:
+                return f"{name} is missing"
+            continue
+        if kind == "tensors":
+            problem = _tensors_problem(f)
+            if problem:
+                return problem
+        else:
+            try:
+                json.loads(f.read_text())
+            except (OSError, ValueError) as e:
+                return f"{name} is unreadable ({e})"
+    meta = json.loads((c / "trainer_state.json").read_text())
+    if not isinstance(meta, dict) or not {"step", "optimizer", "config"} <= meta.keys():
+        return "trainer_state.json lacks the step, optimizer or config"
+    if STEP_NAME.fullmatch(c.name) and meta["step"] != _step_of(c):
+        return f"trainer_state.json is for step {meta['step']}"
+    index = c / "model.safetensors.index.json"
+    if (c / "model.safetensors").is_file() or not index.is_file():
+        shards = ["model.safetensors"]
+    else:
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            return f"{index.name} is unreadable ({e})"
+    for shard in shards:
+        if not (c / shard).is_file():
+            return f"{shard} is missing"
+        problem = _tensors_problem(c / shard)
+        if problem:
+            return problem
+    return None
+
+
+def latest_checkpoint(run_dir: str | os.PathLike, damaged: list[str] | None = None) -> Path | None:
+    """The newest complete checkpoint of a run (by step), or None. Newer checkpoints that are damaged
+    are skipped, each described in one line ("step-0000004: optimizer.safetensors is missing")
+    appended to `damaged` when given. The `latest` pointer is not trusted: it is only written after
+    a checkpoint is complete, but it can be missing, stale or hand-edited."""
+    for c in reversed(_step_folders(Path(run_dir) / "checkpoints")):
+        problem = checkpoint_problem(c)
+        if problem is None:
+            return c
+        if damaged is not None:
+            damaged.append(f"{c.name}: {problem}")
+    return None
+
+
+def _leftovers(run_dir: Path) -> list[Path]:
+    """Temporary folders of checkpoint saves cut short (save_pretrained_atomic's .NAME.tmp-* / .old-*)."""
+    root = run_dir / "checkpoints"
+    return sorted(p for p in root.glob(".step-*") if ".tmp-" in p.name or ".old-" in p.name) if root.is_dir() else []
 
 
 def restore_checkpoint(state: TrainState, ckpt: Path) -> None:
     """Optimizer, RNG streams, the loss's parameters and the step from a checkpoint into state
     (the model's weights come from loading the checkpoint folder itself)."""
+    try:
+        _restore(state, ckpt)
+    except (SafetensorError, OSError, KeyError, ValueError) as e:  # checked by checkpoint_problem, yet unusable
+        raise RunFolderError(f"cannot resume from {ckpt}: {e} (resume from an earlier checkpoint by moving this "
+                             "one away, or start again with --overwrite)") from e
+
+
+def _restore(state: TrainState, ckpt: Path) -> None:
     meta = json.loads((ckpt / "trainer_state.json").read_text())
     _restore_optimizer(state.optimizer, load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"])
     rng = load_file(str(ckpt / "rng.safetensors"))
@@ -128,7 +222,7 @@ def restore_checkpoint(state: TrainState, ckpt: Path) -> None:
 def _describe(run_dir: Path) -> str:
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
-        return f"a run with a checkpoint at step {int(ckpt.name.split('-')[1])}"
+        return f"a run with a checkpoint at step {_step_of(ckpt)}"
     return "files of a run" if any((run_dir / f).exists() for f in RUN_FILES) else "other files"
 
 
@@ -180,10 +274,23 @@ def prepare_run_dir(cfg: TrainConfig, start: str = "new", world_size: int = 1,
         raise ValueError(f"start must be one of {', '.join(START_MODES)}, got {start!r}")
     run_dir = Path(cfg.output_dir)
     present = run_dir.is_dir() and any(run_dir.iterdir())
-    ckpt = latest_checkpoint(run_dir) if present and start in ("resume", "resume_or_start") else None
+    damaged: list[str] = []
+    ckpt = latest_checkpoint(run_dir, damaged) if present and start in ("resume", "resume_or_start") else None
+    notes = [f"skipped damaged checkpoint {d}" for d in damaged]
     if ckpt is not None:
-        return ckpt, check_resume(ckpt, cfg, world_size)
+        notes += check_resume(ckpt, cfg, world_size)
+        leftovers = _leftovers(run_dir)
+        if leftovers and main:
+            for p in leftovers:
+                shutil.rmtree(p, ignore_errors=True)
+            notes.append(f"removed {len(leftovers)} temporary folder(s) of a save cut short "
+                         f"({', '.join(p.name for p in leftovers[:2])}{', ...' if len(leftovers) > 2 else ''})")
+        return ckpt, notes
     if start == "resume":
+        if damaged:
+            what = f"its only checkpoint is damaged ({damaged[0]})" if len(damaged) == 1 else \
+                f"its {len(damaged)} checkpoints are damaged (the newest: {damaged[0]})"
+            raise RunFolderError(f"nothing to resume in {run_dir}: {what}; start again with --overwrite")
         raise RunFolderError(f"nothing to resume in {run_dir}: it holds no complete checkpoint "
                              "(start it without resume, or use resume-or-start)")
     if present and start == "new":
@@ -191,7 +298,7 @@ def prepare_run_dir(cfg: TrainConfig, start: str = "new", world_size: int = 1,
                              "or replace it (--overwrite)")
     if present and main:
         _clear_run(run_dir)
-    return None, []
+    return None, [n + " (removed: starting afresh)" for n in notes]
 
 
 def trim_metrics(path: Path, keep_until: int) -> None:

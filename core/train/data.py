@@ -9,9 +9,13 @@ Sources: `HFPairs` (any `datasets` source) here, `ShapesPairs` (the shapes world
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -164,10 +168,40 @@ class _Stream(torch.utils.data.IterableDataset):
             yield (b.pixel_values, b.captions, b.n_groups, b.group_size, b.mean, b.std, b.input_ids, b.attention_mask)
 
 
-def _init_worker(nice: int, worker_id: int = 0) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 0.5  # the fallback watchdog's interval
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process (SIGTERM) when `parent`, the trainer, dies, even by `kill -9`, which gives
+    the trainer no chance to shut its workers down; else they run on as orphans, mid-batch.
+
+    Linux: the kernel sends the signal (prctl PR_SET_PDEATHSIG). Elsewhere, or if prctl fails, a
+    daemon thread polls os.getppid(), which changes when the parent dies. Either way a parent that
+    died before this call is caught by the first check."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
+        except (OSError, AttributeError):  # no libc or no prctl: the watchdog below
+            armed = False
+    if os.getppid() != parent:  # died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                threading.Event().wait(PARENT_POLL_S)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_worker(nice: int, parent: int, worker_id: int = 0) -> None:
     """A data worker leaves Ctrl-C to the trainer (which stops after its step and shuts the workers
-    down), and yields the cores to it by `nice`."""
+    down), yields the cores to it by `nice`, and exits if the trainer (pid `parent`) dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
     if nice > 0:
         try:
             os.nice(nice)
@@ -179,11 +213,12 @@ def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_wo
                  rank: int = 0, world: int = 1, worker_nice: int = 0) -> Iterator[Batch]:
     """This rank's batches for steps start_step .. end_step-1 of `source`, built ahead by
     `num_workers` processes. batch_size is per rank; rank and world shard each global batch.
-    worker_nice > 0 lowers the workers' CPU priority so that they do not slow the trainer."""
+    worker_nice > 0 lowers the workers' CPU priority so that they do not slow the trainer. The
+    workers end when this process does, even when it is killed with SIGKILL."""
     workers = 0 if getattr(source, "streaming", False) else num_workers
     if workers:  # the workers tokenize: no Rust thread pool across fork
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    init = functools.partial(_init_worker, worker_nice) if workers else None
+    init = functools.partial(_init_worker, worker_nice, os.getpid()) if workers else None
     loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step, rank, world), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
                                          persistent_workers=False, worker_init_fn=init)

@@ -1,0 +1,157 @@
+"""Limits enforced before any work is done: request bodies, requests in flight per visitor, numbers.
+
+`GuardMiddleware` sits in front of Gradio's routes (an ASGI middleware, passed to the FastAPI app
+through `launch(app_kwargs=...)`):
+- a request body larger than its route's limit is refused with 413 before it is read into memory
+  (by Content-Length, and by counting the bytes of a streamed body);
+- a visitor (a browser session, or an IP address: the Spaces proxy passes the client's address in
+  X-Forwarded-For) with `max_in_flight` requests already queued or running gets 429 for one more,
+  so that nobody can fill the queue and starve the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from core.errors import UserInputError
+
+JOIN_SUFFIX = "/queue/join"
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def client_ip(scope) -> str:
+    """The visitor's address: the last X-Forwarded-For hop (the one the Spaces proxy appends; earlier
+    hops come from the client and can be forged), else the peer's address. "" for a loopback peer
+    without a proxy (this machine's own clients: tests, the load test), which the per-IP cap skips."""
+    for name, value in scope.get("headers") or []:
+        if name == b"x-forwarded-for" and value:
+            return value.decode("latin-1").split(",")[-1].strip()
+    client = scope.get("client")
+    host = client[0] if client else ""
+    return "" if host in LOOPBACK else host
+
+
+def _event_ip(event) -> str:
+    request = getattr(event, "request", None)
+    scope = getattr(request, "scope", None) or {}
+    return client_ip(scope) if scope else ""
+
+
+class GuardMiddleware:
+    """ASGI middleware: body-size limits per route, and a cap on each visitor's requests in flight."""
+
+    def __init__(self, app, blocks=None, max_body: int = 1 << 20, max_upload_body: int = 128 << 20,
+                 max_in_flight: int = 4, per_ip: bool = True):
+        self.app, self.blocks = app, blocks
+        self.max_body, self.max_upload_body = max_body, max_upload_body
+        self.max_in_flight, self.per_ip = max_in_flight, per_ip
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        limit = self.max_upload_body if path.endswith("/upload") else self.max_body
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await _reply(send, 413, f"the request is {int(length):,} bytes; the limit is {limit:,}")
+        if path.endswith(JOIN_SUFFIX) and self.blocks is not None:
+            body = await _read(receive, limit)
+            if body is None:
+                return await _reply(send, 413, f"the request is over the limit of {limit:,} bytes")
+            refusal = self.refusal(body, scope)
+            if refusal:
+                return await _reply(send, 429, refusal)
+            return await self.app(scope, _replay(body), send)
+        return await self.app(scope, _counting(receive, limit), send)
+
+    def refusal(self, body: bytes, scope) -> str | None:
+        """Why this queue join is refused (the visitor's requests in flight are at the cap), or None."""
+        try:
+            session = json.loads(body or b"{}").get("session_hash")
+        except (ValueError, AttributeError):
+            return None  # let Gradio answer a malformed body
+        queue = getattr(self.blocks, "_queue", None)
+        events = list(getattr(queue, "event_ids_to_events", {}).values()) if queue else []
+        ip = client_ip(scope) if self.per_ip else ""
+        mine = [e for e in events if e.session_hash == session or (ip and _event_ip(e) == ip)]
+        if len(mine) >= self.max_in_flight:
+            return (f"you already have {len(mine)} requests waiting or running (the limit is {self.max_in_flight} "
+                    "per visitor): wait for one to finish")
+        return None
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read(receive, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _counting(receive, limit: int):
+    """A receive() that fails once a streamed body passes `limit` bytes (no Content-Length given)."""
+    seen = 0
+
+    async def wrapped():
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise UserInputError(f"the request is over the limit of {limit:,} bytes")
+        return message
+
+    return wrapped
+
+
+def number(value, name: str, low: float, high: float, integer: bool = False) -> float | int:
+    """A number input checked before use: finite, within [low, high], whole if `integer`.
+
+    Raises UserInputError naming the input and its range (NaN, infinity, text, or out of range).
+    """
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}") from None
+    if not math.isfinite(x) or not low <= x <= high:
+        raise UserInputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    if integer:
+        if x != int(x):
+            raise UserInputError(f"{name} must be a whole number, got {value!r}")
+        return int(x)
+    return x
+
+
+def text(value, name: str, max_chars: int) -> str:
+    """A text input checked before it is parsed: at most max_chars characters."""
+    value = "" if value is None else str(value)
+    if len(value) > max_chars:
+        raise UserInputError(f"{name} is {len(value):,} characters long; the limit is {max_chars:,}")
+    return value
