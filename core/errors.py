@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class UserInputError(ValueError):
     """Bad input from the user: the message is one line that says what to change."""
+
+
+class ModelLoadError(UserInputError):
+    """A model could not be loaded. The message is one line, written for the user."""

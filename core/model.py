@@ -22,7 +22,7 @@ import importlib.util
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 
-from .errors import UserInputError
+from .errors import ModelLoadError, UserInputError
 from .model_limits import (check_config, check_hub_repo, check_loaded_weights, check_preprocessor, check_size,
                            weights_bytes)
 
@@ -38,10 +38,6 @@ DEFAULT_MODEL = "shapes-tiny"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
-
-
-class ModelLoadError(UserInputError):
-    """A model could not be loaded. The message is one line, written for the user."""
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserInputError
+from .errors import ModelLoadError
 
 MAX_IMAGE_SIZE = 1024  # pixels per side of the model's input (CLIP models use 224 to 448)
 MAX_TEXT_POSITIONS = 1024  # text positions (CLIP uses 77; long-context variants a few hundred)
 MAX_IMAGE_PATCHES = 4096  # (image_size / patch_size) ** 2
 
 
-class ModelLimitError(UserInputError):
+class ModelLimitError(ModelLoadError):
     """A model is over one of the limits; the message names it."""
 
 

@@ -1,0 +1,191 @@
+"""What a stranger on a public Space cannot do: each input bounded before the work it costs, models
+checked before they are loaded or downloaded, and one visitor unable to starve the others."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest_app import ROOT, make_model_dirs, model_source, running_app
+
+from core.errors import UserInputError
+from core.model import ModelLoadError, create
+from demo.context import AppConfig
+from demo.limits import client_ip, number, text
+from demo.models import ModelCache
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.utils import Status  # noqa: E402
+
+STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "many", None, 101, 0.5])
+def test_numbers_are_checked_before_use(value):
+    with pytest.raises(UserInputError, match="top-k must be"):
+        number(value, "top-k", 1, 100, integer=True)
+
+
+def test_text_is_capped_before_parsing_and_numbers_pass_when_sound():
+    assert number("7", "n", 1, 10, integer=True) == 7 and math.isclose(number(0.25, "d", 0, 1), 0.25)
+    with pytest.raises(UserInputError, match="1,000,001 characters long; the limit is 100,000"):
+        text("x" * 1_000_001, "the class names", 100_000)
+
+
+def test_the_visitor_is_the_proxy_hop_and_loopback_is_exempt():
+    headers = [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9")]  # the client wrote the first hop; the proxy the last
+    assert client_ip({"headers": headers, "client": ("10.0.0.1", 1)}) == "203.0.113.9"
+    assert client_ip({"headers": [], "client": ("127.0.0.1", 1)}) == ""
+    assert client_ip({"headers": [], "client": ("198.51.100.4", 1)}) == "198.51.100.4"
+
+
+def test_hostile_model_folders_are_refused_before_their_weights_load(tmp_path):
+    dirs = make_model_dirs(tmp_path, model_source())
+    folder = dirs["folder"]
+    cfg = AppConfig(default_model=model_source(), model_dirs=[folder.resolve()], max_model_mb=200)
+    cache = ModelCache(cfg)
+    for name, edit, message in [
+        ("huge-image", lambda c: c["vision_config"].update(image_size=8000), "image_size 8000"),
+        ("huge-text", lambda c: c["text_config"].update(max_position_embeddings=1_000_000), "text positions"),
+    ]:
+        target = folder / name
+        create("tiny", seed=0).save(target)
+        config = json.loads((target / "config.json").read_text())
+        edit(config)
+        (target / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ModelLoadError, match=message):
+            cache.get(str(target))
+    big = folder / "big-preprocessor"
+    create("tiny", seed=0).save(big)
+    (big / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 8000}, "crop_size": 8000}))
+    with pytest.raises(ModelLoadError, match="over the limit of 1024 pixels"):
+        cache.get(str(big))
+    small_limit = ModelCache(AppConfig(default_model=model_source(), model_dirs=[folder.resolve()], max_model_mb=10))
+    with pytest.raises(ModelLoadError, match="its weights are 16 MB; the limit is 10 MB"):
+        small_limit.get(str(dirs["other"]))  # the bundled model, stored in fp16
+    empty = folder / "no-real-weights"
+    create("tiny", seed=0).save(empty)
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"unrelated": torch.zeros(4)}, str(empty / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match="do not match its config"):
+        cache.get(str(empty))
+    with pytest.raises(ModelLoadError, match="too long"):
+        cache.get("m" * 300)
+    with pytest.raises(ModelLoadError) as err:
+        cache.get(str(tmp_path))
+    assert str(tmp_path) not in str(err.value).replace(str(tmp_path), "", 1)  # no server folder named but the one asked
+
+
+def test_the_model_cache_never_holds_more_than_its_limit():
+    resident, peak = [], []
+
+    def loader(source):
+        peak.append(len(cache.cached()) + 1)  # what is in memory while this one loads
+        return object()
+
+    cache = ModelCache(AppConfig(default_model="a/one", max_models=2), loader=loader)
+    for name in ("a/one", "b/two", "c/three", "d/four", "a/one"):
+        cache.get(name)
+        resident.append(len(cache.cached()))
+    assert max(peak) <= 2 and max(resident) <= 2
+
+
+def test_a_public_space_loads_only_the_listed_hub_models(monkeypatch):
+    cfg = AppConfig.from_env({"SPACE_ID": "someone/clip-lab"})
+    cache = ModelCache(cfg, loader=lambda s: object())
+    with pytest.raises(ModelLoadError, match="loads only its listed Hub models"):
+        cache.get("someone/whatever-clip")
+    assert cache.resolve("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
+    assert AppConfig.from_env({"SPACE_ID": "x/y", "CLIP_LAB_ALLOW_ANY_HUB_MODEL": "1"}).allow_any_hub_model
+    assert AppConfig.from_env({}).allow_any_hub_model  # a machine of your own: any id
+
+
+def test_a_hub_repo_is_checked_before_anything_is_downloaded(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import snapshot_download  # noqa: F401
+
+    import core.model as cm
+
+    class Sibling:
+        def __init__(self, name, size):
+            self.rfilename, self.size = name, size
+
+    class Info:
+        siblings = [Sibling("config.json", 500), Sibling("model.safetensors", 5 << 30)]
+
+    downloads = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo, files_metadata=False: Info())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: downloads.append(a) or pytest.fail("downloaded"))
+
+    def fake_snapshot(repo_id, allow_patterns=None, local_files_only=False):
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        downloads.append(repo_id)
+        pytest.fail("weights downloaded before the size check")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    with pytest.raises(ModelLoadError, match="5,120 MB; the limit is 2,048 MB"):
+        cm.load("someone/huge-clip", max_bytes=2048 << 20)
+    assert downloads == []
+
+
+@pytest.fixture(scope="module")
+def url():
+    with running_app({"CLIP_LAB_TEST_GATE": "1", "CLIP_LAB_QUEUE_SIZE": "32"}) as u:
+        yield u
+
+
+def _post(url: str, path: str, body: bytes, headers: dict | None = None) -> int:
+    request = urllib.request.Request(url + path, body, {"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_a_big_request_body_is_refused_before_it_is_read(url):
+    """The refusal comes from the declared length alone: the 3 MB body is never sent, let alone read."""
+    import http.client
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    conn.putrequest("POST", "/gradio_api/queue/join")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(3 << 20))
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 413 and b"the limit is 1,048,576" in response.read()
+    conn.close()
+    small = json.dumps({"data": ["x"], "fn_index": 10_000, "session_hash": "s"}).encode()
+    assert _post(url, "gradio_api/queue/join", small) not in (413, 429)  # a small one reaches Gradio (which judges it)
+
+
+def test_one_visitor_at_the_cap_cannot_starve_another(url):
+    """Visitor A fills its 4 places with held jobs; its fifth is refused; visitor B is served meanwhile."""
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    held = [a.submit(api_name="/test_hold") for _ in range(4)]
+    for job in held:
+        deadline_ok = False
+        for _ in range(3000):  # up to 60 s, polled every 20 ms
+            if job.status().code in (Status.PROCESSING, Status.IN_QUEUE):
+                deadline_ok = True
+                break
+            import time
+
+            time.sleep(0.02)
+        assert deadline_ok, job.status().code
+    with pytest.raises(Exception, match="limit is 4 per visitor|429"):
+        a.submit(api_name="/test_hold").result(timeout=60)
+    label = b.predict(image=handle_file(STAR), classnames="circle\nstar", templates="a {}.", api_name="/zero_shot")[0]
+    assert label["label"] in ("circle", "star")
+    assert _post(url, "gradio_api/run/test_release", json.dumps({"data": [4]}).encode()) == 200
+    assert [job.result(timeout=60) for job in held] == ["released"] * 4
