@@ -53,8 +53,8 @@ def open_image(item) -> Image.Image:
     if isinstance(item, Image.Image):
         image = item
     else:
-        path = _path_of(item)
-        name = Path(path).name
+        path = io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else _path_of(item)
+        name = "image" if isinstance(path, io.BytesIO) else Path(path).name
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -5,6 +5,7 @@ Shared by the similarity-matrix and embedding-map tabs. Every builder returns a 
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.data import DataError, open_dataset, to_rgb
+from core.data import DataError, open_dataset
 from core.errors import UserInputError
 from core.model import looks_like_path
 from core.shapes import ShapesWorld
@@ -82,29 +83,57 @@ def check_dataset_source(source: str, data_dirs: list[Path]) -> str:
 
 
 def dataset_pairs(source: str, split: str, image_column: str, text_column: str, n: int, seed: int,
-                  data_dirs: list[Path], opened: Callable | None = None) -> Pairs:
-    """n (image, caption) pairs drawn with `seed` from a `datasets` source (map-style).
+                  data_dirs: list[Path], opened: Callable | None = None, max_bytes: int = 256 << 20) -> Pairs:
+    """n (image, caption) pairs drawn with `seed` from a `datasets` source, bounded before decoding.
 
-    opened(source, split, opener) returns the opened split from the app's cache (Services.dataset);
-    without it the split is opened for this call only.
+    A local folder (inside `data_dirs`) is read map-style (memory-mapped); a Hub dataset is only ever
+    streamed, n rows from a seeded shuffle buffer, never downloaded whole. Image cells are read as
+    encoded bytes and decoded by `open_image` (format allowlist, pixel cap from the header, shrunk on
+    decode); at most `max_bytes` of them are read in all. A cell that names a file is opened only
+    when the file lies inside an allowed data folder. opened(source, split, opener) returns the
+    opened split from the app's cache (Services.dataset).
     """
+    import datasets
+
     source = check_dataset_source(source, data_dirs)
     split = (split or "train").strip()
-    ds = opened(source, split, lambda: open_dataset(source, split)) if opened else open_dataset(source, split)
-    columns = list(getattr(ds, "column_names", []) or [])
+    local = Path(source).is_dir()
+    opener = lambda: open_dataset(source, split, streaming=not local)  # noqa: E731
+    ds = opened(source, split, opener) if opened else opener()
+    columns = list(ds.column_names or (ds.features or {}).keys())
     for col in (image_column, text_column):
         if col not in columns:
             raise DataError(f"{source} has no column {col!r}; its columns are {', '.join(columns)}")
-    total = len(ds)
-    take = min(int(n), total)
-    if take < 1:
-        raise DataError(f"{source} [{split}] is empty")
-    idx = np.sort(np.random.default_rng(int(seed)).choice(total, size=take, replace=False)) if take < total else np.arange(total)
-    rows = [ds[int(i)] for i in idx]
-    images = []
+    ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    if local:
+        total = len(ds)
+        take = min(int(n), total)
+        if take < 1:
+            raise DataError(f"{source} [{split}] is empty")
+        idx = np.sort(np.random.default_rng(int(seed)).choice(total, size=take, replace=False)) if take < total else np.arange(total)
+        rows = [ds[int(i)] for i in idx]
+    else:
+        rows = list(itertools.islice(ds.shuffle(seed=int(seed), buffer_size=min(1000, 4 * int(n))), int(n)))
+        idx = np.arange(len(rows))
+        if not rows:
+            raise DataError(f"{source} [{split}] is empty")
+    images, read = [], 0
+    too_much = DataError(f"{source}: the images are over {max_bytes >> 20} MB in all; ask for fewer pairs")
     for i, r in zip(idx, rows):
+        cell = r[image_column] or {}
+        data, path = cell.get("bytes"), cell.get("path")
+        if data is None and path:
+            where = Path(path).expanduser().resolve()
+            if not any(where == d or d in where.parents for d in data_dirs):
+                raise DataError(f"{source} row {int(i)}: its image names a file outside the allowed data folders")
+            if read + where.stat().st_size > max_bytes:
+                raise too_much
+            data = where.read_bytes()
+        read += len(data or b"")
+        if read > max_bytes:
+            raise too_much
         try:
-            images.append(open_image(to_rgb(r[image_column])))
+            images.append(open_image(data))
         except Exception as e:
             raise DataError(f"{source} row {int(i)}: unreadable image ({e.__class__.__name__})") from None
     captions = []

@@ -189,3 +189,39 @@ def test_one_visitor_at_the_cap_cannot_starve_another(url):
     assert label["label"] in ("circle", "star")
     assert _post(url, "gradio_api/run/test_release", json.dumps({"data": [4]}).encode()) == 200
     assert [job.result(timeout=60) for job in held] == ["released"] * 4
+
+
+def test_dataset_images_are_bounded_and_paths_stay_inside_the_allowed_folders(tmp_path, monkeypatch):
+    import datasets
+    from PIL import Image
+
+    from demo import sources
+
+    allowed, outside = tmp_path / "data", tmp_path / "secret"
+    allowed.mkdir()
+    outside.mkdir()
+    inside_png, outside_png = allowed / "in.png", outside / "out.png"
+    Image.new("RGB", (30, 30), "red").save(inside_png)
+    Image.new("RGB", (30, 30), "blue").save(outside_png)
+    for name, path in (("good", inside_png), ("bad", outside_png)):
+        features = datasets.Features({"image": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                                      "text": datasets.Value("string")})  # a cell that names a file, not embedded
+        ds = datasets.Dataset.from_dict({"image": [{"path": str(path), "bytes": None}], "text": ["a square"]}, features)
+        ds.save_to_disk(str(allowed / name))
+    dirs = [allowed.resolve()]
+    pairs = sources.dataset_pairs(str(allowed / "good"), "train", "image", "text", 1, 0, dirs)
+    assert pairs.captions == ["a square"] and pairs.images[0].size == (30, 30)
+    with pytest.raises(UserInputError, match="outside the allowed data folders"):
+        sources.dataset_pairs(str(allowed / "bad"), "train", "image", "text", 1, 0, dirs)
+    with pytest.raises(UserInputError, match="over 0 MB in all"):
+        sources.dataset_pairs(str(allowed / "good"), "train", "image", "text", 1, 0, dirs, max_bytes=10)
+    asked = {}
+
+    def fake_open(source, split, streaming=False):
+        asked.update(source=source, streaming=streaming)
+        raise UserInputError("stop here")
+
+    monkeypatch.setattr(sources, "open_dataset", fake_open)
+    with pytest.raises(UserInputError, match="stop here"):
+        sources.dataset_pairs("someone/pairs", "train", "image", "text", 5, 0, dirs)
+    assert asked == {"source": "someone/pairs", "streaming": True}  # a Hub dataset is only ever streamed
