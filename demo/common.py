@@ -76,11 +76,16 @@ def running(ctx, request, tab: str):
 
 
 def stop_button(ctx, button, tab: str, events: list) -> None:
-    """Wire a Stop button: it cancels the events in the browser and stops their work on the server."""
-    def stop(request: gr.Request):
-        ctx.jobs.stop(getattr(request, "session_hash", None), tab)
+    """Wire a Stop button: it cancels the events in the browser and stops their work on the server.
+    It is also the API endpoint /stop_<tab>, for scripts: gradio_client's job.cancel() alone only
+    stops waiting for the answer, while this stops the session's work."""
+    def stop(request: gr.Request) -> str:
+        n = ctx.jobs.stop(getattr(request, "session_hash", None), tab)
+        return f"stopped {n} job(s)"
 
-    button.click(stop, None, None, cancels=events, queue=False, api_visibility="private")
+    stop.__doc__ = f"Stop this session's running {tab.replace('_', '-')} job (its work ends after the current batch)."
+    button.click(stop, None, gr.Textbox(visible=False, label="Stopped"), cancels=events, queue=False,
+                 api_name=f"stop_{tab}")
 
 
 def get_model(ctx, name: str, progress: gr.Progress | None = None):

@@ -59,7 +59,7 @@ def test_a_long_head_shows_progress_and_stop_ends_the_work(app, tmp_path):
             page.wait_for_selector(":text('encoding prompts')")  # the bar names the step and counts prompts
             page.wait_for_function("() => /[1-9][0-9,]* of 20,000 prompts/.test(document.body.innerText)")
             page.screenshot(path=str(shots / "progress_and_stop.png"))
-            assert cores_used(proc.pid) > 0.5  # it is working
+            assert cores_used(proc.pid) > 0.3  # it is working
             page.click("#zs-stop")
             stopped = time.monotonic()
             while cores_used(proc.pid, 0.25) >= 0.2:
@@ -74,3 +74,27 @@ def test_a_long_head_shows_progress_and_stop_ends_the_work(app, tmp_path):
             assert "Traceback" not in page.content()
         finally:
             browser.close()
+
+
+def test_an_api_client_stops_its_own_job(app):
+    """gradio_client's job.cancel() only stops waiting; /stop_zero_shot stops the session's work."""
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    proc, url = app
+    from demo.zero_shot import preset_text
+
+    client, other = Client(url, verbose=False), Client(url, verbose=False)
+    templates = "\n".join(f"an api photo number {i} of a {{}}." for i in range(20))
+    job = client.submit(classnames=preset_text("classnames", "ImageNet-1k"), templates=templates, api_name="/zero_shot")
+    deadline = time.monotonic() + 60
+    while job.status().code != Status.PROCESSING:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert other.predict(api_name="/stop_zero_shot") == "stopped 0 job(s)"  # another session's Stop touches nothing
+    assert cores_used(proc.pid) > 0.3  # it is working (2 cores; less when other processes share them)
+    assert client.predict(api_name="/stop_zero_shot") == "stopped 1 job(s)"
+    stopped = time.monotonic()
+    while cores_used(proc.pid, 0.25) >= 0.2:
+        assert time.monotonic() - stopped < 2.0, "the server kept working after /stop_zero_shot"
+    job.result(timeout=30)  # the job ends (its outputs unchanged), and the app keeps serving
