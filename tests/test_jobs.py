@@ -146,3 +146,28 @@ def test_the_disk_cache_is_bounded_and_drops_damaged_files(tmp_path):
     assert cache.size() <= 10_000 and cache.get("k9") is not None and cache.get("k0") is None
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     assert cache.get("bad") is None and not (tmp_path / "bad.safetensors").exists()
+
+
+def test_big_encodes_never_run_more_than_the_concurrency_limit_at_once(monkeypatch):
+    """Four big head builds at once: at most `concurrency` (2) encode at the same time; the others wait."""
+    import torch
+
+    ctx = AppContext.create(AppConfig(default_model=model_source(), concurrency=2, heavy_prompts=10))
+    clip = ctx.models.get(model_source())
+    running, peak, lock, gate = [0], [0], threading.Lock(), threading.Event()
+
+    def encode(model, texts, progress=None):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        gate.wait(0.3)  # hold the slot a moment (a bounded wait, not a sync point)
+        with lock:
+            running[0] -= 1
+        return torch.nn.functional.normalize(torch.randn(len(texts), clip.embed_dim), dim=-1)
+
+    monkeypatch.setattr(gpu, "encode_texts", encode)
+    threads = [threading.Thread(target=ctx.services.zero_shot_head, args=(clip, [f"c{i}-{j}" for j in range(20)], ["a {}."]))
+               for i in range(4)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert peak[0] == 2 and len(ctx.services.heads) == 4
