@@ -176,9 +176,10 @@ def _exit_with_parent(parent: int) -> None:
     """End this process (SIGTERM) when `parent`, the trainer, dies, even by `kill -9`, which gives
     the trainer no chance to shut its workers down; else they run on as orphans, mid-batch.
 
-    Linux: the kernel sends the signal (prctl PR_SET_PDEATHSIG). Elsewhere, or if prctl fails, a
-    daemon thread polls os.getppid(), which changes when the parent dies. Either way a parent that
-    died before this call is caught by the first check."""
+    Linux: the kernel sends the signal (prctl PR_SET_PDEATHSIG; strictly, when the thread that
+    forked the worker ends: the one iterating batch_stream, which outlives its loader). Elsewhere,
+    or if prctl fails, a daemon thread polls os.getppid(), which changes when the parent dies.
+    Either way a parent that died before this call is caught by the first check."""
     armed = False
     if sys.platform.startswith("linux"):
         try:
