@@ -47,8 +47,9 @@ CSS = """
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """The whole app: the model picker above three tabs. Nothing is loaded until first use."""
     ctx = ctx or AppContext.create()
-    # uploads and other temporary files are deleted an hour after they were made (checked every 10 min)
-    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as app:
+    # uploads and other temporary files are deleted upload_ttl_s after they arrive (checked 6 times as often)
+    ttl = ctx.config.upload_ttl_s
+    with gr.Blocks(title=TITLE, delete_cache=(max(5, ttl // 6), ttl)) as app:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
         model_state, model_status, describe_model = build_picker(ctx)

@@ -51,6 +51,8 @@ class AppConfig:
     cache_dir: Path | None = None  # the disk cache of heads [CLIP_LAB_CACHE_DIR; from_env: see demo.disk_cache]
     disk_cache_mb: int = 2048
     heavy_prompts: int = 2000  # head builds with more prompts share the `concurrency` heavy slots
+    heavy_wait_s: float = 5.0  # a big request waits this long for a heavy slot, then is told the server is busy
+    upload_ttl_s: int = 3600  # uploads are deleted this long after they arrive [CLIP_LAB_UPLOAD_TTL_S]
     # inputs
     max_file_size: str = "10mb"
     max_upload_images: int = 64
@@ -106,6 +108,8 @@ class AppConfig:
         cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
+        if env.get("CLIP_LAB_UPLOAD_TTL_S"):
+            cfg.upload_ttl_s = max(10, int(env["CLIP_LAB_UPLOAD_TTL_S"]))
         any_hub = env.get("CLIP_LAB_ALLOW_ANY_HUB_MODEL", "0" if env.get("SPACE_ID") else "1")
         cfg.allow_any_hub_model = any_hub.lower() in ("1", "true", "yes")
         if env.get("CLIP_LAB_HUB_MODELS"):

@@ -26,9 +26,8 @@ from core.zeroshot import parse_classnames, parse_templates
 
 from .common import get_model, running, stop_button, upload_and_dataset_inputs, user_errors
 from .gpu import embed_images, embed_texts
-from .limits import number, text
+from .limits import count_at_most, early_checks, number, text
 from .map_figure import COLOUR_BY, Atlas, atlas_tile, label_values, map_figure, thumbnail_atlas
-from .services import model_key
 from .sources import SOURCES, Pairs, SourceSpec, build_pairs
 
 DEFAULT_SET = SourceSpec("shapes world", 500, 0, "eval")  # 1,000 points
@@ -355,7 +354,15 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
 
     inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors,
               min_dist, colour_by, centred, links, classnames_box, templates_box, model_state, state]
+    checks = early_checks({1: lambda v: number(v if v is not None else DEFAULT_SET.n, "N", 1, cfg.max_map_pairs, integer=True),
+                           2: lambda v: number(v or 0, "seed", 0, 2**31 - 1, integer=True),
+                           4: count_at_most(cfg.max_upload_images, "images"),
+                           12: lambda v: number(v if v is not None else 15, "n_neighbors", 2, 100, integer=True),
+                           13: lambda v: number(v if v is not None else 0.1, "min_dist", 0, 0.99),
+                           17: lambda v: text(v, "the class names", cfg.max_text_chars),
+                           18: lambda v: text(v, "the templates", cfg.max_text_chars)})
     drawn = run.click(embedding_map, inputs, [plot, gap, data, state], api_name="embedding_map", concurrency_id="map",
+                      validator=checks,
                       concurrency_limit=1, show_progress_on=[status, plot])
     # a dropdown fires .input twice for one pick (on the pick and again on blur); .select fires once
     gr.on([colour_by.select, links.input], redraw, [state, colour_by, centred, links], plot, api_visibility="private",

@@ -51,32 +51,41 @@ class Job:
 
 
 class Jobs:
-    """The running jobs of every session, by (session, tab): at most one per tab of a session."""
+    """The running jobs of every session, by (session, tab); a session may run several on one tab."""
 
     def __init__(self):
-        self._jobs: dict[tuple[str, str], Job] = {}
+        self._jobs: dict[tuple[str, str], list[Job]] = {}
         self._lock = threading.Lock()
 
     def start(self, session: str | None, tab: str, time_limit_s: float | None = None) -> Job:
         """Register a new job for this session's tab (a later Stop there stops it)."""
         job = Job(time_limit_s)
         with self._lock:
-            self._jobs[(session or "", tab)] = job
+            self._jobs.setdefault((session or "", tab), []).append(job)
         return job
 
     def stop(self, session: str | None, tab: str | None = None) -> int:
-        """Stop this session's job on `tab` (every tab when None); returns how many were stopped."""
+        """Stop this session's jobs on `tab` (every tab when None); returns how many were stopped."""
         with self._lock:
             keys = [k for k in self._jobs if k[0] == (session or "") and (tab is None or k[1] == tab)]
-            for key in keys:
-                self._jobs.pop(key).stopped.set()
-        return len(keys)
+            jobs = [job for key in keys for job in self._jobs.pop(key)]
+        for job in jobs:
+            job.stopped.set()
+        return len(jobs)
 
     def finish(self, session: str | None, tab: str, job: Job) -> None:
-        """Forget a job that ended (if it is still the registered one)."""
+        """Forget a job that ended."""
+        key = (session or "", tab)
         with self._lock:
-            if self._jobs.get((session or "", tab)) is job:
-                del self._jobs[(session or "", tab)]
+            if job in self._jobs.get(key, []):
+                self._jobs[key].remove(job)
+                if not self._jobs[key]:
+                    del self._jobs[key]
+
+    def running(self, session: str | None) -> int:
+        """How many jobs this session has running."""
+        with self._lock:
+            return sum(len(v) for k, v in self._jobs.items() if k[0] == (session or ""))
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return sum(len(v) for v in self._jobs.values())

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Callable
 
 from core.errors import UserInputError
 
 JOIN_SUFFIX = "/queue/join"
+CANCEL_SUFFIX = "/cancel"
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -57,6 +59,12 @@ class GuardMiddleware:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await _reply(send, 413, f"the request is {int(length):,} bytes; the limit is {limit:,}")
+        if path.endswith(CANCEL_SUFFIX) and self.blocks is not None:
+            body = await _read(receive, limit)
+            if body is None:
+                return await _reply(send, 413, f"the request is over the limit of {limit:,} bytes")
+            self.stop_session(body)  # gradio_client's job.cancel(): stop the work, not only the waiting
+            return await self.app(scope, _replay(body), send)
         if path.endswith(JOIN_SUFFIX) and self.blocks is not None:
             body = await _read(receive, limit)
             if body is None:
@@ -66,6 +74,16 @@ class GuardMiddleware:
                 return await _reply(send, 429, refusal)
             return await self.app(scope, _replay(body), send)
         return await self.app(scope, _counting(receive, limit), send)
+
+    def stop_session(self, body: bytes) -> None:
+        """A cancel from a client: set the Stop flags of that session's running jobs."""
+        jobs = getattr(getattr(self.blocks, "clip_ctx", None), "jobs", None)
+        try:
+            session = json.loads(body or b"{}").get("session_hash")
+        except (ValueError, AttributeError):
+            return
+        if jobs is not None and session:
+            jobs.stop(session)
 
     def refusal(self, body: bytes, scope) -> str | None:
         """Why this queue join is refused (the visitor's requests in flight are at the cap), or None."""
@@ -77,8 +95,13 @@ class GuardMiddleware:
         events = list(getattr(queue, "event_ids_to_events", {}).values()) if queue else []
         ip = client_ip(scope) if self.per_ip else ""
         mine = [e for e in events if e.session_hash == session or (ip and _event_ip(e) == ip)]
-        if len(mine) >= self.max_in_flight:
-            return (f"you already have {len(mine)} requests waiting or running (the limit is {self.max_in_flight} "
+        jobs = getattr(getattr(self.blocks, "clip_ctx", None), "jobs", None)
+        queued_ids = {e.session_hash for e in mine}
+        # work whose event was cancelled but has not reached its next Stop check still counts
+        orphans = jobs.running(session) if jobs is not None and session not in queued_ids else 0
+        count = len(mine) + orphans
+        if count >= self.max_in_flight:
+            return (f"you already have {count} requests waiting or running (the limit is {self.max_in_flight} "
                     "per visitor): wait for one to finish")
         return None
 
@@ -153,5 +176,33 @@ def text(value, name: str, max_chars: int) -> str:
     """A text input checked before it is parsed: at most max_chars characters."""
     value = "" if value is None else str(value)
     if len(value) > max_chars:
-        raise UserInputError(f"{name} is {len(value):,} characters long; the limit is {max_chars:,}")
+        raise UserInputError(f"{name}: {len(value):,} characters; the limit is {max_chars:,}")
     return value
+
+
+def early_checks(checks: dict[int, Callable]) -> Callable:
+    """A Gradio `validator=` for an event: checks[i](value) runs on input i when the request joins the
+    queue, before it takes a place there, so a request that would be refused never waits in line.
+    Each check raises UserInputError; its first line is shown to the user."""
+    import gradio as gr
+
+    def validate(*values):
+        verdicts = []
+        for i, value in enumerate(values):
+            try:
+                if i in checks:
+                    checks[i](value)
+                verdicts.append(gr.validate(True, ""))
+            except UserInputError as e:
+                verdicts.append(gr.validate(False, str(e).splitlines()[0]))
+        return verdicts
+
+    return validate
+
+
+def count_at_most(limit: int, what: str) -> Callable:
+    """A check that a list input (uploaded files) has at most `limit` items."""
+    def check(value) -> None:
+        if value is not None and len(value) > limit:
+            raise UserInputError(f"{len(value)} {what}; the limit is {limit} per request")
+    return check

@@ -11,13 +11,14 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
 import numpy as np
 import torch
 
+from core.errors import UserInputError
 from core.zeroshot import ensemble_head, template_embeddings
 
 from .disk_cache import DiskCache
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from .context import AppConfig
 
 MB = 1 << 20
+
+
+class ServerBusy(UserInputError):
+    """Every slot for big work is taken: the user is told to come back, at once."""
 
 
 def nbytes(value) -> int:
@@ -163,7 +168,7 @@ class Services:
             emb = self.disk.get(disk_key) if disk_key else None  # [T, C, D]
             if emb is None or tuple(emb.shape[:2]) != (len(templates), len(classnames)):
                 heavy = len(classnames) * len(templates) > self.config.heavy_prompts
-                with self.heavy if heavy else nullcontext():
+                with self.heavy_slot() if heavy else nullcontext():
                     emb = template_embeddings(clip, classnames, templates, progress, encode=embed_texts)
                 if disk_key:
                     self.disk.put(disk_key, emb)
@@ -171,13 +176,25 @@ class Services:
 
         return self.heads.get_or_compute(key, compute)
 
+    @contextmanager
+    def heavy_slot(self):
+        """One of the `concurrency` slots for big encodes; if none frees up within heavy_wait_s, a busy
+        message (rather than holding a request slot while waiting, which would starve quick requests)."""
+        if not self.heavy.acquire(timeout=self.config.heavy_wait_s):
+            raise ServerBusy(f"the server is busy with {self.config.concurrency} big requests (large class lists or "
+                             "map sets); try again in a minute, or ask for less")
+        try:
+            yield
+        finally:
+            self.heavy.release()
+
     def encoded_set(self, clip, key: Hashable, build: Callable[[], object]) -> tuple[object, bool]:
         """(value, was_cached) for an encoded set of this model: build() runs once, under the encoding lock."""
         full_key = (model_key(clip), key)
         value = self.sets.get(full_key)
         if value is not None:
             return value, True
-        with self.encoding, self.heavy:
+        with self.encoding, self.heavy_slot():
             return self.sets.get_or_compute(full_key, build)
 
     def dataset(self, source: str, split: str, opener: Callable[[], object]):

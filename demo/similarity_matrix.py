@@ -14,7 +14,7 @@ import gradio as gr
 from core.errors import UserInputError
 
 from .common import get_model, running, stop_button, upload_and_dataset_inputs, user_errors
-from .limits import number, text
+from .limits import count_at_most, early_checks, number, text
 from .matrix_view import (LOSS_COLUMNS, VIEWS, as_frame, captions_frame, captions_from_frame, compute_matrix, new_batch,
                           parse_extra)
 from .sources import SOURCES, SourceSpec, build_pairs
@@ -132,7 +132,12 @@ def build_tab(ctx, model_state: gr.State) -> None:
         return batch, r.figure, r.figures_md, r.losses, r.data, note
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]
+    checks = early_checks({1: lambda v: number(v, "N", 2, cfg.max_matrix_pairs, integer=True),
+                           2: lambda v: number(v or 0, "seed", 0, 2**31 - 1, integer=True),
+                           4: count_at_most(cfg.max_matrix_pairs, "images"),
+                           9: lambda v: text(v, "the extra captions", cfg.max_text_chars)})
     built = build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
+                        validator=checks,
                         api_name="build_batch", concurrency_id="inference", concurrency_limit=cfg.inference_slots(),
                         js=FORGET_EDITS_JS)
     # Gradio's table fires `input` twice for one edit committed with Enter or Tab; a browser-side
@@ -141,8 +146,8 @@ def build_tab(ctx, model_state: gr.State) -> None:
     table.input(None, table, edits, js=COUNT_EDITS_JS, api_visibility="private", queue=False)
     redrawn = gr.on([edits.change, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
                     [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix",
-                    concurrency_id="inference", concurrency_limit=cfg.inference_slots(),
-                    trigger_mode="always_last")
+                    concurrency_id="inference", concurrency_limit=cfg.inference_slots(), trigger_mode="always_last",
+                    validator=early_checks({2: lambda v: text(v, "the extra captions", cfg.max_text_chars)}))
     stop_button(ctx, stop, "matrix", [built, redrawn])
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)
     gr.on([source.input, n.release, seed.input, split.input, files.upload, files.clear, ds_name.input, ds_split.input,

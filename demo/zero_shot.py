@@ -18,7 +18,7 @@ from core.zeroshot import classname_presets, parse_classnames, parse_templates, 
 from .common import get_model, running, stop_button, user_errors
 from .context import EXAMPLES_DIR
 from .images import display_name, open_image
-from .limits import number, text
+from .limits import count_at_most, early_checks, number, text
 from .zero_shot_view import (BATCH_COLUMNS, MAX_SCALE, MIN_SCALE, TEMPLATE_COLUMNS, check_inputs, duplicate_notice,
                              render, score, vocabulary_notice)
 
@@ -177,8 +177,13 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
 
     run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
+    checks = early_checks({1: count_at_most(cfg.max_upload_images, "images"),
+                           2: lambda v: text(v, "the class names", cfg.max_text_chars),
+                           3: lambda v: text(v, "the templates", cfg.max_text_chars),
+                           4: lambda v: number(v, "top-k", 1, 20, integer=True),
+                           5: lambda v: number(v, "the logit scale", MIN_SCALE, MAX_SCALE)})
     event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference",
-                      concurrency_limit=cfg.inference_slots(), show_progress_on=[label, plot, info])
+                      concurrency_limit=cfg.inference_slots(), show_progress_on=[label, plot, info], validator=checks)
     stop_button(ctx, stop, "zero_shot", [event])
     for ex in (shape_ex, photo_ex):
         ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference",

@@ -73,3 +73,25 @@ def running_app(extra_env: dict | None = None, timeout: float = 180.0):
         yield url
     finally:
         stop_app(proc)
+
+
+def screenshot_dir(tmp_path_factory) -> Path:
+    """docs/screenshots/ when CLIP_LAB_UPDATE_SCREENSHOTS=1 (to refresh the docs), else a temp folder."""
+    if os.environ.get("CLIP_LAB_UPDATE_SCREENSHOTS") == "1":
+        out = ROOT / "docs" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def save_shapes_dataset(folder: Path, n: int = 12, seed: int = 3) -> Path:
+    """A small local `datasets` source (image, text, shape) saved with save_to_disk; returns its path."""
+    import datasets
+
+    from core.shapes import ShapesWorld
+
+    samples = ShapesWorld(seed=seed).take(n)
+    ds = datasets.Dataset.from_dict({"image": [s.image for s in samples], "text": [s.caption for s in samples],
+                                     "shape": [s.labels["shape"] for s in samples]}).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(folder))
+    return folder

@@ -9,7 +9,7 @@ import re
 import urllib.request
 
 import pytest
-from conftest_app import ROOT, make_model_dirs, model_source, running_app
+from conftest_app import ROOT, make_model_dirs, model_source, running_app, save_shapes_dataset
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -25,15 +25,9 @@ def env(tmp_path_factory):
     dirs = make_model_dirs(root, model_source())
     data = root / "data"
     data.mkdir()
-    import datasets
     from PIL import Image
 
-    from core.shapes import ShapesWorld
-
-    samples = ShapesWorld(seed=3).take(12)
-    ds = datasets.Dataset.from_dict({"image": [s.image for s in samples], "text": [s.caption for s in samples],
-                                     "shape": [s.labels["shape"] for s in samples]}).cast_column("image", datasets.Image())
-    ds.save_to_disk(str(data / "tiny"))
+    save_shapes_dataset(data / "tiny")
     bad = root / "bad.png"
     bad.write_text("this is not an image")
     Image.new("RGB", (40, 40), "blue").save(root / "blue_square.png")

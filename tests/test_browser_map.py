@@ -9,12 +9,11 @@ Needs /usr/bin/chromium (`apt-get install -y chromium`); never `playwright insta
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest_app import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
+from conftest_app import CHROMIUM, CHROMIUM_ARGS, running_app, screenshot_dir
 
 from core.shapes import COLOURS
 
@@ -44,11 +43,7 @@ def page():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    if os.environ.get("CLIP_LAB_UPDATE_SCREENSHOTS") == "1":
-        out = ROOT / "docs" / "screenshots"
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    return tmp_path_factory.mktemp("screenshots")
+    return screenshot_dir(tmp_path_factory)
 
 
 def _title(page) -> str:

@@ -32,7 +32,7 @@ def test_numbers_are_checked_before_use(value):
 
 def test_text_is_capped_before_parsing_and_numbers_pass_when_sound():
     assert number("7", "n", 1, 10, integer=True) == 7 and math.isclose(number(0.25, "d", 0, 1), 0.25)
-    with pytest.raises(UserInputError, match="1,000,001 characters long; the limit is 100,000"):
+    with pytest.raises(UserInputError, match="the class names: 1,000,001 characters; the limit is 100,000"):
         text("x" * 1_000_001, "the class names", 100_000)
 
 
@@ -225,3 +225,31 @@ def test_dataset_images_are_bounded_and_paths_stay_inside_the_allowed_folders(tm
     with pytest.raises(UserInputError, match="stop here"):
         sources.dataset_pairs("someone/pairs", "train", "image", "text", 5, 0, dirs)
     assert asked == {"source": "someone/pairs", "streaming": True}  # a Hub dataset is only ever streamed
+
+
+def test_a_request_that_would_be_refused_never_takes_a_place_in_the_queue(url):
+    """Text caps and upload counts are checked as the request joins (Gradio's validator), so even a full
+    queue is no excuse for making the user wait to hear 'no'."""
+    c = Client(url, verbose=False)
+    with pytest.raises(Exception, match="100,000"):
+        c.predict(classnames="x" * 200_000, api_name="/zero_shot")
+    with pytest.raises(Exception, match="the limit is 64 per request"):
+        c.predict(images=[handle_file(STAR)] * 65, api_name="/zero_shot")
+
+
+def test_a_cancelled_api_job_stops_its_work(url):
+    """gradio_client's job.cancel() reaches the Stop flags too (the guard reads the cancel request)."""
+    from demo.zero_shot import preset_text
+
+    c = Client(url, verbose=False)
+    templates = "\n".join(f"a cancelled photo number {i} of a {{}}." for i in range(20))
+    job = c.submit(classnames=preset_text("classnames", "ImageNet-1k"), templates=templates, api_name="/zero_shot")
+    import time
+
+    deadline = time.monotonic() + 60
+    while job.status().code not in (Status.PROCESSING, Status.PROGRESS):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    job.cancel()
+    # the cancel itself stopped the session's job: a Stop pressed now finds nothing left to stop
+    assert c.predict(api_name="/stop_zero_shot") == "stopped 0 job(s)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest_app import running_app
+from conftest_app import running_app, save_shapes_dataset
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -19,14 +19,7 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("map-app")
     data = root / "data"
     data.mkdir()
-    import datasets
-
-    from core.shapes import ShapesWorld
-
-    samples = ShapesWorld(seed=3).take(12)
-    ds = datasets.Dataset.from_dict({"image": [s.image for s in samples], "text": [s.caption for s in samples],
-                                     "shape": [s.labels["shape"] for s in samples]}).cast_column("image", datasets.Image())
-    ds.save_to_disk(str(data / "tiny"))
+    save_shapes_dataset(data / "tiny")
     return {"data": data / "tiny", "extra_env": {"CLIP_LAB_DATA_DIRS": str(data)}}
 
 
