@@ -51,7 +51,7 @@ class AppConfig:
     cache_dir: Path | None = None  # the disk cache of heads [CLIP_LAB_CACHE_DIR; from_env: see demo.disk_cache]
     disk_cache_mb: int = 2048
     heavy_prompts: int = 2000  # head builds with more prompts share the `concurrency` heavy slots
-    heavy_wait_s: float = 5.0  # a big request waits this long for a heavy slot, then is told the server is busy
+    heavy_wait_s: float = 0.5  # a big request waits this long for a heavy slot, then is told the server is busy
     upload_ttl_s: int = 3600  # uploads are deleted this long after they arrive [CLIP_LAB_UPLOAD_TTL_S]
     # inputs
     max_file_size: str = "10mb"
@@ -77,7 +77,7 @@ class AppConfig:
     preload: tuple[str, ...] = ()  # models loaded at start besides the default (CLIP_LAB_PRELOAD, comma-separated)
     # serving
     server_name: str = "127.0.0.1"
-    queue_size: int = 32
+    queue_size: int = 128  # each visitor holds at most max_in_flight_per_visitor of these places
     concurrency: int = 2
     warm_umap: bool = True
     warmup_delay: float = 5.0

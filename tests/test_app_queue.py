@@ -91,7 +91,7 @@ def test_queue_settings_from_the_environment():
 
     cfg = AppConfig.from_env({"CLIP_LAB_QUEUE_SIZE": "5", "CLIP_LAB_CONCURRENCY": "3"})
     assert (cfg.queue_size, cfg.concurrency) == (5, 3)
-    assert AppConfig.from_env({}).queue_size == 32
+    assert AppConfig.from_env({}).queue_size == 128
     for bad in ("0", "many"):
         with pytest.raises(ValueError, match="CLIP_LAB_QUEUE_SIZE"):
             AppConfig.from_env({"CLIP_LAB_QUEUE_SIZE": bad})
