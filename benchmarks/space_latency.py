@@ -136,31 +136,25 @@ def check_standin(snapshot: Path, preset_name: str) -> dict:
 # ---------------------------------------------------------------- bounds
 
 
-def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 FLOP/s of torch.matmul of two n x n matrices on this CPU: median of `repeats` after a warm-up."""
+def matmul_rate(n: int = 2048, repeats: int = 5, clock=time.perf_counter) -> float:
+    """fp32 FLOP/s of torch.matmul of two n x n matrices on this CPU: median of `repeats` after a warm-up.
+
+    clock=time.process_time gives FLOPs per second of this process's CPU time (all threads): on a
+    shared machine wall time counts the seconds other processes hold the cores; CPU time does not,
+    so work in CPU seconds against that rate stays comparable when the load changes."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.matmul(a, b)
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         torch.matmul(a, b)
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return 2 * n ** 3 / statistics.median(times)
 
 
 def matmul_cpu_rate(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 FLOPs per second of this process's CPU time (all threads) in torch.matmul: median of `repeats`.
-
-    On a shared machine wall time counts the seconds other processes hold the cores; CPU time
-    does not, so work in CPU seconds against this rate stays comparable when the load changes."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    times = []
-    for _ in range(repeats):
-        t = time.process_time()
-        torch.matmul(a, b)
-        times.append(time.process_time() - t)
-    return 2 * n ** 3 / statistics.median(times)
+    """matmul_rate in FLOPs per CPU second (see matmul_rate)."""
+    return matmul_rate(n, repeats, clock=time.process_time)
 
 
 def text_flops(clip, lengths) -> float:

@@ -95,3 +95,20 @@ def save_shapes_dataset(folder: Path, n: int = 12, seed: int = 3) -> Path:
                                      "shape": [s.labels["shape"] for s in samples]}).cast_column("image", datasets.Image())
     ds.save_to_disk(str(folder))
     return folder
+
+
+def wait_for_status(job, codes, seconds: float = 60) -> None:
+    """Wait until a gradio_client job's status is one of `codes` (a condition, polled every 20 ms)."""
+    deadline = time.monotonic() + seconds
+    while job.status().code not in codes:
+        assert time.monotonic() < deadline, f"the job never reached {codes}: {job.status().code}"
+        time.sleep(0.02)
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium through Playwright (never `playwright install`); fails clearly when it is missing."""
+    import pytest
+
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium`")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

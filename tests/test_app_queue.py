@@ -7,11 +7,10 @@ their slot until the test releases them, so which job runs and which waits is ne
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
-from conftest_app import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
+from conftest_app import ROOT, launch_chromium, running_app, wait_for_status
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -25,20 +24,12 @@ def _zero_shot(client: Client):
                          api_name="/zero_shot")
 
 
-def _reach(job, wanted: Status, seconds: float = 60) -> None:
-    """Wait until a job's status is `wanted` (a condition, not a sleep: polled every 20 ms)."""
-    deadline = time.monotonic() + seconds
-    while job.status().code != wanted:
-        assert time.monotonic() < deadline, f"the job never reached {wanted}: {job.status().code}"
-        time.sleep(0.02)
-
-
 def _fill(clients: list) -> list:
     """One held job running and one waiting behind it: the queue of one is full, and stays so."""
     running = clients[0].submit(api_name="/test_hold")
-    _reach(running, Status.PROCESSING)
+    wait_for_status(running, (Status.PROCESSING,))
     waiting = clients[1].submit(api_name="/test_hold")
-    _reach(waiting, Status.IN_QUEUE)
+    wait_for_status(waiting, (Status.IN_QUEUE,))
     return [running, waiting]
 
 
@@ -72,7 +63,7 @@ def _browser_user_sees_busy(url: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.set_default_timeout(120_000)

@@ -9,23 +9,20 @@ CLIP_LAB_UPDATE_SCREENSHOTS=1. Needs /usr/bin/chromium (`apt-get install -y chro
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest_app import CHROMIUM, CHROMIUM_ARGS as ARGS, ROOT, running_app, screenshot_dir
+from conftest_app import ROOT, launch_chromium, running_app, screenshot_dir
 
 JOIN = "gradio_api/queue/join"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium`")
     from playwright.sync_api import sync_playwright
 
     with running_app() as url, sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = launch_chromium(p)
         b.app_url = url
         yield b
         b.close()

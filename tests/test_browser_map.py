@@ -9,11 +9,10 @@ Needs /usr/bin/chromium (`apt-get install -y chromium`); never `playwright insta
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest_app import CHROMIUM, CHROMIUM_ARGS, running_app, screenshot_dir
+from conftest_app import launch_chromium, running_app, screenshot_dir
 
 from core.shapes import COLOURS
 
@@ -23,12 +22,10 @@ JOIN = "/gradio_api/queue/join"
 
 @pytest.fixture(scope="module")
 def page():
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium` (see DEVELOPERS.md)")
     from playwright.sync_api import sync_playwright
 
     with running_app() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         pg = browser.new_page(viewport={"width": 1360, "height": 1100})
         pg.set_default_timeout(180_000)
         pg.joins = []

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_app import CHROMIUM, CHROMIUM_ARGS, ROOT, model_source, start_app, stop_app, wait_until_up
+from conftest_app import (ROOT, launch_chromium, model_source, start_app, stop_app, wait_for_status,
+                          wait_until_up)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -43,7 +44,7 @@ def test_a_long_head_shows_progress_and_stop_ends_the_work(app, tmp_path):
     proc, url = app
     shots = ROOT / "docs" / "screenshots" if os.environ.get("CLIP_LAB_UPDATE_SCREENSHOTS") == "1" else tmp_path
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 1000})
             page.set_default_timeout(120_000)
@@ -87,10 +88,7 @@ def test_an_api_client_stops_its_own_job(app):
     client, other = Client(url, verbose=False), Client(url, verbose=False)
     templates = "\n".join(f"an api photo number {i} of a {{}}." for i in range(20))
     job = client.submit(classnames=preset_text("classnames", "ImageNet-1k"), templates=templates, api_name="/zero_shot")
-    deadline = time.monotonic() + 60
-    while job.status().code not in (Status.PROCESSING, Status.PROGRESS):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_status(job, (Status.PROCESSING, Status.PROGRESS))
     assert other.predict(api_name="/stop_zero_shot") == "stopped 0 job(s)"  # another session's Stop touches nothing
     assert cores_used(proc.pid) > 0.3  # it is working (2 cores; less when other processes share them)
     assert client.predict(api_name="/stop_zero_shot") == "stopped 1 job(s)"

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest_app import ROOT, make_model_dirs, model_source, running_app
+from conftest_app import ROOT, make_model_dirs, model_source, running_app, wait_for_status
 
 from core.errors import UserInputError
 from core.model import ModelLoadError, create
@@ -108,7 +108,6 @@ def test_a_public_space_loads_only_the_listed_hub_models(monkeypatch):
 
 def test_a_hub_repo_is_checked_before_anything_is_downloaded(monkeypatch):
     import huggingface_hub
-    from huggingface_hub import snapshot_download  # noqa: F401
 
     import core.model as cm
 
@@ -174,15 +173,7 @@ def test_one_visitor_at_the_cap_cannot_starve_another(url):
     a, b = Client(url, verbose=False), Client(url, verbose=False)
     held = [a.submit(api_name="/test_hold") for _ in range(4)]
     for job in held:
-        deadline_ok = False
-        for _ in range(3000):  # up to 60 s, polled every 20 ms
-            if job.status().code in (Status.PROCESSING, Status.IN_QUEUE):
-                deadline_ok = True
-                break
-            import time
-
-            time.sleep(0.02)
-        assert deadline_ok, job.status().code
+        wait_for_status(job, (Status.PROCESSING, Status.IN_QUEUE))
     with pytest.raises(Exception, match="limit is 4 per visitor|429"):
         a.submit(api_name="/test_hold").result(timeout=60)
     label = b.predict(image=handle_file(STAR), classnames="circle\nstar", templates="a {}.", api_name="/zero_shot")[0]
@@ -244,12 +235,7 @@ def test_a_cancelled_api_job_stops_its_work(url):
     c = Client(url, verbose=False)
     templates = "\n".join(f"a cancelled photo number {i} of a {{}}." for i in range(20))
     job = c.submit(classnames=preset_text("classnames", "ImageNet-1k"), templates=templates, api_name="/zero_shot")
-    import time
-
-    deadline = time.monotonic() + 60
-    while job.status().code not in (Status.PROCESSING, Status.PROGRESS):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_status(job, (Status.PROCESSING, Status.PROGRESS))
     job.cancel()
     # the cancel itself stopped the session's job: a Stop pressed now finds nothing left to stop
     assert c.predict(api_name="/stop_zero_shot") == "stopped 0 job(s)"
