@@ -123,7 +123,8 @@ def main() -> None:
         start_warmup(ctx)
     app = build_app(ctx)
     guard = Middleware(GuardMiddleware, blocks=app, max_body=config.max_request_kb << 10,
-                       max_upload_body=config.max_upload_request_mb << 20, max_in_flight=config.max_in_flight_per_visitor)
+                       max_upload_body=config.max_upload_request_mb << 20, max_in_flight=config.max_in_flight_per_visitor,
+                       rate_per_minute=config.rate_per_minute, burst=config.rate_burst)
     app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                max_file_size=config.max_file_size, show_error=True, css=CSS, js=HOVER_JS, mcp_server=True,

@@ -22,6 +22,9 @@ def _split_dirs(value: str) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
 
 
+QUICK_SLOTS = 4  # requests of the inference group beyond the heavy ones (see AppConfig.inference_slots)
+
+
 @dataclass
 class AppConfig:
     """Settings read once at start-up (environment variables in brackets).
@@ -67,6 +70,8 @@ class AppConfig:
     max_request_kb: int = 1024  # one request body (uploads aside), refused before it is read
     max_upload_request_mb: int = 128  # one upload request (each file is also capped by max_file_size)
     max_in_flight_per_visitor: int = 4  # requests one visitor (session or IP) may have waiting or running
+    rate_per_minute: int = 30  # queued requests one address may start a minute (a person clicks far less) ...
+    rate_burst: int = 8  # ... and at once; this machine's own clients (loopback, no proxy) are not counted
     time_limit_s: int = 600  # a request that runs longer is stopped like a Stop press
     # Hub models: the listed ones (hub_models, CLIP_LAB_HUB_MODELS) always; any other id only when
     # allowed (CLIP_LAB_ALLOW_ANY_HUB_MODEL; off on a Space by default), and never over max_model_mb
@@ -84,9 +89,10 @@ class AppConfig:
     test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
 
     def inference_slots(self) -> int:
-        """Requests of the 'inference' group running at once: the heavy slots plus as many for quick
-        requests (a cached head, a view change), so big head builds never hold every slot."""
-        return 2 * self.concurrency
+        """Requests of the 'inference' group running at once: the `concurrency` heavy slots plus
+        QUICK_SLOTS for quick requests (a cached head, a view change), so that big head builds, which
+        hold a slot for their whole run, never leave quick requests waiting behind them."""
+        return self.concurrency + QUICK_SLOTS
 
     def torch_device(self) -> str:
         """The device models are loaded on: `device`, with "auto" meaning CUDA when torch sees one."""

@@ -6,13 +6,15 @@ through `launch(app_kwargs=...)`):
   (by Content-Length, and by counting the bytes of a streamed body);
 - a visitor (a browser session, or an IP address: the Spaces proxy passes the client's address in
   X-Forwarded-For) with `max_in_flight` requests already queued or running gets 429 for one more,
-  so that nobody can fill the queue and starve the others.
+  and an address may start at most `rate_per_minute` requests a minute (`burst` at once), so that
+  nobody can fill the queue, or keep it busy, and starve the others.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Callable
 
 from core.errors import UserInputError
@@ -46,10 +48,11 @@ class GuardMiddleware:
     """ASGI middleware: body-size limits per route, and a cap on each visitor's requests in flight."""
 
     def __init__(self, app, blocks=None, max_body: int = 1 << 20, max_upload_body: int = 128 << 20,
-                 max_in_flight: int = 4, per_ip: bool = True):
+                 max_in_flight: int = 4, per_ip: bool = True, rate_per_minute: float = 30, burst: int = 8):
         self.app, self.blocks = app, blocks
         self.max_body, self.max_upload_body = max_body, max_upload_body
         self.max_in_flight, self.per_ip = max_in_flight, per_ip
+        self.rates = RateLimiter(rate_per_minute, burst)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -103,7 +106,32 @@ class GuardMiddleware:
         if count >= self.max_in_flight:
             return (f"you already have {count} requests waiting or running (the limit is {self.max_in_flight} "
                     "per visitor): wait for one to finish")
+        if ip and not self.rates.allow(ip):
+            return (f"too many requests from your address (the limit is {self.rates.per_minute:g} a minute, "
+                    f"{self.rates.burst} at once): wait a few seconds")
         return None
+
+
+class RateLimiter:
+    """A token bucket per key (a visitor's IP): `burst` requests at once, then `per_minute` a minute.
+    Thread-safe enough for one event loop; at most `max_keys` visitors are remembered."""
+
+    def __init__(self, per_minute: float, burst: int, max_keys: int = 10_000):
+        self.per_minute, self.burst, self.max_keys = float(per_minute), int(burst), max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Take one token for `key` if it has one; False when it is out of them."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_minute / 60.0)
+        if len(self._buckets) >= self.max_keys and key not in self._buckets:
+            self._buckets.pop(next(iter(self._buckets)))  # forget the oldest visitor
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
 
 
 async def _reply(send, status: int, detail: str) -> None:

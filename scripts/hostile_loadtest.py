@@ -8,7 +8,8 @@
 Starts `python app.py` itself on a free 127.0.0.1 port (offline, bundled model, no warm-up, a temp
 CLIP_LAB_CACHE_DIR and GRADIO_TEMP_DIR, OMP_NUM_THREADS=2), then runs 32 gradio_client sessions
 at once, each with its own X-Forwarded-For address (so the per-visitor cap sees 32 visitors):
-- `good`: small zero-shot questions in a loop; their latency is what the targets judge;
+- `good`: small zero-shot questions at a person's pace (one every GOOD_PAUSE_S = 3 s, inside the
+  app's per-address rate of 30 a minute); their latency is what the targets judge;
 - `upload`: 65 distinct 3 KB PNGs to /zero_shot (over the cap of 64: must be refused), 40 to
   /embedding_map as "uploaded images", and raw POSTs to /gradio_api/upload that never join the queue;
 - `cancel`: a 20,000-prompt head (ImageNet-1k x 20 templates, a new template each time so no cache
@@ -49,6 +50,7 @@ from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 ATTACKS = ("upload", "cancel", "prompts", "queue", "body", "numbers")
+GOOD_PAUSE_S = 3.0  # a person reads the answer before asking again
 # roles of the 32 clients: 2 good visitors, then the attackers
 ROLES = ["good"] * 2 + ["upload"] * 5 + ["cancel"] * 6 + ["prompts"] * 4 + ["queue"] * 4 + ["body"] * 5 + ["numbers"] * 6
 # what an expected refusal says (matched case-insensitively against the error's text)
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         def good(c, i):
             while live():
                 _call(tally, "good", lambda: c.predict(**good_q), False)
-                time.sleep(0.2)
+                time.sleep(GOOD_PAUSE_S)
 
         def upload(c, i):
             rng = random.Random(i)

@@ -43,6 +43,16 @@ def test_the_visitor_is_the_proxy_hop_and_loopback_is_exempt():
     assert client_ip({"headers": [], "client": ("198.51.100.4", 1)}) == "198.51.100.4"
 
 
+def test_an_address_gets_a_burst_then_a_steady_rate():
+    from demo.limits import RateLimiter
+
+    rates = RateLimiter(per_minute=30, burst=8)
+    assert all(rates.allow("203.0.113.9", now=0.0) for _ in range(8))  # a burst of 8
+    assert not rates.allow("203.0.113.9", now=0.0)  # the ninth at once is refused
+    assert rates.allow("198.51.100.1", now=0.0)  # another address is not affected
+    assert not rates.allow("203.0.113.9", now=1.0) and rates.allow("203.0.113.9", now=2.1)  # one token per 2 s
+
+
 def test_hostile_model_folders_are_refused_before_their_weights_load(tmp_path):
     dirs = make_model_dirs(tmp_path, model_source())
     folder = dirs["folder"]
