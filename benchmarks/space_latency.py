@@ -39,8 +39,6 @@ output in the temp folder.
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
 import json
 import os
 import platform
@@ -49,13 +47,12 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: standin, text_tower_variants
 HUB_ID = "openai/clip-vit-base-patch32"
 RESULTS = ROOT / "benchmarks" / "results" / "space_latency.json"
 TARGETS = {"imagenet80_bound_ratio": 1.3, "matrix_s": 0.3, "map_bound_ratio": 1.5, "busy_zero_shot_s": 1.0}
@@ -65,176 +62,12 @@ if __name__ == "__main__":  # before huggingface_hub is imported: it reads these
     os.environ.update(HF_HOME=str(_HOME), HF_HUB_CACHE=str(_HOME / "hub"), HF_HUB_OFFLINE="1",
                       TRANSFORMERS_OFFLINE="1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-
-# ---------------------------------------------------------------- the stand-in checkpoint
-
-
-def standin_revision(preset_name: str) -> str:
-    """A fixed 40-hex commit id for the stand-in's snapshot folder."""
-    return hashlib.sha1(f"clip-lab stand-in for {HUB_ID}, preset {preset_name}, seed 0".encode()).hexdigest()
-
-
-def build_standin(hub_cache: str | os.PathLike, preset_name: str = "base", seed: int = 0) -> Path:
-    """Save a random-weight CLIP with the real config, tokenizer and processor as the Hub cache's
-    `openai/clip-vit-base-patch32` (snapshot + refs/main). Returns the snapshot folder."""
-    from core.model import PRESETS, image_processor_for, load_tokenizer
-    from transformers import CLIPModel
-
-    preset = PRESETS[preset_name]
-    torch.manual_seed(seed)
-    config = preset.to_config()
-    config.text_config.hidden_act = config.vision_config.hidden_act = "quick_gelu"  # as OpenAI's checkpoint
-    model = CLIPModel(config).eval()
-    tokenizer = load_tokenizer()
-    tokenizer.model_max_length = preset.context_length
-    repo = Path(hub_cache) / f"models--{HUB_ID.replace('/', '--')}"
-    sha = standin_revision(preset_name)
-    snapshot = repo / "snapshots" / sha
-    if snapshot.exists():
-        shutil.rmtree(snapshot)
-    snapshot.mkdir(parents=True)
-    model.save_pretrained(snapshot, safe_serialization=True)
-    tokenizer.save_pretrained(snapshot)
-    image_processor_for(preset.image_size).save_pretrained(snapshot)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(sha)
-    return snapshot
-
-
-def check_standin(snapshot: Path, preset_name: str) -> dict:
-    """core.load(HUB_ID) offline: it must resolve to the stand-in's snapshot, with its config and tokenizer."""
-    import core
-    from core.model import PRESETS
-
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    t = time.perf_counter()
-    clip = core.load(HUB_ID)
-    load_s = time.perf_counter() - t
-    cfg, preset = clip.model.config, PRESETS[preset_name]
-    ids = clip.tokenizer("a photo of a cat.")["input_ids"]
-    checks = {
-        "source": clip.source, "revision": clip.revision, "load_s": load_s,
-        "weights_path_is_snapshot": clip.revision == core.model.weights_revision(snapshot),
-        "vision": [cfg.vision_config.hidden_size, cfg.vision_config.num_hidden_layers, cfg.vision_config.patch_size,
-                   cfg.vision_config.image_size],
-        "text": [cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers, cfg.text_config.num_attention_heads,
-                 cfg.text_config.max_position_embeddings],
-        "projection_dim": cfg.projection_dim, "tokens_of_a_photo_of_a_cat": ids,
-        "processor_crop": clip.processor.crop_size,
-        "parameters_m": sum(p.numel() for p in clip.model.parameters()) / 1e6,
-    }
-    assert checks["weights_path_is_snapshot"], "core.load did not read the stand-in's snapshot"
-    assert checks["vision"] == [preset.vision_width, preset.vision_layers, preset.patch_size, preset.image_size]
-    assert checks["text"] == [preset.text_width, preset.text_layers, preset.text_heads, preset.context_length]
-    assert ids == [49406, 320, 1125, 539, 320, 2368, 269, 49407], ids
-    return {"clip": clip, "checks": checks}
-
-
-# ---------------------------------------------------------------- bounds
-
-
-def matmul_rate(n: int = 2048, repeats: int = 5, clock=time.perf_counter) -> float:
-    """fp32 FLOP/s of torch.matmul of two n x n matrices on this CPU: median of `repeats` after a warm-up.
-
-    clock=time.process_time gives FLOPs per second of this process's CPU time (all threads): on a
-    shared machine wall time counts the seconds other processes hold the cores; CPU time does not,
-    so work in CPU seconds against that rate stays comparable when the load changes."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    times = []
-    for _ in range(repeats):
-        t = clock()
-        torch.matmul(a, b)
-        times.append(clock() - t)
-    return 2 * n ** 3 / statistics.median(times)
-
-
-def matmul_cpu_rate(n: int = 2048, repeats: int = 5) -> float:
-    """matmul_rate in FLOPs per CPU second (see matmul_rate)."""
-    return matmul_rate(n, repeats, clock=time.process_time)
-
-
-def text_flops(clip, lengths) -> float:
-    """FLOPs of the text tower for prompts of these token lengths (each at its own length, no padding)."""
-    c = clip.model.config.text_config
-    w, layers, d = c.hidden_size, c.num_hidden_layers, clip.embed_dim
-    L = np.asarray(lengths, dtype=np.float64)
-    return float((layers * (24 * L * w * w + 4 * L * L * w)).sum() + len(L) * 2 * w * d)
-
-
-def image_flops(clip, n: int) -> float:
-    """FLOPs of the image tower for n images: patch embedding, the layers, the projection."""
-    c = clip.model.config.vision_config
-    w, layers, p, s = c.hidden_size, c.num_hidden_layers, c.patch_size, c.image_size
-    patches = (s // p) ** 2
-    tokens = patches + 1
-    per = 2 * patches * 3 * p * p * w + layers * (24 * tokens * w * w + 4 * tokens * tokens * w) + 2 * w * clip.embed_dim
-    return float(n * per)
-
-
-def counted_flops(fn) -> float:
-    """FLOPs of one call as torch.utils.flop_counter counts them (a cross-check of the formulas)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
-
-
-def prompt_lengths(clip, prompts: list[str]) -> list[int]:
-    from core.encode import token_ids
-
-    return [len(ids) for ids in token_ids(clip, prompts, warn=False)]
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def seconds(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def wall_and_cpu(fn) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds over all threads) of one call of fn."""
-    t, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - t, time.process_time() - c
-
-
-def lines(kind: str, name: str) -> list[str]:
-    from demo.zero_shot import preset_text
-
-    return [x for x in preset_text(kind, name).splitlines() if x.strip()]
-
-
-def test_images(n: int, seed: int = 0):
-    """n distinct 64 px shapes-world images (the processor resizes them to 224)."""
-    from core.shapes import ShapesWorld
-
-    return [s.image.convert("RGB") for s in ShapesWorld(seed=seed, split="eval").take(n)]
-
-
-def app_context(cache_dir: Path, max_prompts: int = 20_000):
-    """A fresh AppContext (empty in-memory caches) whose disk cache of heads is cache_dir."""
-    from demo.context import AppConfig, AppContext
-
-    return AppContext.create(AppConfig(default_model=HUB_ID, cache_dir=cache_dir, max_prompts=max_prompts,
-                                       warm_umap=False, device="cpu"))
-
-
-def zero_shot_call(ctx, clip, image, classnames, templates):
-    """What the app's /zero_shot does on the server: the head (cached or built), one image scored, the view."""
-    from demo.zero_shot_view import render, score
-
-    head, cached = ctx.services.zero_shot_head(clip, classnames, templates)
-    s = score(clip, head, [image], ["image"], HUB_ID, [])
-    render(s, 5, s.model_scale)
-    return cached
+from standin import (HUB_ID, app_context, build_standin, check_standin, counted_flops, image_flops,  # noqa: E402,F401
+                     lines, matmul_cpu_rate, matmul_rate, prompt_lengths, seconds, test_images,
+                     text_flops, wall_and_cpu, zero_shot_call)
+from text_tower_variants import variant_rows  # noqa: E402
 
 
 # ---------------------------------------------------------------- rows
@@ -404,151 +237,6 @@ def map_rows(clip, tmp: Path, q: dict, out: dict) -> None:
     }
     print(f"map: first draw {total:.1f} s (set {t_set:.1f}, umap {t_proj:.2f}); image bound {img_bound:.1f} s, "
           f"images {enc_img_s:.1f} s", flush=True)
-
-
-# ---------------------------------------------------------------- int8 and ONNX Runtime
-
-
-@contextmanager
-def text_tower(model, text_model, text_projection):
-    """Swap a text tower into a CLIPModel for the duration (core's encode_texts then runs it)."""
-    saved = model.text_model, model.text_projection
-    model.text_model, model.text_projection = text_model, text_projection
-    try:
-        yield
-    finally:
-        model.text_model, model.text_projection = saved
-
-
-def int8_tower(model):
-    """(text_model, text_projection) with every Linear dynamically quantized to int8 (copies)."""
-    holder = torch.nn.ModuleDict({"t": copy.deepcopy(model.text_model), "p": copy.deepcopy(model.text_projection)})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = torch.ao.quantization.quantize_dynamic(holder, {torch.nn.Linear}, dtype=torch.qint8)
-    return q["t"], q["p"]
-
-
-class OrtTextModel(torch.nn.Module):
-    """The exported text tower (text model + projection) run by onnxruntime, shaped as CLIPTextModel's output."""
-
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-
-    def forward(self, input_ids, attention_mask=None):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        emb = self.session.run(None, {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()})[0]
-        return types.SimpleNamespace(pooler_output=torch.from_numpy(emb))
-
-
-def onnx_tower(model, path: Path):
-    """(OrtTextModel, Identity) for model's text tower exported to path, or None if onnxruntime is missing."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    from core.encode import text_features
-
-    class Tower(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask):
-            return text_features(self.m, input_ids, attention_mask)
-
-    ids = torch.tensor([[49406, 320, 1125, 539, 320, 2368, 269, 49407]] * 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Tower(model).eval(), (ids, torch.ones_like(ids)), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                                        "embedding": {0: "batch"}})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return OrtTextModel(session), torch.nn.Identity()
-
-
-def variant_rows(clip, tmp: Path, q: dict, out: dict) -> None:
-    """int8 dynamic quantization and ONNX Runtime for the text tower: speed vs fp32 and agreement."""
-    import core
-    from core.encode import encode_images, encode_texts
-    from core.evaluate import shapes_eval_set
-    from core.shapes import colour_classnames, combo_classnames, shape_classnames
-    from core.zeroshot import build_classifier
-
-    names = lines("classnames", "ImageNet-1k")[: q["classes"]]
-    prompts = [f"a photo of a {names[i * len(names) // q['variant_prompts']]}." for i in range(q["variant_prompts"])]
-    variants = {"int8": int8_tower(clip.model)}
-    export_t = time.perf_counter()
-    ort_tower = onnx_tower(clip.model, tmp / "text.onnx")
-    if ort_tower is not None:
-        variants["onnxruntime"] = ort_tower
-        out["onnx_export_s"] = time.perf_counter() - export_t
-    out["onnxruntime"] = None if ort_tower is None else __import__("onnxruntime").__version__
-
-    def run(name, fn):
-        if name == "fp32":
-            return fn()
-        with text_tower(clip.model, *variants[name]):
-            return fn()
-
-    sides = ["fp32", *variants]
-    ref = encode_texts(clip, prompts)
-    emb = {n: run(n, lambda: encode_texts(clip, prompts)) for n in sides}  # also the warm-up
-    times = {n: [] for n in sides}
-    for r in range(q["repeats"]):
-        order = sides[r % len(sides):] + sides[: r % len(sides)]
-        for n in order:
-            times[n].append(seconds(lambda n=n: run(n, lambda: encode_texts(clip, prompts))))
-    # the stand-in's 1,000-class head (one template) over some images: same top-1?
-    images = test_images(q["agree_images"], seed=7)
-    img = encode_images(clip, images)
-    heads = {n: run(n, lambda: build_classifier(clip, names, ["a photo of a {}."])) for n in sides}
-    top1 = {n: (img @ heads[n].T).argmax(1) for n in sides}
-    # the bundled (trained) model: shapes-world evaluation, predictions per image
-    tiny = core.load("shapes-tiny")
-    tiny_variants = {"int8": int8_tower(tiny.model)}
-    if ort_tower is not None:
-        tiny_variants["onnxruntime"] = onnx_tower(tiny.model, tmp / "tiny_text.onnx")
-    samples = shapes_eval_set(q["eval_n"])
-    tiny_img = encode_images(tiny, [s.image.convert("RGB") for s in samples])
-    tasks = {"colour": colour_classnames(), "shape": shape_classnames(), "combo": combo_classnames()}
-    truth = {"colour": [f"{s.labels['colour']} shape" for s in samples], "shape": [s.labels["shape"] for s in samples],
-             "combo": [s.labels["combo"] for s in samples]}
-    tiny_pred = {}
-    for n in sides:
-        def predict():
-            return {t: (tiny_img @ build_classifier(tiny, list(c), ["a photo of a {}."]).T).argmax(1) for t, c in tasks.items()}
-        if n == "fp32":
-            tiny_pred[n] = predict()
-        else:
-            with text_tower(tiny.model, *tiny_variants[n]):
-                tiny_pred[n] = predict()
-    rows = {}
-    for n in sides:
-        acc = {t: float(np.mean([list(tasks[t])[int(k)] == y for k, y in zip(tiny_pred[n][t], truth[t])])) for t in tasks}
-        rows[n] = {
-            "texts_per_s": len(prompts) / statistics.median(times[n]), "seconds": statistics.median(times[n]),
-            "samples_s": times[n],
-            "speedup_vs_fp32": statistics.median([a / b for a, b in zip(times["fp32"], times[n])]),
-            "min_cosine_vs_fp32": float(torch.nn.functional.cosine_similarity(emb[n], ref).min()),
-            "standin_head_same_top1": float((top1[n] == top1["fp32"]).float().mean()),
-            "bundled_eval_top1": acc,
-            "bundled_eval_same_prediction": {t: float((tiny_pred[n][t] == tiny_pred["fp32"][t]).float().mean()) for t in tasks},
-        }
-        rows[n]["qualifies"] = (n != "fp32" and rows[n]["speedup_vs_fp32"] > 1.05 and rows[n]["min_cosine_vs_fp32"] >= 0.99
-                                and rows[n]["standin_head_same_top1"] == 1.0
-                                and all(v == 1.0 for v in rows[n]["bundled_eval_same_prediction"].values()))
-    out["text_variants"] = {"prompts": len(prompts), "agree_images": len(images), "eval_n": len(samples), "rows": rows,
-                            "qualifies_means": "faster than fp32 by > 5%, lowest cosine >= 0.99, same top-1 on every "
-                                               "stand-in image and on every bundled-eval image"}
-    for n, r in rows.items():
-        print(f"text {n}: {r['texts_per_s']:.0f} texts/s ({r['speedup_vs_fp32']:.2f}x), cos {r['min_cosine_vs_fp32']:.5f}, "
-              f"top-1 same {r['standin_head_same_top1']:.0%}, bundled same {r['bundled_eval_same_prediction']}", flush=True)
 
 
 # ---------------------------------------------------------------- the running app

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import huggingface_hub.constants as hub_constants
 
-from benchmarks.space_latency import HUB_ID, build_standin, check_standin, standin_revision
+from benchmarks.standin import HUB_ID, build_standin, check_standin, standin_revision
 from core.model import weights_revision
 
 
