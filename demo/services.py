@@ -162,9 +162,9 @@ class Services:
         prompts is built under the `heavy` semaphore, so big builds never take every core.
         """
         key = (model_key(clip), tuple(classnames), tuple(templates))
-        disk_key = DiskCache.key(*model_key(clip), list(classnames), list(templates)) if self.disk and clip.revision else None
 
-        def compute() -> ZeroShotHead:
+        def compute() -> ZeroShotHead:  # only on a miss in memory
+            disk_key = DiskCache.key(*model_key(clip), list(classnames), list(templates)) if self.disk and clip.revision else None
             emb = self.disk.get(disk_key) if disk_key else None  # [T, C, D]
             if emb is None or tuple(emb.shape[:2]) != (len(templates), len(classnames)):
                 heavy = len(classnames) * len(templates) > self.config.heavy_prompts
