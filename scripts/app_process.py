@@ -63,3 +63,18 @@ def stop_app(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_app_or_none(log_path: str | os.PathLike, extra_env: dict | None = None, timeout: float = 180.0,
+                      cwd: str | os.PathLike | None = None) -> tuple[subprocess.Popen, str] | None:
+    """start_app, then wait until it answers: (process, URL), or None after printing one `error:` line
+    (the app exited or never answered; it is stopped). For CLIs that exit 1 when the app cannot start."""
+    proc, url = start_app(log_path, extra_env, cwd=cwd)
+    try:
+        wait_until_up(url, proc, timeout, log_path)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if proc.poll() is None:
+            stop_app(proc)
+        return None
+    return proc, url

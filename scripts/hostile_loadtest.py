@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
+from scripts.app_process import start_app_or_none, stop_app  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 ATTACKS = ("upload", "cancel", "prompts", "queue", "body", "numbers")
@@ -210,16 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     openai = preset_text("templates", "OpenAI's 80").splitlines()
     env = {"CLIP_LAB_WARMUP": "0", "CLIP_LAB_CACHE_DIR": str(cache), "GRADIO_TEMP_DIR": str(gtmp), "OMP_NUM_THREADS": "2"}
     t_start = time.perf_counter()
-    proc, url = start_app(tmp / "app.log", env)
+    started = start_app_or_none(tmp / "app.log", env)
+    if started is None:
+        return 1
+    proc, url = started
     watched = [gtmp, cache]
     samples: list[dict] = []
     stop_sampling = threading.Event()
     try:
-        try:
-            wait_until_up(url, proc, 180, tmp / "app.log")
-        except (RuntimeError, TimeoutError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
         mk = lambda i: Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": f"198.51.100.{i}"})
         good_q = dict(image=handle_file(STAR), classnames="circle\nstar\nsquare", templates="a photo of a {}.",
                       api_name="/zero_shot")

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.app_process import start_app, stop_app, wait_until_up  # noqa: E402
+from scripts.app_process import start_app_or_none, stop_app  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 
@@ -75,13 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="clip-lab-loadtest-"))
     other = tmp / "random-tiny"
     create("tiny", seed=1).save(other)  # a second model, so sessions can differ
-    proc, url = start_app(tmp / "app.log", {"CLIP_LAB_WARMUP": "0", "CLIP_LAB_MODEL_DIRS": str(tmp)})
+    started = start_app_or_none(tmp / "app.log", {"CLIP_LAB_WARMUP": "0", "CLIP_LAB_MODEL_DIRS": str(tmp)})
+    if started is None:
+        return 1
+    proc, url = started
     try:
-        try:
-            wait_until_up(url, proc, 180, tmp / "app.log")
-        except (RuntimeError, TimeoutError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
         # 1. two sessions, two models, one question at the same time
         alone_a, alone_b = Client(url, verbose=False), Client(url, verbose=False)
         alone_b.predict(str(other), api_name="/load_model")
