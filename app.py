@@ -127,7 +127,7 @@ def main() -> None:
                        rate_per_minute=config.rate_per_minute, burst=config.rate_burst)
     app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               max_file_size=config.max_file_size, show_error=True, css=CSS, js=HOVER_JS, mcp_server=True,
+               max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS, js=HOVER_JS, mcp_server=True,
                theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
 
 

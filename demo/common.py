@@ -11,6 +11,7 @@ import plotly.io as pio
 
 from core.errors import UserInputError
 
+from .fair import visitor_of
 from .jobs import JobStopped
 
 log = logging.getLogger("clip_lab")
@@ -66,11 +67,14 @@ def progress_callback(progress: gr.Progress | None, start: float = 0.0, end: flo
 
 @contextmanager
 def running(ctx, request, tab: str):
-    """Register a long job of this session's `tab` for its Stop button; yields the Job."""
+    """Register a long job of this session's `tab` for its Stop button, and wait for its fair turn
+    on the CPU (demo/fair.py); yields the Job. A Stop or the time limit also ends the wait."""
     session = getattr(request, "session_hash", None)
     job = ctx.jobs.start(session, tab, ctx.config.time_limit_s)
     try:
-        yield job
+        with ctx.services.cpu.turn(visitor_of(request), job.check) as turn:
+            job.turn = turn
+            yield job
     finally:
         ctx.jobs.finish(session, tab, job)
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from core.model import DEFAULT_MODEL, MODELS_DIR
 
 from .disk_cache import default_cache_dir
+from .fair import address_of
 from .jobs import Jobs
 from .services import Services
+from .uploads import UploadLedger
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
@@ -69,6 +71,8 @@ class AppConfig:
     max_text_chars: int = 100_000  # one text box (class names, templates, captions), checked before parsing
     max_request_kb: int = 1024  # one request body (uploads aside), refused before it is read
     max_upload_request_mb: int = 128  # one upload request (each file is also capped by max_file_size)
+    upload_mb_per_visitor: int = 256  # bytes one address may upload within upload_ttl_s (demo/uploads.py) ...
+    upload_total_mb: int = 4096  # ... and all addresses together; loopback clients are not counted
     max_in_flight_per_visitor: int = 4  # requests one visitor (session or IP) may have waiting or running
     rate_per_minute: int = 30  # queued requests one address may start a minute (a person clicks far less) ...
     rate_burst: int = 8  # ... and at once; this machine's own clients (loopback, no proxy) are not counted
@@ -89,10 +93,16 @@ class AppConfig:
     test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
 
     def inference_slots(self) -> int:
-        """Requests of the 'inference' group running at once: the `concurrency` heavy slots plus
-        QUICK_SLOTS for quick requests (a cached head, a view change), so that big head builds, which
-        hold a slot for their whole run, never leave quick requests waiting behind them."""
+        """Requests running at once (demo/fair.py's scheduler, shared by every tab): the `concurrency`
+        heavy slots plus QUICK_SLOTS for quick requests (a cached head, a view change), so that big
+        head builds, which hold a slot for their whole run, never leave quick requests waiting behind them."""
         return self.concurrency + QUICK_SLOTS
+
+    def inference_threads(self) -> int:
+        """Requests of the 'inference' group that Gradio's first-in-first-out queue lets through at
+        once: enough for 8 visitors at the per-visitor cap, so that they wait in the fair scheduler
+        (which picks the least-served visitor) rather than in Gradio's line."""
+        return max(self.inference_slots(), 8 * self.max_in_flight_per_visitor)
 
     def torch_device(self) -> str:
         """The device models are loaded on: `device`, with "auto" meaning CUDA when torch sees one."""
@@ -147,6 +157,7 @@ class AppContext:
     services: Services
     first_answer: threading.Event = field(default_factory=threading.Event)
     jobs: Jobs = field(default_factory=Jobs)  # running long requests, for the Stop buttons
+    uploads: UploadLedger | None = None  # who uploaded which file, and how much (set by create)
 
     @property
     def models(self):
@@ -157,4 +168,12 @@ class AppContext:
     def create(cls, config: AppConfig | None = None, loader=None) -> "AppContext":
         """A context with fresh services for `config` (from the environment by default)."""
         config = config or AppConfig.from_env()
-        return cls(config=config, services=Services(config, loader))
+        uploads = UploadLedger(config.upload_ttl_s, config.upload_mb_per_visitor, config.upload_total_mb)
+        return cls(config=config, services=Services(config, loader), uploads=uploads)
+
+    def check_own_uploads(self, request, *inputs) -> None:
+        """Refuse files in these inputs (a path, a list of paths or FileData) that another address uploaded."""
+        if self.uploads is None:
+            return
+        items = [x for value in inputs for x in (value if isinstance(value, (list, tuple)) else [value]) if x]
+        self.uploads.check_own(address_of(request), items)

@@ -300,6 +300,7 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
         Returns the map (plotly), the gap report (Markdown) and the map data (JSON: gap figures raw
         and centred, projection settings, every point's kind, pair index, caption and coordinates).
         """
+        ctx.check_own_uploads(request, files)
         wanted, spec = map_request(ctx, model_name, source, n, seed, split, files, dataset, dataset_split,
                                     image_column, text_column, use_prompts, method, dims, n_neighbors, min_dist,
                                     classnames_text, templates_text)

@@ -77,7 +77,7 @@ def open_image(item) -> Image.Image:
 
 
 def display_name(item) -> str:
-    """The file name of an upload, for tables (Gradio stores uploads under random folders)."""
+    """The file name of an upload, for tables (Gradio stores uploads under folders named by a hash of their bytes)."""
     try:
         return Path(_path_of(item)).name
     except ImageInputError:

@@ -31,14 +31,18 @@ class Job:
         self.stopped = threading.Event()
         self.time_limit_s = time_limit_s
         self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self.turn = None  # its demo.fair.Turn once it runs: heavy work steps aside there between batches
 
     def check(self) -> None:
-        """Raise JobStopped if Stop was pressed for this job, JobTimedOut past its deadline."""
+        """Raise JobStopped if Stop was pressed for this job, JobTimedOut past its deadline; a heavy job
+        then steps aside while someone else's quick request runs (demo/fair.py)."""
         if self.stopped.is_set():
             raise JobStopped("stopped")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise JobTimedOut(f"this request ran past the time limit of {self.time_limit_s:g} s and was stopped: "
                               "ask for less at once (fewer classes, templates or pairs)")
+        if self.turn is not None:
+            self.turn.step_aside()
 
     def reporter(self, progress, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
         """A (done, total) callback: checks the flag, then shows this step on a gr.Progress bar (if any):

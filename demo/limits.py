@@ -21,6 +21,7 @@ from core.errors import UserInputError
 
 JOIN_SUFFIX = "/queue/join"
 CANCEL_SUFFIX = "/cancel"
+UPLOAD_SUFFIX = "/upload"
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -76,6 +77,14 @@ class GuardMiddleware:
             if refusal:
                 return await _reply(send, 429, refusal)
             return await self.app(scope, _replay(body), send)
+        uploads = getattr(getattr(self.blocks, "clip_ctx", None), "uploads", None)
+        ip = client_ip(scope)
+        if path.endswith(UPLOAD_SUFFIX) and uploads is not None and ip:
+            try:  # an address's uploads count against its allowance, and are recorded as its own
+                uploads.admit(ip, int(length) if length is not None and length.isdigit() else limit)
+            except UserInputError as e:
+                return await _reply(send, 429, str(e))
+            return await self.app(scope, _counting(receive, limit), _recording(send, lambda paths: uploads.record(ip, paths)))
         return await self.app(scope, _counting(receive, limit), send)
 
     def stop_session(self, body: bytes) -> None:
@@ -165,6 +174,27 @@ def _replay(body: bytes):
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
+
+
+def _recording(send, record: Callable[[list[str]], None]):
+    """A send() that passes the upload route's answer (a JSON list of stored paths) to `record`."""
+    status, chunks = [0], []
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            status[0] = message.get("status", 0)
+        elif message["type"] == "http.response.body" and status[0] == 200:
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                try:
+                    paths = json.loads(b"".join(chunks) or b"[]")
+                except ValueError:
+                    paths = []
+                if isinstance(paths, list):
+                    record([p for p in paths if isinstance(p, str)])
+        await send(message)
+
+    return wrapped
 
 
 def _counting(receive, limit: int):

@@ -22,6 +22,7 @@ from core.errors import UserInputError
 from core.zeroshot import ensemble_head, template_embeddings
 
 from .disk_cache import DiskCache
+from .fair import FairScheduler, current_turn
 from .gpu import embed_texts, use_models
 from .models import ModelCache
 
@@ -151,6 +152,7 @@ class Services:
         self.datasets = ByteLRU(max_bytes=1 << 62, max_items=config.max_datasets)  # memory-mapped: count them
         self.encoding = threading.Lock()  # one map set is built and encoded at a time (warm-up and requests)
         self.heavy = threading.BoundedSemaphore(config.concurrency)  # big encodes running at once
+        self.cpu = FairScheduler(config.inference_slots())  # requests running at once, served fairly per visitor
         self.disk = DiskCache(config.cache_dir / "heads", config.disk_cache_mb * MB) if config.cache_dir else None
 
     def zero_shot_head(self, clip, classnames: list[str], templates: list[str],
@@ -183,9 +185,14 @@ class Services:
         if not self.heavy.acquire(timeout=self.config.heavy_wait_s):
             raise ServerBusy(f"the server is busy with {self.config.concurrency} big requests (large class lists or "
                              "map sets); try again in a minute, or ask for less")
+        turn = current_turn()
+        if turn is not None:
+            turn.heavy = True  # it now steps aside between batches for others' quick requests
         try:
             yield
         finally:
+            if turn is not None:
+                turn.heavy = False
             self.heavy.release()
 
     def encoded_set(self, clip, key: Hashable, build: Callable[[], object]) -> tuple[object, bool]:

@@ -84,6 +84,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
             extra_captions: more captions, one per line, added as columns (a non-square batch has no loss).
             view: 'cosine', 'logits', 'softmax over rows (image → text)' or 'softmax over columns (text → image)'.
         """
+        ctx.check_own_uploads(request, files)
         clip = get_model(ctx, model or "", progress)
         if progress is not None:
             progress(0.3, desc="building the batch")
@@ -138,7 +139,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
                            9: lambda v: text(v, "the extra captions", cfg.max_text_chars)})
     built = build.click(build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
                         validator=checks,
-                        api_name="build_batch", concurrency_id="inference", concurrency_limit=cfg.inference_slots(),
+                        api_name="build_batch", concurrency_id="inference", concurrency_limit=cfg.inference_threads(),
                         js=FORGET_EDITS_JS)
     # Gradio's table fires `input` twice for one edit committed with Enter or Tab; a browser-side
     # check passes each distinct table on once, as a new value of a hidden edit counter
@@ -146,7 +147,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
     table.input(None, table, edits, js=COUNT_EDITS_JS, api_visibility="private", queue=False)
     redrawn = gr.on([edits.change, view.input, extra.blur], similarity_matrix, [batch_state, table, extra, view, model_state],
                     [batch_state, plot, figures, losses, data, stale], api_name="similarity_matrix",
-                    concurrency_id="inference", concurrency_limit=cfg.inference_slots(), trigger_mode="always_last",
+                    concurrency_id="inference", concurrency_limit=cfg.inference_threads(), trigger_mode="always_last",
                     validator=early_checks({2: lambda v: text(v, "the extra captions", cfg.max_text_chars)}))
     stop_button(ctx, stop, "matrix", [built, redrawn])
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)

@@ -153,6 +153,7 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
         """
         try:
+            ctx.check_own_uploads(request, image, images)
             with running(ctx, request, "zero_shot") as job:
                 clip = get_model(ctx, model or "", progress)
                 images_, names = gather_images(image, images, cfg.max_upload_images)
@@ -183,11 +184,11 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
                            4: lambda v: number(v, "top-k", 1, 20, integer=True),
                            5: lambda v: number(v, "the logit scale", MIN_SCALE, MAX_SCALE)})
     event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference",
-                      concurrency_limit=cfg.inference_slots(), show_progress_on=[label, plot, info], validator=checks)
+                      concurrency_limit=cfg.inference_threads(), show_progress_on=[label, plot, info], validator=checks)
     stop_button(ctx, stop, "zero_shot", [event])
     for ex in (shape_ex, photo_ex):
         ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference",
-                                 concurrency_limit=cfg.inference_slots(), show_progress_on=[label, plot, info])
+                                 concurrency_limit=cfg.inference_threads(), show_progress_on=[label, plot, info])
 
     @user_errors
     def rescale(s, top_k, scale, follow):

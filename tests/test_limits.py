@@ -249,3 +249,51 @@ def test_a_cancelled_api_job_stops_its_work(url):
     job.cancel()
     # the cancel itself stopped the session's job: a Stop pressed now finds nothing left to stop
     assert c.predict(api_name="/stop_zero_shot") == "stopped 0 job(s)"
+
+
+def _upload(url: str, path: str, address: str) -> str:
+    """POST one file to Gradio's upload route from `address` (X-Forwarded-For); the stored path."""
+    import httpx
+
+    with open(path, "rb") as fh:
+        r = httpx.post(f"{url}gradio_api/upload", files=[("files", ("mine.png", fh, "image/png"))],
+                       headers={"X-Forwarded-For": address}, timeout=30)
+    r.raise_for_status()
+    return r.json()[0]
+
+
+def _zero_shot_raw(url: str, path: str, address: str) -> str:
+    """Call /zero_shot with a raw server path (as a stranger who learnt it would); the SSE answer's text."""
+    import httpx
+
+    file = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    headers = {"X-Forwarded-For": address}
+    r = httpx.post(f"{url}gradio_api/call/zero_shot", json={"data": [file, None, "circle\nstar", "a {}.", 5, 100, True]},
+                   headers=headers, timeout=30)
+    r.raise_for_status()
+    return httpx.get(f"{url}gradio_api/call/zero_shot/{r.json()['event_id']}", headers=headers, timeout=60).text
+
+
+def test_an_upload_is_usable_only_from_the_address_that_sent_it(url):
+    path = _upload(url, STAR, "203.0.113.7")
+    assert "event: complete" in _zero_shot_raw(url, path, "203.0.113.7")
+    answer = _zero_shot_raw(url, path, "203.0.113.8")
+    assert "event: error" in answer and "uploaded by another visitor" in answer and path not in answer
+
+
+def test_an_address_may_keep_only_its_allowance_of_uploads():
+    from demo.uploads import MB, UploadLedger, UploadRefused
+
+    ledger = UploadLedger(ttl_s=60, per_visitor_mb=10, total_mb=15)
+    ledger.admit("a", 8 * MB, now=0)
+    with pytest.raises(UploadRefused, match="the limit is 10 MB per visitor"):
+        ledger.admit("a", 3 * MB, now=1)
+    ledger.admit("b", 6 * MB, now=2)
+    with pytest.raises(UploadRefused, match="upload space .* is full"):
+        ledger.admit("c", 2 * MB, now=3)
+    ledger.admit("a", 9 * MB, now=61)  # the first upload has expired (the app deleted it)
+    ledger.record("a", ["/tmp/x/one.png"])
+    ledger.check_own("a", ["/tmp/x/one.png", "/elsewhere/never-uploaded.png"])
+    ledger.check_own("", ["/tmp/x/one.png"])  # loopback: not checked
+    with pytest.raises(UserInputError, match="another visitor"):
+        ledger.check_own("b", ["/tmp/x/one.png"])

@@ -1,0 +1,147 @@
+"""The fair scheduler: a bounded number running, least-served visitor first, heavy work stepping aside."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from demo.fair import FairScheduler, visitor_of
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    """Wait for a condition that another thread makes true (fails the test after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.005)
+
+
+def hold(scheduler, visitor, release: threading.Event, order: list, started: threading.Event | None = None):
+    with scheduler.turn(visitor, poll_s=0.01):
+        order.append(visitor)
+        if started is not None:
+            started.set()
+        release.wait(10)
+
+
+def test_never_more_than_the_slots_run_at_once():
+    scheduler, release, order = FairScheduler(slots=3), threading.Event(), []
+    threads = [threading.Thread(target=hold, args=(scheduler, f"v{i % 5}", release, order)) for i in range(12)]
+    [t.start() for t in threads]
+    wait_until(lambda: scheduler.running() == 3 and scheduler.waiting() == 9)
+    release.set()
+    [t.join(10) for t in threads]
+    assert scheduler.peak_running == 3 and len(order) == 12 and scheduler.running() == 0
+
+
+def test_a_free_slot_goes_to_the_visitor_who_has_had_least_service():
+    """A keeps the only slot and queues three more; B asks once, last. B is served before A's backlog."""
+    scheduler, order = FairScheduler(slots=1), []
+    first, first_started = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(scheduler, "A", first, order, first_started))
+    holder.start()
+    first_started.wait(10)
+    go = threading.Event()
+    go.set()  # the queued ones finish at once when they run
+    backlog = [threading.Thread(target=hold, args=(scheduler, "A", go, order)) for _ in range(3)]
+    [t.start() for t in backlog]
+    wait_until(lambda: scheduler.waiting() == 3)
+    late = threading.Thread(target=hold, args=(scheduler, "B", go, order))
+    late.start()
+    wait_until(lambda: scheduler.waiting() == 4)
+    first.set()
+    [t.join(10) for t in [holder, late, *backlog]]
+    assert order == ["A", "B", "A", "A", "A"]
+
+
+def test_a_stop_while_waiting_leaves_the_line_without_running():
+    scheduler, release, order = FairScheduler(slots=1), threading.Event(), []
+    started = threading.Event()
+    holder = threading.Thread(target=hold, args=(scheduler, "A", release, order, started))
+    holder.start()
+    started.wait(10)
+    stop = threading.Event()
+
+    def check():
+        if stop.is_set():
+            raise RuntimeError("stopped")
+
+    errors = []
+
+    def waiter():
+        try:
+            with scheduler.turn("B", check, poll_s=0.01):
+                order.append("B")
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    wait_until(lambda: scheduler.waiting() == 1)
+    stop.set()
+    t.join(10)
+    release.set()
+    holder.join(10)
+    assert errors == ["stopped"] and order == ["A"] and scheduler.waiting() == 0
+
+
+def test_heavy_work_steps_aside_while_someone_elses_quick_request_runs():
+    scheduler = FairScheduler(slots=2, max_pause_s=30)
+    quick_release, quick_started = threading.Event(), threading.Event()
+    quick = threading.Thread(target=hold, args=(scheduler, "good", quick_release, [], quick_started))
+    paused_until = []
+
+    def heavy():
+        with scheduler.turn("attacker") as turn:
+            turn.heavy = True
+            quick_started.wait(10)
+            turn.step_aside()  # blocks while the quick request runs
+            paused_until.append(quick_release.is_set())
+
+    quick.start()
+    h = threading.Thread(target=heavy)
+    h.start()
+    quick_started.wait(10)
+    wait_until(lambda: scheduler.running() == 2)
+    assert not paused_until  # still stepping aside
+    quick_release.set()
+    h.join(10)
+    quick.join(10)
+    assert paused_until == [True]
+
+
+def test_a_heavy_pause_is_bounded_and_quick_work_of_the_same_visitor_does_not_pause_it():
+    scheduler = FairScheduler(slots=3, max_pause_s=0.05)
+    release, started = threading.Event(), threading.Event()
+    other = threading.Thread(target=hold, args=(scheduler, "good", release, [], started))
+    other.start()
+    started.wait(10)
+    with scheduler.turn("attacker") as turn:
+        turn.heavy = True
+        t0 = time.monotonic()
+        turn.step_aside()  # someone else's quick request runs on: the pause ends after max_pause_s
+        assert time.monotonic() - t0 < 5
+    release.set()
+    other.join(10)
+    with scheduler.turn("me") as heavy, scheduler.turn("me") as quick:
+        heavy.heavy = True
+        t0 = time.monotonic()
+        heavy.step_aside()
+        assert quick.heavy is False and time.monotonic() - t0 < 0.05
+
+
+class _Request:
+    def __init__(self, headers=None, host="127.0.0.1", session="s1"):
+        self.headers, self.session_hash = headers or {}, session
+        self.client = type("Client", (), {"host": host})()
+
+
+@pytest.mark.parametrize("request_, visitor", [
+    (_Request({"x-forwarded-for": "6.6.6.6, 10.0.0.1"}), "ip:10.0.0.1"),
+    (_Request(host="8.8.8.8"), "ip:8.8.8.8"),
+    (_Request(), "session:s1"),
+])
+def test_a_visitor_is_the_proxy_hop_else_the_address_else_the_session(request_, visitor):
+    assert visitor_of(request_) == visitor
