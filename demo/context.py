@@ -24,7 +24,7 @@ def _split_dirs(value: str) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
 
 
-QUICK_SLOTS = 4  # requests of the inference group beyond the heavy ones (see AppConfig.inference_slots)
+QUICK_SLOTS = 2  # requests running beside the heavy ones (see AppConfig.inference_slots)
 
 
 @dataclass
