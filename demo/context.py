@@ -12,6 +12,7 @@ from .disk_cache import default_cache_dir
 from .fair import address_of
 from .jobs import Jobs
 from .services import Services
+from .train_runs import TrainRuns
 from .uploads import UploadLedger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,13 @@ class AppConfig:
     rate_per_minute: int = 30  # queued requests one address may start a minute (a person clicks far less) ...
     rate_burst: int = 8  # ... and at once; this machine's own clients (loopback, no proxy) are not counted
     time_limit_s: int = 600  # a request that runs longer is stopped like a Stop press
+    # the Train tab: runs training at once [CLIP_LAB_MAX_RUNS] (others wait in line), steps and
+    # minutes per run at most, and minutes a run goes on once nobody watches it
+    max_runs: int = 1
+    runs_dir: Path = RUNS_DIR  # where the tab's runs go (runs/app-<id>) [CLIP_LAB_RUNS_DIR]; their models can be picked
+    max_train_steps: int = 5000
+    max_train_minutes: float = 30.0
+    train_idle_minutes: float = 5.0
     # Hub models: the listed ones (hub_models, CLIP_LAB_HUB_MODELS) always; any other id only when
     # allowed (CLIP_LAB_ALLOW_ANY_HUB_MODEL; off on a Space by default), and never over max_model_mb
     allow_any_hub_model: bool = True
@@ -124,6 +132,14 @@ class AppConfig:
         cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
+        for name, attr in (("CLIP_LAB_MAX_RUNS", "max_runs"), ("CLIP_LAB_MAX_TRAIN_STEPS", "max_train_steps")):
+            if env.get(name):
+                setattr(cfg, attr, max(1, int(env[name])))
+        if env.get("CLIP_LAB_RUNS_DIR"):
+            cfg.runs_dir = Path(env["CLIP_LAB_RUNS_DIR"]).expanduser().resolve()
+            cfg.model_dirs.append(cfg.runs_dir)
+        if env.get("CLIP_LAB_MAX_TRAIN_MINUTES"):
+            cfg.max_train_minutes = max(0.1, float(env["CLIP_LAB_MAX_TRAIN_MINUTES"]))
         if env.get("CLIP_LAB_UPLOAD_TTL_S"):
             cfg.upload_ttl_s = max(10, int(env["CLIP_LAB_UPLOAD_TTL_S"]))
         any_hub = env.get("CLIP_LAB_ALLOW_ANY_HUB_MODEL", "0" if env.get("SPACE_ID") else "1")
@@ -158,6 +174,7 @@ class AppContext:
     first_answer: threading.Event = field(default_factory=threading.Event)
     jobs: Jobs = field(default_factory=Jobs)  # running long requests, for the Stop buttons
     uploads: UploadLedger | None = None  # who uploaded which file, and how much (set by create)
+    runs: TrainRuns | None = None  # the Train tab's runs (set by create)
 
     @property
     def models(self):
@@ -169,7 +186,9 @@ class AppContext:
         """A context with fresh services for `config` (from the environment by default)."""
         config = config or AppConfig.from_env()
         uploads = UploadLedger(config.upload_ttl_s, config.upload_mb_per_visitor, config.upload_total_mb)
-        return cls(config=config, services=Services(config, loader), uploads=uploads)
+        runs = TrainRuns(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
+                         60 * config.train_idle_minutes)
+        return cls(config=config, services=Services(config, loader), uploads=uploads, runs=runs)
 
     def check_own_uploads(self, request, *inputs) -> None:
         """Refuse files in these inputs (a path, a list of paths or FileData) that another address uploaded."""

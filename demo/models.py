@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from .context import AppConfig
 
 
+def shown_path(path: Path) -> str:
+    """A local model's name for the picker: relative to the app's folder when inside it (the
+    picker shows no more of the server's file system than it must); loads the same."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 class ModelCache:
     """Up to `config.max_models` loaded models, least recently used evicted first (thread-safe)."""
 
@@ -39,7 +48,7 @@ class ModelCache:
         for folder in self.config.model_dirs:
             if folder.is_dir() and folder.resolve() != core.model.MODELS_DIR.resolve():
                 for p in sorted(folder.iterdir()):  # a model folder, or a training run's exported model
-                    names += [str(m) for m in (p, p / "model") if (m / "config.json").is_file()]
+                    names += [shown_path(m) for m in (p, p / "model") if (m / "config.json").is_file()]
         names += list(self.config.hub_models)
         return list(dict.fromkeys(names))
 

@@ -17,7 +17,8 @@ def describe_model(ctx, name: str) -> str:
 
 def build_picker(ctx) -> tuple:
     """The picker row; returns (the per-session gr.State holding the model name, the status line,
-    describe_model) so that app.py can fill the status line on page load.
+    describe_model, the dropdown) so that app.py can fill the status line on page load and the
+    Train tab can add a run's weights to the choices.
 
     One pick sends one request (a single `input` listener), and a failed load puts the previous
     choice back and rewrites the status line, so no stale error state stays on it.
@@ -50,4 +51,4 @@ def build_picker(ctx) -> tuple:
                            concurrency_id="model_load", concurrency_limit=1, show_progress_on=[status])
     event.failure(keep_current, inputs=state, outputs=[dropdown, status], api_visibility="private", queue=False,
                   show_progress="hidden")
-    return state, status, describe_model
+    return state, status, describe_model, dropdown

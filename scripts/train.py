@@ -22,6 +22,7 @@ Several GPUs (or CPU processes with gloo): torchrun --nproc_per_node 4 scripts/t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -72,13 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
-    """(config, start mode) from a command line: defaults < recipe < flags < --set."""
+    """(config, start mode) from a command line: defaults < recipe < flags < --set. Resuming without
+    --recipe starts from the run's own train_config.json (a run the app's Train tab started, too)."""
     p = build_parser()
     a = vars(p.parse_args(argv))
     values: dict = {}
+    saved = Path(a["out"]) / "train_config.json"
     try:
         if a.get("recipe"):
             values.update(read_recipe(a["recipe"]))
+        elif a.get("start") in ("resume", "resume_or_start") and saved.is_file():
+            values.update({k: v for k, v in json.loads(saved.read_text()).items() if k != "output_dir"})
         values.update({k: v for k, v in a.items() if k in flat_fields()})
         for item in a["set"]:
             key, sep, value = item.partition("=")

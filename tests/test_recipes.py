@@ -35,7 +35,7 @@ def test_the_recipe_file_is_the_bundled_models_config_field_for_field():
         if key not in WHERE_NOT_WHAT:
             assert got[key] == value and type(got[key]) is type(value), key
     new = set(got) - set(SHIPPED_V7)  # fields added since: at a default that changes nothing
-    assert new == {"stop_at"} and got["stop_at"] == 0
+    assert new == {"stop_at", "learn_logit_scale"} and got["stop_at"] == 0 and got["learn_logit_scale"] is True
 
 
 def test_the_cli_with_the_recipe_gives_the_same_config():

@@ -33,6 +33,7 @@ def _f(default: Any, help: str, resume: str = LOCKED, key: str | None = None, ch
 class ModelConfig:
     name: str = _f("tiny", "a preset (tiny, small, base: from scratch) or a model to fine-tune: bundled name, local dir or Hub id", key="model")
     init_logit_scale: float = _f(0.0, "from scratch: the logit scale exp(t) at step 0, still learned and clamped at 100 (0: the paper's 1/0.07)")
+    learn_logit_scale: bool = _f(True, "learn the temperature (the paper); false keeps the logit scale fixed at its start")
     lock_image: bool = _f(False, "freeze the image tower (LiT)")
     lock_text: bool = _f(False, "freeze the text tower")
     patch_dropout: float = _f(0.0, "FLIP: share of image patches dropped while training (0: off)")

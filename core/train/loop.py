@@ -59,6 +59,7 @@ class Run:
     evaluator: object = None
     probe: Batch | None = None
     snapshot_every: int = 0
+    matrix_size: int = 8
     patch_hook: object = None
     notes: list[str] = field(default_factory=list)
 
@@ -90,7 +91,13 @@ class Run:
                             d.num_workers, self.info.rank, self.info.world_size, worker_nice=d.worker_nice)
 
 
-def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_every: int = 0) -> Run:
+def wants_snapshots(hooks: Sequence) -> bool:
+    """Whether any hook asks for snapshots itself (has a wants_snapshot(step) method)."""
+    return any(hasattr(h, "wants_snapshot") for h in hooks)
+
+
+def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_every: int = 0,
+          probe_pairs: int = 32, matrix_size: int = 8) -> Run:
     """Join torchrun if present, check the config and the run folder, build or restore the model
     and optimizer, open the data source, and add the run's own hooks (metrics.jsonl, the bar)."""
     info, device = init_from_env(cfg.runtime.device)
@@ -125,9 +132,10 @@ def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_e
     if cfg.log.progress:
         own.append(ProgressBar(cfg.optim.steps))
     evaluator = getattr(source, "evaluator", lambda c: None)(cfg)
-    probe = source.probe(32) if snapshot_every and hasattr(source, "probe") else None
+    live = snapshot_every or wants_snapshots(hooks)
+    probe = source.probe(probe_pairs) if live and hasattr(source, "probe") else None
     return Run(cfg, state, source, own + list(hooks), run_dir, state.step, evaluator, probe, snapshot_every,
-               patch_hook, notes)
+               matrix_size, patch_hook, notes)
 
 
 def _evaluate(run: Run) -> None:
@@ -138,6 +146,12 @@ def _evaluate(run: Run) -> None:
     finally:
         state.train_mode()
     run.call("on_eval", state, results)
+
+
+def _snapshot_due(run: Run, step: int) -> bool:
+    every = run.snapshot_every and step % run.snapshot_every == 0
+    asked = [h.wants_snapshot(step) for h in run.hooks if hasattr(h, "wants_snapshot")]  # ask every hook
+    return bool(every or any(asked))
 
 
 def run_steps(run: Run) -> bool:
@@ -158,8 +172,8 @@ def run_steps(run: Run) -> bool:
                                     "data_wait_share": round(wait / elapsed, 4)})
         if info.is_main and run.evaluator is not None and state.step % cfg.log.eval_every == 0:
             _evaluate(run)
-        if info.is_main and run.probe is not None and state.step % run.snapshot_every == 0:
-            run.call("on_snapshot", state, make_snapshot(state, run.probe))
+        if info.is_main and run.probe is not None and _snapshot_due(run, state.step):
+            run.call("on_snapshot", state, make_snapshot(state, run.probe, run.matrix_size))
         stop = run.should_stop() and state.step < cfg.optim.steps
         if (cfg.runtime.save_every and state.step % cfg.runtime.save_every == 0) or state.step == cfg.optim.steps or stop:
             if info.is_main:
@@ -187,18 +201,21 @@ def finish(run: Run, finished: bool) -> None:
         torch.distributed.destroy_process_group()
 
 
-def train(cfg: TrainConfig, hooks: Sequence = (), start: str = "new", snapshot_every: int = 0) -> Clip:
+def train(cfg: TrainConfig, hooks: Sequence = (), start: str = "new", snapshot_every: int = 0,
+          probe_pairs: int = 32, matrix_size: int = 8) -> Clip:
     """Train to cfg.optim.steps (or until a hook's should_stop) and return the model.
 
     start: "new" (the output folder must be empty), "overwrite", "resume" (from the latest
     checkpoint; a changed data-order or schedule field is refused) or "resume_or_start".
     hooks: objects with any of the `core.train.hooks.Hook` methods, called on the main rank;
-    snapshot_every > 0 sends them a `Snapshot` (probe similarity matrix, fixed-set embeddings).
+    snapshot_every > 0 sends them a `Snapshot` (probe similarity matrix, fixed-set embeddings) every
+    that many steps, and a hook with wants_snapshot(step) gets one whenever it asks: the probe is
+    the source's first `probe_pairs` probe pairs, the matrix their first `matrix_size`.
     Writes output_dir/train_config.json, metrics.jsonl, checkpoints/ and, when every step ran, the
     model to output_dir/model (or cfg.runtime.export_dir). Under torchrun every rank trains on its
     shard of each global batch; rank 0 alone logs, evaluates, checkpoints and exports.
     """
-    run = setup(cfg, start, hooks, snapshot_every)
+    run = setup(cfg, start, hooks, snapshot_every, probe_pairs, matrix_size)
     if run.info.is_main:
         for note in run.notes:
             print(note)

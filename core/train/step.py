@@ -108,6 +108,7 @@ class TrainState:
         towers = Towers(clip.model, cfg.loss.kind).to(clip.device)
         clip.model.train()
         lock_towers(clip.model, cfg.model.lock_image, cfg.model.lock_text)
+        clip.model.logit_scale.requires_grad_(cfg.model.learn_logit_scale)
         return cls(clip, towers, make_optimizer(towers, cfg), cfg, info, step)
 
     @property

@@ -1,0 +1,198 @@
+"""Live views of a run: curves, probe-matrix frames and a map whose frame stays put.
+
+`LiveRecorder` is a hook (core.train.hooks): the loop hands it every step's record, every eval and
+every snapshot, and it keeps what a live view draws, bounded in memory, behind a lock, so that a UI
+thread can read it (`view()`) while the training thread writes.
+
+- Curves: loss, logit scale, learning rate and samples/s per step (thinned to `max_points`).
+- Evals: zero-shot top-1 per task (colour, shape, combo, held_out on the shapes world) per eval.
+- Frames: at each snapshot, the probe matrix of the first `matrix_size` probe pairs (cosine and
+  row softmax, its loss and row accuracy) and the map of all probe pairs. The map is PCA of the
+  joint image+caption embeddings, rotated (orthogonal Procrustes) onto the previous frame's map so
+  that the picture does not spin or flip between frames: points travel, the frame stays put.
+  Coordinates are in embedding units (unit vectors), so a collapsed start shows as one small blob.
+  At most `max_frames` are kept: when full, every other frame is dropped (the first and last stay).
+- Snapshots are asked for by time (`wants_snapshot`): at the first step, then whenever the training
+  time since the last one is at least cost / budget, so the live views take about `budget` of the
+  run's time whatever the model's speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .hooks import Hook, Snapshot, eval_top1
+
+
+@dataclass
+class ProbeFrame:
+    """The probe matrix at one step: cosine and row softmax [k, k], the symmetric loss, the share of
+    rows whose argmax is the diagonal, and the logit scale."""
+
+    cosine: np.ndarray
+    probs_rows: np.ndarray
+    loss: float
+    accuracy: float
+    scale: float
+
+
+@dataclass
+class MapFrame:
+    """The fixed set's map at one step: coords [2n, 2] (n images, then their n captions) and the gap
+    between the two modalities' centroids (|mean image - mean caption|, unit embeddings)."""
+
+    coords: np.ndarray
+    gap: float
+
+
+@dataclass
+class Frame:
+    step: int
+    probe: ProbeFrame
+    map: MapFrame
+
+
+@dataclass
+class LiveView:
+    """A copy of what the recorder holds, for drawing: safe to read while the run goes on."""
+
+    steps: list[int]
+    loss: list[float]
+    logit_scale: list[float]
+    lr: list[float]
+    samples_per_s: float | None
+    evals: list[tuple[int, dict[str, float]]]
+    frames: list[Frame]
+    captions: list[str]
+    labels: list[dict] | None
+    last_step: int
+    total_steps: int
+    eta_s: float | None
+    snapshot_share: float  # share of the run's time spent on snapshots so far
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """The top-2 principal coordinates of rows x [m, D] (centred; float64) -> [m, 2]."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)  # vt [min(m, D), D]
+    coords = x @ vt[:2].T  # [m, 2]
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return coords
+
+
+def align_to(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """coords [m, 2] rotated (or reflected) about the origin to best match reference [m, 2]:
+    the orthogonal Procrustes solution R = U V^T of svd(coords^T reference); no scaling."""
+    u, _, vt = np.linalg.svd(coords.T @ reference)  # [2, 2]
+    return coords @ (u @ vt)
+
+
+def map_frame(image_emb, text_emb, previous: np.ndarray | None = None) -> MapFrame:
+    """The map of n pairs (image_emb, text_emb [n, D], unit rows), aligned to the previous frame's coords."""
+    img, txt = np.asarray(image_emb, dtype=np.float64), np.asarray(text_emb, dtype=np.float64)
+    coords = pca_2d(np.concatenate([img, txt]))  # [2n, 2]
+    if previous is not None and previous.shape == coords.shape:
+        coords = align_to(coords, previous)
+    return MapFrame(coords.astype(np.float32), float(np.linalg.norm(img.mean(0) - txt.mean(0))))
+
+
+def probe_frame(snapshot: Snapshot) -> ProbeFrame:
+    """The probe matrix of a snapshot as NumPy."""
+    m = snapshot.matrix
+    return ProbeFrame(m.cosine.numpy().astype(np.float32), m.probs_rows.numpy().astype(np.float32),
+                      float(m.loss), float(m.accuracy_i2t), float(m.scale))
+
+
+def thin(items: list, limit: int) -> list:
+    """At most `limit` items: while over, drop every other one, keeping the first and the last."""
+    while len(items) > limit >= 2:
+        items = items[:-1:2] + [items[-1]]
+    return items
+
+
+@dataclass
+class LiveRecorder(Hook):
+    """Records a run for live views (see the module docstring); every method is thread-safe."""
+
+    total_steps: int
+    max_frames: int = 120
+    max_points: int = 2000
+    budget: float = 0.05  # share of the training time that snapshots may take
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        self.steps, self.loss, self.scale, self.lr = [], [], [], []
+        self.evals: list[tuple[int, dict[str, float]]] = []
+        self.frames: list[Frame] = []
+        self.captions: list[str] = []
+        self.labels: list[dict] | None = None
+        self.samples_per_s: float | None = None
+        self.last_step = 0
+        self.snapshot_s = 0.0  # time spent on snapshots
+        self.train_since_snapshot = 0.0
+        self._last_step_at: float | None = None
+        self._step_times: list[float] = []  # recent seconds per step, for the ETA
+        self.started = time.monotonic()
+
+    def on_step(self, state, record):
+        now = time.monotonic()
+        with self._lock:
+            if self._last_step_at is not None:
+                dt = now - self._last_step_at
+                self._step_times = (self._step_times + [dt])[-20:]
+                self.train_since_snapshot += dt
+            self._last_step_at = now
+            self.steps.append(int(record["step"]))
+            self.loss.append(float(record["loss"]))
+            self.scale.append(float(record["logit_scale"]))
+            self.lr.append(float(record["lr"]))
+            self.samples_per_s = record.get("samples_per_s")
+            self.last_step = int(record["step"])
+            if len(self.steps) > self.max_points:
+                keep = thin(list(range(len(self.steps))), self.max_points // 2)
+                for name in ("steps", "loss", "scale", "lr"):
+                    values = getattr(self, name)
+                    setattr(self, name, [values[i] for i in keep])
+
+    def wants_snapshot(self, step: int) -> bool:
+        """Snapshot now? At the first frame, at the last step, and whenever enough training time has
+        passed since the last one for its cost to stay within `budget`."""
+        with self._lock:
+            if not self.frames or step >= self.total_steps:
+                return True
+            cost = self.snapshot_s / len(self.frames)
+            return self.train_since_snapshot * self.budget >= cost
+
+    def on_snapshot(self, state, snapshot: Snapshot):
+        probe = probe_frame(snapshot)
+        with self._lock:
+            previous = self.frames[-1].map.coords if self.frames else None
+        frame = Frame(snapshot.step, probe, map_frame(snapshot.image_emb.numpy(), snapshot.text_emb.numpy(), previous))
+        with self._lock:
+            self.captions, self.labels = list(snapshot.captions), snapshot.labels
+            self.snapshot_s += snapshot.seconds
+            self.train_since_snapshot = 0.0
+            self._last_step_at = time.monotonic()  # the snapshot's time is not a step's
+            self.frames = thin(self.frames + [frame], self.max_frames)
+
+    def on_eval(self, state, results):
+        with self._lock:
+            self.evals.append((int(state.step), eval_top1(results)))
+            self._last_step_at = time.monotonic()  # nor is the eval's
+
+    def view(self) -> LiveView:
+        """A consistent copy of everything recorded so far."""
+        with self._lock:
+            per_step = float(np.median(self._step_times)) if self._step_times else None
+            left = max(0, self.total_steps - self.last_step)
+            elapsed = max(1e-9, time.monotonic() - self.started)
+            return LiveView(list(self.steps), list(self.loss), list(self.scale), list(self.lr), self.samples_per_s,
+                            list(self.evals), list(self.frames), list(self.captions), self.labels, self.last_step,
+                            self.total_steps, None if per_step is None else per_step * left,
+                            self.snapshot_s / elapsed)

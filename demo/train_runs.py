@@ -1,0 +1,203 @@
+"""Training runs started from the Train tab: a registry, a queue, and a worker thread per run.
+
+Each run drives `core.train.train` (the CLI's loop, recipes and checkpoints) with two hooks: a
+`LiveRecorder` for the live views and a `RunControl` that stops it cleanly (Stop, the wall-time
+cap, an owner who stopped looking) and exports its current weights between steps on request.
+
+- At most `max_runs` train at once (CLIP_LAB_MAX_RUNS, 1 by default); later runs wait in line and
+  are told their place.
+- The worker is a thread at a lower CPU priority (nice 10, which its torch threads inherit), so
+  that requests of the other tabs, at normal priority, get the CPU first.
+- A run belongs to whoever holds its key (kept in the browser's BrowserState): a reloaded page
+  finds its run again, nobody else can stop or download it.
+- Its folder is runs/app-<id>/ (train_config.json, metrics.jsonl, checkpoints/, model/), the same
+  layout as scripts/train.py's, so `scripts/train.py --resume --out runs/app-<id>` continues it and
+  the model picker offers runs/app-<id>/model. At most `max_kept` app runs stay on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import UserInputError
+from core.model import save_pretrained_atomic
+from core.train import Hook, TrainConfig, latest_checkpoint, train
+from core.train.live import LiveRecorder
+
+log = logging.getLogger("clip_lab")
+PROBE_PAIRS, MATRIX_SIZE = 300, 16  # the moving map's fixed set, and the probe matrix's pairs
+
+
+class RunNotFound(UserInputError):
+    """No run with this id and key (it ended long ago, or the key is not its owner's)."""
+
+
+@dataclass
+class TrainRun:
+    """One run: its config, what it recorded, and where it stands."""
+
+    id: str
+    key: str
+    cfg: TrainConfig
+    recorder: LiveRecorder
+    status: str = "queued"  # queued, running, stopped, finished, failed
+    error: str = ""
+    start: str = "new"  # how the next start of its worker begins: "new" or "resume"
+    stop: threading.Event = field(default_factory=threading.Event)
+    export_wanted: threading.Event = field(default_factory=threading.Event)
+    exported: threading.Event = field(default_factory=threading.Event)
+    last_seen: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    stop_reason: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+
+class RunControl(Hook):
+    """Stops a run cleanly (with a checkpoint) and exports its weights between steps when asked."""
+
+    def __init__(self, run: TrainRun, max_wall_s: float, idle_s: float):
+        self.run, self.max_wall_s, self.idle_s = run, max_wall_s, idle_s
+        self.t0 = time.monotonic()
+
+    def on_step(self, state, record):
+        run = self.run
+        if run.export_wanted.is_set():
+            save_pretrained_atomic(state.clip, run.run_dir / "current")
+            run.export_wanted.clear()
+            run.exported.set()
+        now = time.monotonic()
+        if now - self.t0 > self.max_wall_s:
+            run.stop_reason = f"stopped at the app's time limit of {self.max_wall_s / 60:g} minutes per run"
+            run.stop.set()
+        elif now - run.last_seen > self.idle_s:
+            run.stop_reason = f"stopped: nobody watched it for {self.idle_s / 60:g} minutes"
+            run.stop.set()
+
+    def should_stop(self) -> bool:
+        return self.run.stop.is_set()
+
+
+class TrainRuns:
+    """The app's training runs (thread-safe)."""
+
+    def __init__(self, runs_dir: Path, max_runs: int = 1, max_steps: int = 5000, max_wall_s: float = 1800,
+                 idle_s: float = 300, nice: int = 10, max_kept: int = 8):
+        self.runs_dir, self.max_runs, self.max_steps = Path(runs_dir), int(max_runs), int(max_steps)
+        self.max_wall_s, self.idle_s, self.nice, self.max_kept = float(max_wall_s), float(idle_s), int(nice), int(max_kept)
+        self._runs: dict[str, TrainRun] = {}
+        self._line: list[str] = []  # queued run ids, first in first out
+        self._lock = threading.Lock()
+
+    def submit(self, cfg: TrainConfig) -> TrainRun:
+        """Queue a new run of `cfg` (its output_dir is set here); it starts when a place is free."""
+        if cfg.optim.steps > self.max_steps:
+            raise UserInputError(f"{cfg.optim.steps:,} steps; the app trains at most {self.max_steps:,} per run")
+        run_id = secrets.token_hex(4)
+        cfg = cfg.replace(output_dir=str(self.runs_dir / f"app-{run_id}"), progress=False)
+        run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps))
+        with self._lock:
+            self._runs[run_id] = run
+            self._line.append(run_id)
+        self._forget_old()
+        self._pump()
+        return run
+
+    def get(self, run_id: str | None, key: str | None) -> TrainRun:
+        """The run with this id, if `key` is its key; RunNotFound otherwise. Marks it as watched."""
+        with self._lock:
+            run = self._runs.get(run_id or "")
+        if run is None or not secrets.compare_digest(run.key, key or ""):
+            raise RunNotFound("no such run: it was never started here, or the app restarted since")
+        run.last_seen = time.monotonic()
+        return run
+
+    def place(self, run: TrainRun) -> int:
+        """0 when the run is not waiting, else its place in line (1: next)."""
+        with self._lock:
+            return self._line.index(run.id) + 1 if run.id in self._line else 0
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(r.status == "running" for r in self._runs.values())
+
+    def stop(self, run: TrainRun) -> None:
+        """Stop a run cleanly (a checkpoint is written), or take it out of the line."""
+        with self._lock:
+            if run.id in self._line:
+                self._line.remove(run.id)
+                run.status = "stopped"
+                return
+        run.stop_reason = run.stop_reason or "stopped by you"
+        run.stop.set()
+
+    def resume(self, run: TrainRun) -> None:
+        """Put a stopped (or failed) run back in line; it goes on from its latest checkpoint."""
+        if run.status not in ("stopped", "failed"):
+            raise UserInputError(f"this run is {run.status}; only a stopped run can be resumed")
+        if latest_checkpoint(run.run_dir) is None:
+            raise UserInputError("this run has no checkpoint to resume from yet; start a new one")
+        run.stop.clear()
+        run.status, run.error, run.stop_reason, run.start = "queued", "", "", "resume"
+        with self._lock:
+            self._line.append(run.id)
+        self._pump()
+
+    def current_weights(self, run: TrainRun, timeout: float = 60.0) -> Path:
+        """A folder with the run's weights now, for the model picker: exported between two steps
+        while it trains; else its final model or its latest checkpoint."""
+        if run.status == "running":
+            run.exported.clear()
+            run.export_wanted.set()
+            if run.exported.wait(timeout):
+                return run.run_dir / "current"
+        if (run.run_dir / "model" / "config.json").exists():
+            return run.run_dir / "model"
+        ckpt = latest_checkpoint(run.run_dir)
+        if ckpt is None:
+            raise UserInputError("the run has no weights yet: wait for its first steps")
+        return ckpt
+
+    def _pump(self) -> None:
+        """Start queued runs while places are free."""
+        with self._lock:
+            while self._line and sum(r.status == "running" for r in self._runs.values()) < self.max_runs:
+                run = self._runs[self._line.pop(0)]
+                run.status, run.started_at = "running", time.monotonic()
+                threading.Thread(target=self._work, args=(run,), name=f"train-{run.id}", daemon=True).start()
+
+    def _work(self, run: TrainRun) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # its torch threads inherit it
+        except (OSError, AttributeError):
+            pass
+        try:
+            train(run.cfg, hooks=[run.recorder, RunControl(run, self.max_wall_s, self.idle_s)], start=run.start,
+                  probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE)
+            run.status = "stopped" if run.stop.is_set() else "finished"
+        except UserInputError as e:
+            run.status, run.error = "failed", str(e).splitlines()[0]
+        except Exception as e:  # an operator's problem: logged in full, shown in one line
+            log.exception("training run %s failed", run.id)
+            run.status, run.error = "failed", f"internal error ({e.__class__.__name__}); the server log has details"
+        finally:
+            run.export_wanted.clear()
+            run.exported.set()  # nobody waits for an export that will not come
+            self._pump()
+
+    def _forget_old(self) -> None:
+        """Keep at most max_kept ended app runs (in memory and on disk), the oldest going first."""
+        with self._lock:
+            ended = [r for r in self._runs.values() if r.status in ("stopped", "finished", "failed")]
+            for run in sorted(ended, key=lambda r: r.last_seen)[:max(0, len(ended) - self.max_kept)]:
+                del self._runs[run.id]
+                shutil.rmtree(run.run_dir, ignore_errors=True)

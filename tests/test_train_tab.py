@@ -1,0 +1,137 @@
+"""The Train tab: the run registry as logic, and start -> frames -> stop -> resume -> use -> zero-shot
+through gradio_client; a run started in the tab resumes with scripts/train.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest_app import ROOT, running_app
+
+from core.errors import UserInputError
+from core.train import Hook, TrainConfig
+from demo.train_runs import TrainRuns
+from demo.train_tab import FIRST_RECIPES, build_config, recipe_choices
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
+    """Wait for something another thread makes true (a run's progress); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def tiny_cfg(steps: int = 400, **kw) -> TrainConfig:
+    knobs = dict(steps=steps, batch_size=8, eval_every=0, save_every=5, log_every=1, warmup_steps=1)
+    knobs.update(kw)
+    return TrainConfig.from_flat({"model": "tiny", "data": "shapes", "num_workers": 0, "progress": False, **knobs})
+
+
+def test_quick_demo_is_the_first_recipe_then_shapes_tiny():
+    assert tuple(recipe_choices()[:2]) == FIRST_RECIPES
+    cfg = build_config("quick-demo", {"steps": 50, "learn_logit_scale": False}, "from scratch on the shapes world",
+                       "shapes-tiny", None, True, False, False)
+    assert cfg.optim.steps == 50 and cfg.data.num_workers == 0 and not cfg.model.learn_logit_scale
+    with pytest.raises(UserInputError, match="trains on"):
+        build_config("finetune-lit", {}, "from scratch on the shapes world", "shapes-tiny", None, True, False, False)
+
+
+class Gate(Hook):
+    """Holds a run at its second step until released (a server-side gate, no sleeps)."""
+
+    def __init__(self):
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def on_step(self, state, record):
+        if record["step"] == 2:
+            self.reached.set()
+            self.release.wait(60)
+
+
+def test_one_run_at_a_time_others_wait_in_line_and_a_stopped_run_resumes(tmp_path):
+    runs = TrainRuns(tmp_path, max_runs=1, max_steps=1000)
+    first = runs.submit(tiny_cfg(400))
+    second = runs.submit(tiny_cfg(12))
+    assert first.status == "running" and second.status == "queued" and runs.place(second) == 1
+    wait_for(lambda: first.recorder.view().frames, what="the first frame")
+    runs.stop(first)
+    wait_for(lambda: second.status in ("running", "finished"), what="the second run to start")
+    assert first.status == "stopped" and runs.running() <= 1
+    stopped_at = first.recorder.view().last_step
+    wait_for(lambda: second.status == "finished", what="the second run to finish")
+    assert (second.run_dir / "model" / "config.json").exists()
+    runs.resume(first)
+    wait_for(lambda: first.recorder.view().last_step > stopped_at + 3, what="the resumed run to go on")
+    runs.stop(first)
+    wait_for(lambda: first.status == "stopped", what="the resumed run to stop")
+    with pytest.raises(UserInputError, match="at most 1,000"):
+        runs.submit(tiny_cfg(5000))
+
+
+def test_an_unwatched_run_stops_by_itself_and_keys_guard_runs(tmp_path):
+    runs = TrainRuns(tmp_path, idle_s=0.0)
+    run = runs.submit(tiny_cfg(400))
+    wait_for(lambda: run.status == "stopped", what="the idle stop")
+    assert "nobody watched" in run.stop_reason
+    assert runs.get(run.id, run.key) is run
+    with pytest.raises(UserInputError, match="no such run"):
+        runs.get(run.id, "not-the-key")
+
+
+def test_a_run_started_in_the_tab_resumes_with_the_cli(tmp_path):
+    runs = TrainRuns(tmp_path)
+    run = runs.submit(tiny_cfg(400))
+    wait_for(lambda: run.recorder.view().last_step >= 6, what="a checkpoint")
+    runs.stop(run)
+    wait_for(lambda: run.status == "stopped", what="the stop")
+    done = subprocess.run([sys.executable, "scripts/train.py", "--resume", "--out", str(run.run_dir), "--stop-at", str(run.recorder.view().last_step + 3), "--no-progress"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = [json.loads(l)["step"] for l in (run.run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert steps[-1] == run.recorder.view().last_step + 3
+
+
+@pytest.fixture(scope="module")
+def url():
+    with running_app({"CLIP_LAB_RUNS_DIR": tempfile.mkdtemp(prefix="clip-lab-runs-")}) as u:
+        yield u
+
+
+def test_start_frames_stop_resume_use_and_classify_through_the_api(url):
+    c = Client(url, verbose=False)
+    ticket = c.predict(recipe="quick-demo", steps=300, batch_size=32, api_name="/train_start")[0]
+    assert set(ticket) == {"id", "key"}
+
+    def status():
+        return c.predict(ticket=ticket, api_name="/train_status")
+
+    first = wait_for(lambda: (s := status())["frames"] >= 2 and s, what="two frames")
+    assert first["status"] == "running" and first["probe_accuracy"] is not None
+    c.predict(ticket=ticket, api_name="/train_stop")
+    stopped = wait_for(lambda: (s := status())["status"] == "stopped" and s, what="the stop")
+    c.predict(ticket=ticket, api_name="/train_resume")
+    wait_for(lambda: status()["step"] > stopped["step"], what="the resumed steps")
+    name = c.predict(ticket=ticket, api_name="/train_use_model")[0]["value"]
+    assert stopped["run_dir"] in name
+    # the session's model is now the run's: zero-shot answers with it
+    label = c.predict(image=handle_file(STAR), classnames="circle\nstar", templates="a {}.", api_name="/zero_shot")[0]
+    assert label["label"] in ("circle", "star")
+    assert stopped["run_dir"] in c.predict(api_name="/zero_shot")[2]  # the info line names the model
+    with pytest.raises(Exception, match="no such run"):
+        c.predict(ticket={"id": ticket["id"], "key": "guessed"}, api_name="/train_stop")
+    c.predict(ticket=ticket, api_name="/train_stop")
