@@ -75,9 +75,10 @@ def probe_figure(frame: Frame | None) -> go.Figure:
 
 def map_range(frames: list[Frame]) -> tuple[list[float], list[float]]:
     """x and y ranges that hold every frame's points (so the axes stay put while points move)."""
-    if not frames:
+    coords = [f.map.coords for f in frames if len(f.map.coords)]
+    if not coords:
         return [-1.0, 1.0], [-1.0, 1.0]
-    allc = np.concatenate([f.map.coords for f in frames])
+    allc = np.concatenate(coords)
     lo, hi = allc.min(0), allc.max(0)
     pad = 0.08 * np.maximum(hi - lo, 1e-3)
     return [float(lo[0] - pad[0]), float(hi[0] + pad[0])], [float(lo[1] - pad[1]), float(hi[1] + pad[1])]
@@ -101,15 +102,16 @@ def map_frame_figure(view: LiveView, frame: Frame | None) -> go.Figure:
                                  text=view.captions[:n], hovertemplate="caption: %{text}<extra></extra>"))
     fig.update_layout(height=420, xaxis={"range": xr, "title": "PC 1 (aligned across frames)"},
                       yaxis={"range": yr, "title": "PC 2", "scaleanchor": "x"}, margin={"l": 50, "r": 10, "t": 40, "b": 40},
-                      title={"text": f"{len(view.captions)} fixed pairs at step {frame.step}: modality gap {frame.map.gap:.3f}"
+                      title={"text": f"{len(view.captions)} fixed pairs at step {frame.map.step}: modality gap {frame.map.gap:.3f}"
                              if frame else "the map comes with the first frame", "font": {"size": 13}},
                       legend={"orientation": "h", "y": -0.15})
     return fig
 
 
 def gap_figure(view: LiveView) -> go.Figure:
-    """The modality gap (|mean image − mean caption| of the fixed set) at each frame."""
-    fig = go.Figure(go.Scatter(x=[f.step for f in view.frames], y=[f.map.gap for f in view.frames], mode="lines+markers"))
+    """The modality gap (|mean image − mean caption| of the fixed set) at each map (full frame)."""
+    maps = {f.map.step: f.map.gap for f in view.frames}
+    fig = go.Figure(go.Scatter(x=list(maps), y=list(maps.values()), mode="lines+markers"))
     fig.update_layout(height=220, xaxis={"title": "step"}, yaxis={"title": "modality gap", "rangemode": "tozero"},
                       margin={"l": 50, "r": 10, "t": 30, "b": 40}, title={"text": "modality gap", "font": {"size": 13}})
     return fig

@@ -67,22 +67,31 @@ def test_frames_keep_the_probe_matrix_and_are_bounded():
     assert view.last_step == 39 and view.steps[-1] == 39 and len(view.loss) == 39
 
 
-def test_snapshots_are_asked_for_within_the_time_budget():
-    rec = LiveRecorder(total_steps=100, budget=0.1)
-    assert rec.wants_snapshot(1)  # the first frame at once
+def test_snapshots_are_asked_for_within_their_time_budgets():
+    rec = LiveRecorder(total_steps=100, probe_budget=0.1, map_budget=0.05)
+    assert rec.wants_snapshot(1) == "full"  # the first frame at once
     rec.on_snapshot(None, _snapshot(1, seconds=0.5))
-    rec.train_since_snapshot = 4.0  # 4 s of training since: 0.4 s of budget < 0.5 s cost
-    assert not rec.wants_snapshot(10)
-    rec.train_since_snapshot = 5.0
-    assert rec.wants_snapshot(11)
-    rec.train_since_snapshot = 0.0
-    assert rec.wants_snapshot(100)  # the last step always
+    rec.since = {"probe": 4.0, "full": 4.0}  # 4 s of training: 0.4 s of probe budget < 0.5 s (a full one's cost so far)
+    assert rec.wants_snapshot(10) is False
+    rec.since = {"probe": 5.0, "full": 5.0}
+    assert rec.wants_snapshot(11) == "probe"
+    probe_only = _snapshot(11, n=16, seconds=0.05)
+    probe_only.full = False
+    rec.on_snapshot(None, probe_only)
+    assert rec.since == {"probe": 0.0, "full": 5.0}
+    last = rec.view().frames[-1]
+    assert last.step == 11 and last.map.step == 1  # the matrix is new, the map is the last full one's
+    rec.since = {"probe": 0.6, "full": 6.0}
+    assert rec.wants_snapshot(12) == "probe"  # 0.06 s of probe budget >= 0.05 s
+    rec.since = {"probe": 0.0, "full": 10.0}
+    assert rec.wants_snapshot(13) == "full"  # 0.5 s of map budget >= 0.5 s
+    assert rec.wants_snapshot(100) == "full"  # the last step always
 
 
 def test_a_run_sends_frames_of_its_probe_to_the_recorder(tmp_path, micro_dir):
     cfg = TrainConfig.from_flat(dict(output_dir=str(tmp_path / "run"), model=str(micro_dir), steps=4, batch_size=8,
                                      warmup_steps=1, eval_every=0, save_every=0, num_workers=0, progress=False))
-    rec = LiveRecorder(total_steps=4, budget=1e9)  # a frame at every step
+    rec = LiveRecorder(total_steps=4, map_budget=1e9)  # a full frame at every step
     train(cfg, hooks=[rec], probe_pairs=24, matrix_size=16)
     view = rec.view()
     assert [f.step for f in view.frames] == [1, 2, 3, 4]

@@ -12,9 +12,11 @@ thread can read it (`view()`) while the training thread writes.
   that the picture does not spin or flip between frames: points travel, the frame stays put.
   Coordinates are in embedding units (unit vectors), so a collapsed start shows as one small blob.
   At most `max_frames` are kept: when full, every other frame is dropped (the first and last stay).
-- Snapshots are asked for by time (`wants_snapshot`): at the first step, then whenever the training
-  time since the last one is at least cost / budget, so the live views take about `budget` of the
-  run's time whatever the model's speed.
+- Snapshots are asked for by time (`wants_snapshot`), in two kinds: "probe" encodes only the
+  matrix's pairs (cheap: a frame every few seconds), "full" also the map's pairs. Each kind comes
+  whenever the training time since its last one is at least its cost / its budget (`probe_budget`,
+  `map_budget`), so the live views take about their budgets of the run's time whatever the model's
+  speed; a probe-only frame shows the map of the last full one (MapFrame.step says which).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class MapFrame:
 
     coords: np.ndarray
     gap: float
+    step: int = 0
 
 
 @dataclass
@@ -93,13 +96,13 @@ def align_to(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return coords @ (u @ vt)
 
 
-def map_frame(image_emb, text_emb, previous: np.ndarray | None = None) -> MapFrame:
+def map_frame(image_emb, text_emb, previous: np.ndarray | None = None, step: int = 0) -> MapFrame:
     """The map of n pairs (image_emb, text_emb [n, D], unit rows), aligned to the previous frame's coords."""
     img, txt = np.asarray(image_emb, dtype=np.float64), np.asarray(text_emb, dtype=np.float64)
     coords = pca_2d(np.concatenate([img, txt]))  # [2n, 2]
     if previous is not None and previous.shape == coords.shape:
         coords = align_to(coords, previous)
-    return MapFrame(coords.astype(np.float32), float(np.linalg.norm(img.mean(0) - txt.mean(0))))
+    return MapFrame(coords.astype(np.float32), float(np.linalg.norm(img.mean(0) - txt.mean(0))), step)
 
 
 def probe_frame(snapshot: Snapshot) -> ProbeFrame:
@@ -123,7 +126,8 @@ class LiveRecorder(Hook):
     total_steps: int
     max_frames: int = 120
     max_points: int = 2000
-    budget: float = 0.05  # share of the training time that snapshots may take
+    probe_budget: float = 0.03  # share of the training time that probe-only snapshots may take ...
+    map_budget: float = 0.05  # ... and full ones (the map's pairs too)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
@@ -134,8 +138,9 @@ class LiveRecorder(Hook):
         self.labels: list[dict] | None = None
         self.samples_per_s: float | None = None
         self.last_step = 0
-        self.snapshot_s = 0.0  # time spent on snapshots
-        self.train_since_snapshot = 0.0
+        self.snapshot_s = 0.0  # time spent on snapshots, both kinds
+        self.cost = {"probe": [0.0, 0], "full": [0.0, 0]}  # seconds and count of each kind
+        self.since = {"probe": 0.0, "full": 0.0}  # training seconds since the last of each kind
         self._last_step_at: float | None = None
         self._step_times: list[float] = []  # recent seconds per step, for the ETA
         self.started = time.monotonic()
@@ -146,7 +151,8 @@ class LiveRecorder(Hook):
             if self._last_step_at is not None:
                 dt = now - self._last_step_at
                 self._step_times = (self._step_times + [dt])[-20:]
-                self.train_since_snapshot += dt
+                for kind in self.since:
+                    self.since[kind] += dt
             self._last_step_at = now
             self.steps.append(int(record["step"]))
             self.loss.append(float(record["loss"]))
@@ -160,24 +166,40 @@ class LiveRecorder(Hook):
                     values = getattr(self, name)
                     setattr(self, name, [values[i] for i in keep])
 
-    def wants_snapshot(self, step: int) -> bool:
-        """Snapshot now? At the first frame, at the last step, and whenever enough training time has
-        passed since the last one for its cost to stay within `budget`."""
+    def wants_snapshot(self, step: int) -> str | bool:
+        """"full" at the first step, the last, and whenever the training time since the last full one
+        pays for its cost within `map_budget`; else "probe" when that holds for a probe-only one
+        within `probe_budget`; else False."""
         with self._lock:
             if not self.frames or step >= self.total_steps:
-                return True
-            cost = self.snapshot_s / len(self.frames)
-            return self.train_since_snapshot * self.budget >= cost
+                return "full"
+            for kind, budget in (("full", self.map_budget), ("probe", self.probe_budget)):
+                seconds, count = self.cost[kind]
+                mean = seconds / count if count else self.cost["full"][0] / max(1, self.cost["full"][1])
+                if self.since[kind] * budget >= mean:
+                    return kind
+            return False
 
     def on_snapshot(self, state, snapshot: Snapshot):
         probe = probe_frame(snapshot)
         with self._lock:
-            previous = self.frames[-1].map.coords if self.frames else None
-        frame = Frame(snapshot.step, probe, map_frame(snapshot.image_emb.numpy(), snapshot.text_emb.numpy(), previous))
+            last_map = self.frames[-1].map if self.frames else None
+        if snapshot.full:
+            last_map = map_frame(snapshot.image_emb.numpy(), snapshot.text_emb.numpy(),
+                                 last_map.coords if last_map is not None else None, snapshot.step)
+        if last_map is None:  # a probe-only snapshot before any full one: nothing to place yet
+            last_map = MapFrame(np.zeros((0, 2), np.float32), float("nan"), snapshot.step)
+        frame = Frame(snapshot.step, probe, last_map)
+        kind = "full" if snapshot.full else "probe"
         with self._lock:
-            self.captions, self.labels = list(snapshot.captions), snapshot.labels
+            if snapshot.full:
+                self.captions, self.labels = list(snapshot.captions), snapshot.labels
             self.snapshot_s += snapshot.seconds
-            self.train_since_snapshot = 0.0
+            self.cost[kind][0] += snapshot.seconds
+            self.cost[kind][1] += 1
+            self.since["probe"] = 0.0  # a full snapshot draws the matrix too
+            if snapshot.full:
+                self.since["full"] = 0.0
             self._last_step_at = time.monotonic()  # the snapshot's time is not a step's
             self.frames = thin(self.frames + [frame], self.max_frames)
 

@@ -148,10 +148,13 @@ def _evaluate(run: Run) -> None:
     run.call("on_eval", state, results)
 
 
-def _snapshot_due(run: Run, step: int) -> bool:
+def _snapshot_due(run: Run, step: int) -> str | None:
+    """"full" (every pair), "probe" (the matrix's pairs only) or None: what this step's snapshot is."""
     every = run.snapshot_every and step % run.snapshot_every == 0
     asked = [h.wants_snapshot(step) for h in run.hooks if hasattr(h, "wants_snapshot")]  # ask every hook
-    return bool(every or any(asked))
+    if every or any(a is True or a == "full" for a in asked):
+        return "full"
+    return "probe" if any(a == "probe" for a in asked) else None
 
 
 def run_steps(run: Run) -> bool:
@@ -172,8 +175,9 @@ def run_steps(run: Run) -> bool:
                                     "data_wait_share": round(wait / elapsed, 4)})
         if info.is_main and run.evaluator is not None and state.step % cfg.log.eval_every == 0:
             _evaluate(run)
-        if info.is_main and run.probe is not None and _snapshot_due(run, state.step):
-            run.call("on_snapshot", state, make_snapshot(state, run.probe, run.matrix_size))
+        due = _snapshot_due(run, state.step) if info.is_main and run.probe is not None else None
+        if due:
+            run.call("on_snapshot", state, make_snapshot(state, run.probe, run.matrix_size, full=due == "full"))
         stop = run.should_stop() and state.step < cfg.optim.steps
         if (cfg.runtime.save_every and state.step % cfg.runtime.save_every == 0) or state.step == cfg.optim.steps or stop:
             if info.is_main:

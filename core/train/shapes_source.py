@@ -15,7 +15,7 @@ import torch
 
 from ..encode import arrays_to_pixels
 from ..model import OPENAI_MEAN, OPENAI_STD
-from ..shapes import SHAPES, ShapesWorld
+from ..shapes import COLOURS, SHAPES, ShapesWorld
 from .data import Batch, TextTokens
 
 EVAL_SEED_OFFSET = 10_000  # the in-run eval's images: seed + this, on the eval split
@@ -64,10 +64,24 @@ class ShapesPairs:
         return self._to_batch(samples, group, group_size)
 
     def probe(self, n: int) -> Batch:
-        """A fixed set for live views: n single-object images of the eval split, with labels."""
+        """A fixed set for live views: n single-object images of the eval split, with labels.
+
+        The first 16 (the probe matrix of the Train tab) hold every colour twice, in two different
+        drawing styles, with shapes drawn at random: a batch whose diagonal can emerge from what a
+        short run learns first (colour, then style). Of 16 pairs drawn at random, about 2 share a
+        colour and a style, so a model that knows colour and style but not yet shape has no way to
+        tell them apart; measured at step 300 of quick-demo: 88% row accuracy on this batch, 61% on
+        average over random batches of 16."""
         eval_world = ShapesWorld(seed=self.seed + EVAL_SEED_OFFSET + 1, split="eval", image_size=self.image_size,
                                  min_objects=1, max_objects=1)
-        return self._to_batch(eval_world.take(n), labels=True)
+        rng = np.random.default_rng(self.seed + EVAL_SEED_OFFSET + 2)
+        first = []
+        for i, colour in enumerate(COLOURS):
+            for j, style in enumerate(rng.choice(eval_world.styles, size=2, replace=False)):
+                first.append(eval_world.sample(2 * i + j, stream=3, colour=colour, style=str(style)))
+        order = rng.permutation(len(first))  # not grouped by colour on the matrix
+        samples = [first[k] for k in order][:n] + eval_world.take(max(0, n - len(first)))
+        return self._to_batch(samples, labels=True)
 
     def evaluator(self, cfg) -> "ShapesEval | None":
         """The in-run eval of this source (None when cfg.log.eval_every is 0)."""
