@@ -25,7 +25,7 @@ if __name__ == "__main__" and "IPython" not in sys.modules:
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from demo import embedding_map, similarity_matrix, zero_shot  # noqa: E402
+from demo import embedding_map, evaluate, similarity_matrix, train_tab, zero_shot  # noqa: E402
 from demo.context import AppConfig, AppContext  # noqa: E402
 from demo.hover import HOVER_JS  # noqa: E402
 from demo.limits import GuardMiddleware  # noqa: E402
@@ -52,7 +52,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(max(5, ttl // 6), ttl)) as app:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
-        model_state, model_status, describe_model = build_picker(ctx)
+        model_state, model_status, describe_model, picker = build_picker(ctx)
         with gr.Tabs():
             with gr.Tab("Zero-shot", id="zero-shot"):
                 zs = zero_shot.build_tab(ctx, model_state)
@@ -60,6 +60,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 similarity_matrix.build_tab(ctx, model_state)
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
+            with gr.Tab("Train", id="train"):
+                tr = train_tab.build_tab(ctx, model_state, picker, model_status, describe_model)
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate.build_tab(ctx, model_state, zs.templates)
 
         def stop_jobs(request: gr.Request) -> None:  # a closed tab stops its jobs
             ctx.jobs.stop(getattr(request, "session_hash", None))
@@ -68,6 +72,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         if ctx.config.test_gate:
             add_test_gate()
         app.load(zs.fill_defaults, None, zs.outputs(), queue=False, api_visibility="private")
+        app.load(tr.reconnect, tr.owned, tr.views, api_visibility="private", show_progress="hidden")
         app.load(lambda name: describe_model(ctx, name), model_state, model_status, api_visibility="private",
                  concurrency_id="model_load", show_progress="minimal")
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)

@@ -143,6 +143,7 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
             try_label = gr.Label(label="zero-shot (current weights)", elem_id="tr-try-label")
         try_run = gr.Button("Classify with the current weights")
     summary = gr.JSON(visible=False, label="run summary")
+    ticket_box = gr.JSON(visible=False, label="run ticket (id and key: pass it to the other train_* endpoints)")
     timer = gr.Timer(2.0, active=False)
     views = [status, curves, accuracy, probe, moving, gap, replay, timer]
 
@@ -207,7 +208,7 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                 streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
         run = runs.submit(build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text,
                                        streaming))
-        return [{"id": run.id, "key": run.key}] + draw(run)
+        return [{"id": run.id, "key": run.key}] + draw(run)[:-1]
 
     def reconnect(ticket):
         try:
@@ -250,7 +251,7 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
         """Resume this browser's stopped run from its latest checkpoint."""
         run = lookup(ticket)
         runs.resume(run)
-        return draw(run)
+        return draw(run)[:-1]
 
     @user_errors
     def use_model(ticket: dict | None = None, progress=gr.Progress()):
@@ -293,11 +294,15 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                   queue=False, api_visibility="private")
     knob_inputs = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed, files, dataset,
                    lock_image, lock_text, model_state, owned]
-    start.click(start_run, knob_inputs, [owned] + views, api_name="train_start", concurrency_id="train_control",
-                concurrency_limit=4)
+    shown = views[:-1]  # the API's outputs: all labelled (the timer and the browser's ticket follow privately)
+    start.click(start_run, knob_inputs, [ticket_box] + shown, api_name="train_start", concurrency_id="train_control",
+                concurrency_limit=4).success(lambda t: (t, gr.Timer(active=True)), ticket_box, [owned, timer],
+                                             api_visibility="private", queue=False)
     stop.click(stop_run, owned, None, api_name="train_stop", queue=False)
     gr.Button(visible=False).click(run_summary, owned, summary, api_name="train_status", queue=False)  # for scripts
-    resume.click(resume_run, owned, views, api_name="train_resume", concurrency_id="train_control", concurrency_limit=4)
+    resume.click(resume_run, owned, shown, api_name="train_resume", concurrency_id="train_control",
+                 concurrency_limit=4).success(lambda: gr.Timer(active=True), None, timer, api_visibility="private",
+                                              queue=False)
     timer.tick(tick, [owned, follow, replay], views, api_visibility="private", concurrency_id="train_view",
                concurrency_limit=4, show_progress="hidden")
     replay.release(show_frame, [owned, replay], [probe, moving, follow], api_visibility="private",

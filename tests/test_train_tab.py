@@ -135,3 +135,32 @@ def test_start_frames_stop_resume_use_and_classify_through_the_api(url):
     with pytest.raises(Exception, match="no such run"):
         c.predict(ticket={"id": ticket["id"], "key": "guessed"}, api_name="/train_stop")
     c.predict(ticket=ticket, api_name="/train_stop")
+
+
+def test_fine_tuning_on_uploaded_pairs_keeps_the_locked_tower(tmp_path):
+    """Fine-tune mode: uploaded images (captioned by their file names) become an image folder the
+    trainer reads; with the image tower locked (LiT), its weights do not move."""
+    import torch
+
+    from core.model import load
+    from core.shapes import ShapesWorld
+    from demo.train_tab import FINETUNE, pairs_folder
+
+    files = []
+    for i, s in enumerate(ShapesWorld(seed=4).take(8)):
+        path = tmp_path / "up" / f"{s.caption.replace(' ', '_')}.png"
+        path.parent.mkdir(exist_ok=True)
+        s.image.save(path)
+        files.append(str(path))
+    data = pairs_folder(files, tmp_path / "pairs")
+    assert (tmp_path / "pairs" / "metadata.csv").read_text().splitlines()[1].endswith(ShapesWorld(seed=4)[0].caption)
+    cfg = build_config("quick-demo", {"steps": 3, "batch_size": 4, "save_every": 0, "warmup_steps": 1, "save_dtype": "float32"},
+                       FINETUNE, "shapes-tiny", data,
+                       True, False, False)
+    runs = TrainRuns(tmp_path / "runs")
+    run = runs.submit(cfg)
+    wait_for(lambda: run.status in ("finished", "failed"), what="the fine-tuning run")
+    assert run.status == "finished", run.error
+    before, after = load("shapes-tiny").model, load(str(run.run_dir / "model")).model
+    assert torch.equal(before.visual_projection.weight, after.visual_projection.weight)
+    assert not torch.equal(before.text_projection.weight, after.text_projection.weight)

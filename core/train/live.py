@@ -126,8 +126,8 @@ class LiveRecorder(Hook):
     total_steps: int
     max_frames: int = 120
     max_points: int = 2000
-    probe_budget: float = 0.03  # share of the training time that probe-only snapshots may take ...
-    map_budget: float = 0.05  # ... and full ones (the map's pairs too)
+    probe_budget: float = 0.025  # share of the training time that probe-only snapshots may take ...
+    map_budget: float = 0.04  # ... and full ones (the map's pairs too)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
@@ -175,9 +175,8 @@ class LiveRecorder(Hook):
                 return "full"
             for kind, budget in (("full", self.map_budget), ("probe", self.probe_budget)):
                 seconds, count = self.cost[kind]
-                mean = seconds / count if count else self.cost["full"][0] / max(1, self.cost["full"][1])
-                if self.since[kind] * budget >= mean:
-                    return kind
+                if not count or self.since[kind] * budget >= seconds / count:
+                    return kind  # (the first probe-only one comes at once: it measures its cost)
             return False
 
     def on_snapshot(self, state, snapshot: Snapshot):

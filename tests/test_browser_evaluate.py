@@ -1,0 +1,110 @@
+"""The Evaluate tab in a real browser (Playwright driving Debian's Chromium).
+
+One click evaluates the default shapes-world set with one request and shows every result: the
+accuracy line, the confusion heatmap (row-normalised, counts on hover, confused classes together),
+the per-class table, the galleries, the template table and the probe curve. "Use the chosen
+templates" fills the zero-shot tab's template box; an uploaded zip of class folders is evaluated
+too. Screenshots go to a temp folder, or to docs/screenshots/evaluate*.png when
+CLIP_LAB_UPDATE_SCREENSHOTS=1. Needs /usr/bin/chromium (`apt-get install -y chromium`); never
+`playwright install`.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest_app import launch_chromium, running_app, screenshot_dir
+
+from core.shapes import ShapesWorld
+
+JOIN = "/gradio_api/queue/join"
+HEATMAP = "document.querySelector('#ev-confusion .js-plotly-plot')"
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with running_app({"OMP_NUM_THREADS": "1"}) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        pg = browser.new_page(viewport={"width": 1360, "height": 1000})
+        pg.set_default_timeout(180_000)
+        pg.joins = []
+        pg.on("request", lambda r: pg.joins.append(r.url) if r.method == "POST" and JOIN in r.url else None)
+        pg.goto(url)
+        pg.wait_for_selector("#zs-run")
+        pg.get_by_role("tab", name="Evaluate").click()
+        pg.wait_for_selector("#ev-run")
+        pg.wait_for_function("() => document.querySelector('#ev-templates textarea').value.includes('a photo of a {}.')")
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory)
+
+
+def _settled(page) -> None:
+    page.wait_for_function("() => !document.querySelector('#ev-summary .pending, .eta-bar')")
+
+
+def test_one_click_shows_every_result_with_one_request(page, shots):
+    before = len(page.joins)
+    page.click("#ev-run")
+    page.wait_for_selector("#ev-summary :text('Top-1')")
+    page.wait_for_function(f"() => {{ const el = {HEATMAP}; return el && el.data && el.data.length; }}")
+    page.wait_for_selector("#ev-probe .js-plotly-plot")
+    page.wait_for_selector("#ev-mistakes img")
+    _settled(page)
+    assert len(page.joins) - before == 1, page.joins
+    heat = page.evaluate(f"() => {{ const d = {HEATMAP}.data[0]; return {{x: d.x, y: d.y, hover: d.hovertemplate, "
+                         "counts: d.customdata}; }")
+    assert len(heat["x"]) == 8 and heat["x"] == heat["y"] and "of its images" in heat["hover"]
+    assert sum(map(sum, heat["counts"])) == 1000  # the default set: 1,000 images
+    summary = page.locator("#ev-summary").inner_text()
+    assert "mean per-class recall" in summary and "Retrieval" in summary
+    assert "ENSEMBLE" in page.locator("#ev-templates-table").inner_text()
+    assert page.locator("#ev-correct img").count() >= 1
+    assert "evaluate_results" in page.locator("#ev-downloads").inner_text()
+    page.screenshot(path=str(shots / "evaluate.png"), full_page=True)
+    page.locator("#ev-confusion").screenshot(path=str(shots / "evaluate_confusion.png"))
+    page.locator("#ev-probe").screenshot(path=str(shots / "evaluate_probe.png"))
+
+
+def test_the_chosen_templates_go_to_the_zero_shot_tab(page):
+    chosen_text = page.locator("#ev-selection").inner_text()
+    page.click("#ev-use")
+    page.get_by_role("tab", name="Zero-shot").click()
+    page.wait_for_function("() => !document.querySelector('#zs-templates textarea').value.includes('a line drawing of a {}.\\n')"
+                           " || document.querySelector('#zs-templates textarea').value.split('\\n').length < 6")
+    lines = page.locator("#zs-templates textarea").input_value().splitlines()
+    assert lines and all(line in chosen_text for line in lines), (lines, chosen_text)
+    page.get_by_role("tab", name="Evaluate").click()
+
+
+def test_an_uploaded_zip_of_class_folders(page, tmp_path, shots):
+    path = tmp_path / "colours.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for s in ShapesWorld(seed=9, split="eval", min_objects=1, max_objects=1).take(120):
+            buf = io.BytesIO()
+            s.image.save(buf, "PNG")
+            z.writestr(f"colours/{s.labels['colour']}/{s.index}.png", buf.getvalue())
+    page.get_by_label("uploaded zip or files").check()
+    page.locator("#ev-files input[type=file]").set_input_files(str(path))
+    page.wait_for_function("() => document.querySelector('#ev-files').innerText.includes('colours')")
+    page.locator("#ev-renames textarea").fill("red = red shape\nblue = blue shape")
+    page.click("#ev-run")
+    page.wait_for_selector("#ev-summary :text('120 images in 8 classes')")
+    _settled(page)
+    ticks = page.evaluate(f"() => {HEATMAP}.data[0].x")
+    assert "red shape" in ticks and "blue shape" in ticks and "green" in ticks
+    assert "No mistakes" in page.locator("#ev-mistakes").inner_text()  # the bundled model knows its colours
+    top = page.locator("#ev-files").bounding_box()
+    bottom = max((page.locator(x).bounding_box() for x in ("#ev-mistakes", "#ev-correct")), key=lambda b: b["y"] + b["height"])
+    scroll = page.evaluate("() => window.scrollY")
+    page.screenshot(path=str(shots / "evaluate_upload.png"), full_page=True,
+                    clip={"x": 0, "y": top["y"] + scroll - 10, "width": 1360, "height": bottom["y"] + bottom["height"] - top["y"] + 20})
