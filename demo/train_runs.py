@@ -56,6 +56,7 @@ class TrainRun:
     last_seen: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     stop_reason: str = ""
+    meta: dict = field(default_factory=dict)  # what the tab shows about how it was started (mode, recipe)
 
     @property
     def run_dir(self) -> Path:
@@ -98,13 +99,13 @@ class TrainRuns:
         self._line: list[str] = []  # queued run ids, first in first out
         self._lock = threading.Lock()
 
-    def submit(self, cfg: TrainConfig) -> TrainRun:
+    def submit(self, cfg: TrainConfig, meta: dict | None = None) -> TrainRun:
         """Queue a new run of `cfg` (its output_dir is set here); it starts when a place is free."""
         if cfg.optim.steps > self.max_steps:
             raise UserInputError(f"{cfg.optim.steps:,} steps; the app trains at most {self.max_steps:,} per run")
         run_id = secrets.token_hex(4)
         cfg = cfg.replace(output_dir=str(self.runs_dir / f"app-{run_id}"), progress=False)
-        run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps))
+        run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps), meta=dict(meta or {}))
         with self._lock:
             self._runs[run_id] = run
             self._line.append(run_id)

@@ -207,15 +207,19 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                 data = check_dataset_source(text(dataset, "the dataset", 500), cfg_app.data_dirs)
                 streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
         run = runs.submit(build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text,
-                                       streaming))
+                                       streaming), meta={"mode": mode, "recipe": recipe})
         return [{"id": run.id, "key": run.key}] + draw(run)[:-1]
 
+    knob_boxes = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed]
+
     def reconnect(ticket):
+        """A reloaded page: the run's views, and the knobs it was started with (not the recipe's)."""
         try:
             run = lookup(ticket)
         except UserInputError:
-            return [gr.skip()] * len(views)
-        return draw(run)
+            return [gr.skip()] * (len(views) + len(knob_boxes))
+        flat = run.cfg.flat()
+        return draw(run) + [run.meta.get("mode", SCRATCH), run.meta.get("recipe", names[0])] + [flat[k] for k in KNOBS]
 
     @user_errors
     def tick(ticket, follow_, replay_):
@@ -290,7 +294,7 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
         s = score(clip, head, [open_image(image)], ["image"], name, [])
         return render(s, 5, s.model_scale).label
 
-    recipe.change(lambda r: knob_values(r), recipe, [steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed],
+    recipe.input(lambda r: knob_values(r), recipe, [steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed],
                   queue=False, api_visibility="private")
     knob_inputs = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed, files, dataset,
                    lock_image, lock_text, model_state, owned]
@@ -313,4 +317,6 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                    concurrency_limit=4)
     try_run.click(try_current, [owned, try_image, try_names], try_label, api_name="train_try", concurrency_id="inference",
                   concurrency_limit=cfg_app.inference_threads())
-    return TrainHandles(reconnect, owned, views)
+    # a reloaded page: the browser restores the ticket after the page's load event, as a change
+    owned.change(reconnect, owned, views + knob_boxes, api_visibility="private", show_progress="hidden", queue=False)
+    return TrainHandles(reconnect, owned, views + knob_boxes)

@@ -27,7 +27,7 @@ def curves_figure(view: LiveView) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "logit scale (1 / temperature)", "learning rate"))
     for col, (values, colour) in enumerate(((view.loss, "#4e79a7"), (view.logit_scale, "#e15759"), (view.lr, "#59a14f")), 1):
         fig.add_trace(go.Scatter(x=view.steps, y=values, mode="lines", line={"color": colour}, showlegend=False), 1, col)
-        fig.update_xaxes(title_text="step", row=1, col=col)
+        fig.update_xaxes(title_text="step", range=[0, view.total_steps], row=1, col=col)
     fig.update_layout(height=260, margin={"l": 40, "r": 10, "t": 40, "b": 40})
     return fig
 
@@ -42,7 +42,8 @@ def accuracy_figure(view: LiveView) -> go.Figure:
                                  name=TASK_NAMES[task]))
         if task in CHANCE:
             fig.add_hline(y=100 * CHANCE[task], line_dash="dot", line_color="#bbbbbb")
-    fig.update_layout(height=280, yaxis={"title": "zero-shot top-1 (%)", "range": [0, 100]}, xaxis={"title": "step"},
+    fig.update_layout(height=280, yaxis={"title": "zero-shot top-1 (%)", "range": [0, 100]},
+                      xaxis={"title": "step", "range": [0, view.total_steps]},
                       margin={"l": 50, "r": 10, "t": 30, "b": 40},
                       title={"text": "zero-shot accuracy on a fixed eval sample (dotted: chance)" if tasks
                              else "zero-shot accuracy: the first eval comes after eval_every steps", "font": {"size": 13}})
@@ -52,7 +53,7 @@ def accuracy_figure(view: LiveView) -> go.Figure:
 def probe_figure(frame: Frame | None) -> go.Figure:
     """Cosine and row softmax [k, k] of the probe pairs at one frame (rows: images, columns: captions)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("cosine", "softmax over each row (image → caption)"),
-                        horizontal_spacing=0.12)
+                        horizontal_spacing=0.22)
     if frame is None:
         fig.update_layout(height=380, title={"text": "the first frame comes after the first step", "font": {"size": 13}})
         return fig
@@ -60,10 +61,10 @@ def probe_figure(frame: Frame | None) -> go.Figure:
     k = len(p.cosine)
     ticks = [str(i + 1) for i in range(k)]
     fig.add_trace(go.Heatmap(z=p.cosine, x=ticks, y=ticks, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
-                             colorbar={"x": 0.44, "len": 0.9}, hovertemplate="image %{y}, caption %{x}: %{z:.3f}<extra></extra>"),
+                             colorbar={"x": 0.39, "len": 0.9, "thickness": 12}, hovertemplate="image %{y}, caption %{x}: %{z:.3f}<extra></extra>"),
                   1, 1)
     fig.add_trace(go.Heatmap(z=p.probs_rows, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Viridis",
-                             hovertemplate="image %{y} → caption %{x}: %{z:.3f}<extra></extra>"), 1, 2)
+                             colorbar={"thickness": 12}, hovertemplate="image %{y} → caption %{x}: %{z:.3f}<extra></extra>"), 1, 2)
     for col in (1, 2):
         fig.update_yaxes(autorange="reversed", title_text="image" if col == 1 else None, row=1, col=col)
         fig.update_xaxes(title_text="caption", row=1, col=col)
@@ -112,7 +113,8 @@ def gap_figure(view: LiveView) -> go.Figure:
     """The modality gap (|mean image − mean caption| of the fixed set) at each map (full frame)."""
     maps = {f.map.step: f.map.gap for f in view.frames}
     fig = go.Figure(go.Scatter(x=list(maps), y=list(maps.values()), mode="lines+markers"))
-    fig.update_layout(height=220, xaxis={"title": "step"}, yaxis={"title": "modality gap", "rangemode": "tozero"},
+    fig.update_layout(height=220, xaxis={"title": "step", "range": [0, view.total_steps]},
+                      yaxis={"title": "modality gap", "rangemode": "tozero"},
                       margin={"l": 50, "r": 10, "t": 30, "b": 40}, title={"text": "modality gap", "font": {"size": 13}})
     return fig
 

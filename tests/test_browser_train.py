@@ -48,7 +48,8 @@ def test_the_diagonal_emerges_live_and_a_reload_finds_the_run(browser, tmp_path_
     page.wait_for_function(f"() => parseInt(document.querySelector('#tr-probe .gtitle').textContent.split(' ')[1]) > {first_step + 30}")
     later_title, later_z = probe_title(page), probe_cosines(page)
     assert later_title != first_title and later_z != first_z
-    assert json.loads(later_z) and len(json.loads(later_z)) == 16
+    z = json.loads(later_z)  # plotly's typed-array form: {"dtype", "bdata", "shape"}
+    assert (z.get("shape") if isinstance(z, dict) else f"{len(z)}, {len(z[0])}").replace(" ", "") == "16,16"
     page.screenshot(path=str(shots / "train_later_frame.png"), full_page=True)
     status = page.locator("#tr-status").text_content()
     assert "Running" in status and "samples/s" in status
@@ -56,6 +57,7 @@ def test_the_diagonal_emerges_live_and_a_reload_finds_the_run(browser, tmp_path_
     page.reload()
     page.get_by_role("tab", name="Train").click()
     page.wait_for_function(f"() => parseInt(document.querySelector('#tr-probe .gtitle')?.textContent.split(' ')[1]) > {first_step + 30}")
+    assert page.locator("#tr-steps input").input_value() == "300"  # the run's knobs, not the recipe's
     page.locator("#tr-stop").click()
     page.wait_for_function("() => document.querySelector('#tr-status').textContent.includes('Stopped')")
     page.screenshot(path=str(shots / "train_stopped.png"), full_page=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_app import model_source, running_app
+from conftest_app import ROOT, model_source, running_app
 
 from core.data import DataError
 from core.errors import UserInputError
@@ -378,3 +378,23 @@ def test_stop_ends_a_long_evaluation_within_a_batch(app):
     job.result(timeout=60)  # the job ends with its outputs unchanged
     assert time.monotonic() - stopped < 5.0
     assert evaluate(c, n=50, select_templates=False, linear_probe=False)["data"]["n"] == 50  # and the app serves on
+
+
+def test_the_tab_and_scripts_evaluate_give_the_same_numbers(client, tmp_path):
+    """The tab is a thin caller: on the same shapes-world images, templates and seed, /evaluate and
+    `scripts/evaluate.py --select-templates --linear-probe` report the same per-template accuracies,
+    the same chosen templates and the same probe curve."""
+    import subprocess
+    import sys
+
+    out_json = tmp_path / "cli.json"
+    done = subprocess.run([sys.executable, "scripts/evaluate.py", "--n", "300", "--seed", "5", "--study-seed", "5",
+                           "--task", "shape", "--templates", "shapes_world", "--select-templates", "--linear-probe",
+                           "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cli = json.loads(out_json.read_text())["study"]
+    tab = evaluate(client, n=300, seed=5, label="shape")["data"]["study"]
+    np.testing.assert_allclose(tab["template_accuracy"], cli["template_accuracy"], atol=1 / 300 + 1e-9)
+    assert tab["selection"]["chosen"] == cli["selection"]["chosen"]
+    for a, b in zip(tab["probe"]["points"], cli["probe"]["points"]):
+        assert a["k"] == b["k"] and a["mean"] == pytest.approx(b["mean"], abs=0.02)
