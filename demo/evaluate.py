@@ -92,8 +92,11 @@ def downloads_folder(ttl_s: float) -> Path:
     return base / uuid.uuid4().hex
 
 
-def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None) -> None:
-    """The Evaluate tab; `zs_templates` (the zero-shot tab's template box) receives the chosen templates."""
+def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None, zs_preset: gr.Dropdown | None = None,
+              zs_saved: gr.State | None = None) -> None:
+    """The Evaluate tab; `zs_templates` (the zero-shot tab's template box) receives the chosen templates,
+    which also become a template preset of this session in the zero-shot tab's menu (`zs_preset`,
+    kept in `zs_saved`)."""
     cfg = ctx.config
     chosen = gr.State(None, time_to_live=3600)
     with gr.Row():
@@ -231,11 +234,19 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
     gr.on(None, lambda: preset_text("templates", DEFAULT_TEMPLATES), None, templates, api_visibility="private", queue=False)
 
     if zs_templates is not None:
-        def use_chosen(picked):
+        def use_chosen(picked, own):
             if not picked:
                 gr.Warning("Run an evaluation with forward selection first: there are no chosen templates yet.")
-                return gr.skip()
-            gr.Info(f"The {len(picked)} chosen template(s) are now in the zero-shot tab's template box.")
-            return "\n".join(picked)
+                return gr.skip(), gr.skip(), gr.skip()
+            text = "\n".join(picked)
+            name = f"chosen in Evaluate ({len(picked)})"
+            own = {**(own or {}), name: text}
+            gr.Info(f"The {len(picked)} chosen template(s) are in the zero-shot tab, as the preset '{name}'.")
+            choices = list(TEMPLATE_PRESETS) + list(own) + [CUSTOM]
+            return text, gr.Dropdown(choices=choices, value=name), own
 
-        use.click(use_chosen, chosen, zs_templates, api_visibility="private", queue=False)
+        if zs_preset is not None and zs_saved is not None:
+            use.click(use_chosen, [chosen, zs_saved], [zs_templates, zs_preset, zs_saved], api_visibility="private",
+                      queue=False)
+        else:
+            use.click(lambda p: use_chosen(p, {})[0], chosen, zs_templates, api_visibility="private", queue=False)

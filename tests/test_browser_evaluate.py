@@ -83,6 +83,16 @@ def test_the_chosen_templates_go_to_the_zero_shot_tab(page):
                            " || document.querySelector('#zs-templates textarea').value.split('\\n').length < 6")
     lines = page.locator("#zs-templates textarea").input_value().splitlines()
     assert lines and all(line in chosen_text for line in lines), (lines, chosen_text)
+    # they are a preset of this session now: the menu names it, and picking another preset and then it
+    # again brings them back
+    preset = page.locator("#zs-tpl-preset input")
+    assert preset.input_value() == f"chosen in Evaluate ({len(lines)})"
+    page.locator("#zs-tpl-preset input").click()
+    page.get_by_role("option", name="OpenAI's 7").click()
+    page.wait_for_function("() => document.querySelector('#zs-templates textarea').value.split('\\n').length == 7")
+    page.locator("#zs-tpl-preset input").click()
+    page.get_by_role("option", name=f"chosen in Evaluate ({len(lines)})").click()
+    page.wait_for_function(f"() => document.querySelector('#zs-templates textarea').value.split('\\n').length == {len(lines)}")
     page.get_by_role("tab", name="Evaluate").click()
 
 
