@@ -124,7 +124,7 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                 download = gr.Button("Download (zip)", elem_id="tr-download")
             archive = gr.File(label="model (Hugging Face folder, zipped)", visible=False, elem_id="tr-archive")
         with gr.Column(scale=2):
-            status = gr.Markdown("Pick a recipe and press Start.", elem_id="tr-status")
+            status = gr.Markdown("Pick a recipe and press Start.", label="run status", elem_id="tr-status")
             curves = gr.Plot(label="loss, logit scale, learning rate", elem_id="tr-curves")
             accuracy = gr.Plot(label="zero-shot accuracy", elem_id="tr-accuracy")
     with gr.Row():
