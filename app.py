@@ -26,6 +26,7 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from demo import embedding_map, evaluate, similarity_matrix, train_tab, zero_shot  # noqa: E402
+from demo import search  # noqa: E402
 from demo.context import AppConfig, AppContext  # noqa: E402
 from demo.hover import HOVER_JS  # noqa: E402
 from demo.limits import GuardMiddleware  # noqa: E402
@@ -63,7 +64,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 tr = train_tab.build_tab(ctx, model_state, picker, model_status, describe_model)
             with gr.Tab("Evaluate", id="evaluate"):
-                evaluate.build_tab(ctx, model_state, zs.templates)
+                evaluate.build_tab(ctx, model_state, zs.templates, zs.template_preset, zs.saved_templates)
+            with gr.Tab("Search", id="search"):
+                search.build_tab(ctx, model_state)
 
         def stop_jobs(request: gr.Request) -> None:  # a closed tab stops its jobs
             ctx.jobs.stop(getattr(request, "session_hash", None))

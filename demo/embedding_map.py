@@ -170,7 +170,8 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None, job=None) -> tuple[P
     def build():
         if progress is not None:
             progress(0.1, desc=f"building {spec.n} pairs")
-        pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_upload_images, ctx.services.dataset)
+        pairs = build_pairs(spec, ctx.config.data_dirs, ctx.config.max_upload_images, ctx.services.dataset,
+                            job.reporter(progress, "drawing shapes-world images", "images") if job else None)
         img = embed_images(clip, pairs.images, job.reporter(progress, "encoding images", "images") if job else None)
         txt = embed_texts(clip, pairs.captions, job.reporter(progress, "encoding captions", "captions") if job else None)
         for im in pairs.images:  # the cache keeps small thumbnails (for the map's hover cards), not decoded images

@@ -38,12 +38,18 @@ class Pairs:
         return len(self.captions)
 
 
-def shapes_pairs(n: int, seed: int = 0, split: str = "eval", start: int = 0) -> Pairs:
-    """n consecutive samples of the shapes world (the eval split holds every colour–shape pair)."""
+def shapes_pairs(n: int, seed: int = 0, split: str = "eval", start: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> Pairs:
+    """n consecutive samples of the shapes world (the eval split holds every colour–shape pair).
+    progress(done, n) is called every 500 samples (about 0.5 s), so a Stop can end a large set early."""
     n, seed = int(n), int(seed)
     if n < 1:
         raise UserInputError("the batch needs at least one pair")
-    samples = ShapesWorld(seed=seed, split=split).take(n, start)
+    world, samples = ShapesWorld(seed=seed, split=split), []
+    for at in range(start, start + n, 500):
+        samples += world.take(min(500, start + n - at), at)
+        if progress is not None:
+            progress(len(samples), n)
     return Pairs([s.image for s in samples], [s.caption for s in samples],
                  [f"#{s.index}" for s in samples], [s.labels for s in samples])
 
@@ -160,10 +166,12 @@ class SourceSpec:
     text_column: str = "text"
 
 
-def build_pairs(spec: SourceSpec, data_dirs: list[Path], max_images: int = 64, opened: Callable | None = None) -> Pairs:
-    """Pairs from whichever source `spec` names (`opened`: the app's dataset cache, see dataset_pairs)."""
+def build_pairs(spec: SourceSpec, data_dirs: list[Path], max_images: int = 64, opened: Callable | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Pairs:
+    """Pairs from whichever source `spec` names (`opened`: the app's dataset cache, see dataset_pairs;
+    `progress(done, total)`: called while shapes-world images are drawn)."""
     if spec.source == "shapes world":
-        return shapes_pairs(spec.n, spec.seed, spec.split or "eval")
+        return shapes_pairs(spec.n, spec.seed, spec.split or "eval", progress=progress)
     if spec.source == "uploaded images":
         return upload_pairs(spec.files, max_images)
     if spec.source == "datasets source":

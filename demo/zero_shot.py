@@ -19,6 +19,7 @@ from .common import get_model, running, stop_button, user_errors
 from .context import EXAMPLES_DIR
 from .images import display_name, open_image
 from .limits import count_at_most, early_checks, number, text
+from .saliency_view import build_zero_shot_saliency
 from .zero_shot_view import (BATCH_COLUMNS, MAX_SCALE, MIN_SCALE, TEMPLATE_COLUMNS, check_inputs, duplicate_notice,
                              render, score, vocabulary_notice)
 
@@ -83,6 +84,8 @@ class ZeroShotHandles:
     classnames: gr.Textbox
     templates: gr.Textbox
     fill_defaults: object
+    template_preset: gr.Dropdown | None = None  # the template preset menu (the Evaluate tab adds to it) ...
+    saved_templates: gr.State | None = None  # ... and this session's own presets: {name: templates text}
 
     def outputs(self) -> list:
         return [self.classnames, self.templates]
@@ -112,7 +115,8 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
         with gr.Column(scale=1):
             with gr.Row():
                 cls_preset = gr.Dropdown(list(CLASSNAME_PRESETS) + [CUSTOM], value=DEFAULT_CLASSNAMES, label="Class-name preset")
-                tpl_preset = gr.Dropdown(list(TEMPLATE_PRESETS) + [CUSTOM], value=DEFAULT_TEMPLATES, label="Template preset")
+                tpl_preset = gr.Dropdown(list(TEMPLATE_PRESETS) + [CUSTOM], value=DEFAULT_TEMPLATES, label="Template preset",
+                                         elem_id="zs-tpl-preset")
             classnames = gr.Textbox(None, lines=6, max_lines=12, label="Class names (one per line, or comma-separated)",
                                     elem_id="zs-classnames")
             templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
@@ -128,6 +132,7 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             label = gr.Label(label="Top-k (ensemble)", elem_id="zs-label")
         with gr.Column(scale=1):
             plot = gr.Plot(label="Probabilities", elem_id="zs-plot")
+    build_zero_shot_saliency(ctx, model_state, image, files, scores)
     table = gr.Dataframe(headers=TEMPLATE_COLUMNS, label="Each template alone vs the ensemble (first image)", wrap=True,
                          elem_id="zs-templates-table")
     heatmap = gr.Plot(label="Cosine and logit of each template's prompt for the top classes (first image)", elem_id="zs-heatmap")
@@ -208,18 +213,29 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     def on_classnames_preset(name):
         return gr.skip() if name == CUSTOM else preset_text("classnames", name)
 
+    saved = gr.State({}, time_to_live=3600)  # this session's own template presets (e.g. chosen in the Evaluate tab)
+
     @user_errors
-    def on_templates_preset(name):
+    def on_templates_preset(name, own):
+        if name in (own or {}):
+            return own[name]
         return gr.skip() if name == CUSTOM else preset_text("templates", name)
 
+    def templates_preset_of(text, own):
+        found = matching_preset("templates", text)
+        if found == CUSTOM:
+            entries = parse_templates(text or "") if (text or "").strip() else []
+            found = next((n for n, t in (own or {}).items() if parse_templates(t) == entries), CUSTOM)
+        return found
+
     cls_preset.input(on_classnames_preset, cls_preset, classnames, api_visibility="private", queue=False)
-    tpl_preset.input(on_templates_preset, tpl_preset, templates, api_visibility="private", queue=False)
+    tpl_preset.input(on_templates_preset, [tpl_preset, saved], templates, api_visibility="private", queue=False)
     gr.on([classnames.blur, classnames.submit], lambda text: matching_preset("classnames", text), classnames, cls_preset,
           api_visibility="private", queue=False)
-    gr.on([templates.blur, templates.submit], lambda text: matching_preset("templates", text), templates, tpl_preset,
+    gr.on([templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset,
           api_visibility="private", queue=False)
 
     def fill_defaults():
         return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES)
 
-    return ZeroShotHandles(classnames, templates, fill_defaults)
+    return ZeroShotHandles(classnames, templates, fill_defaults, tpl_preset, saved)
