@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
         if a.get("recipe"):
             values.update(read_recipe(a["recipe"]))
         elif a.get("start") in ("resume", "resume_or_start") and saved.is_file():
-            values.update({k: v for k, v in json.loads(saved.read_text()).items() if k != "output_dir"})
+            # not its stop_at: that run stopped there on purpose, and this one goes on
+            values.update({k: v for k, v in json.loads(saved.read_text()).items() if k not in ("output_dir", "stop_at")})
         values.update({k: v for k, v in a.items() if k in flat_fields()})
         for item in a["set"]:
             key, sep, value = item.partition("=")

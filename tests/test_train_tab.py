@@ -153,7 +153,10 @@ def test_fine_tuning_on_uploaded_pairs_keeps_the_locked_tower(tmp_path):
         s.image.save(path)
         files.append(str(path))
     data = pairs_folder(files, tmp_path / "pairs")
-    assert (tmp_path / "pairs" / "metadata.csv").read_text().splitlines()[1].endswith(ShapesWorld(seed=4)[0].caption)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "pairs" / "metadata.csv").open()))
+    assert rows[0]["text"] == ShapesWorld(seed=4)[0].caption and len(rows) == 8
     cfg = build_config("quick-demo", {"steps": 3, "batch_size": 4, "save_every": 0, "warmup_steps": 1, "save_dtype": "float32"},
                        FINETUNE, "shapes-tiny", data,
                        True, False, False)
