@@ -5,7 +5,7 @@ Each run drives `core.train.train` (the CLI's loop, recipes and checkpoints) wit
 cap, an owner who stopped looking) and exports its current weights between steps on request.
 
 - At most `max_runs` train at once (CLIP_LAB_MAX_RUNS, 1 by default); later runs wait in line and
-  are told their place.
+  are told their place; at most `max_waiting` wait, and one more is refused.
 - The worker is a thread at a lower CPU priority (nice 10, which its torch threads inherit), so
   that requests of the other tabs, at normal priority, get the CPU first.
 - A run belongs to whoever holds its key (kept in the browser's BrowserState): a reloaded page
@@ -92,9 +92,10 @@ class TrainRuns:
     """The app's training runs (thread-safe)."""
 
     def __init__(self, runs_dir: Path, max_runs: int = 1, max_steps: int = 5000, max_wall_s: float = 1800,
-                 idle_s: float = 300, nice: int = 10, max_kept: int = 8):
+                 idle_s: float = 300, nice: int = 10, max_kept: int = 8, max_waiting: int = 8):
         self.runs_dir, self.max_runs, self.max_steps = Path(runs_dir), int(max_runs), int(max_steps)
         self.max_wall_s, self.idle_s, self.nice, self.max_kept = float(max_wall_s), float(idle_s), int(nice), int(max_kept)
+        self.max_waiting = int(max_waiting)
         self._runs: dict[str, TrainRun] = {}
         self._line: list[str] = []  # queued run ids, first in first out
         self._lock = threading.Lock()
@@ -103,6 +104,10 @@ class TrainRuns:
         """Queue a new run of `cfg` (its output_dir is set here); it starts when a place is free."""
         if cfg.optim.steps > self.max_steps:
             raise UserInputError(f"{cfg.optim.steps:,} steps; the app trains at most {self.max_steps:,} per run")
+        with self._lock:
+            if len(self._line) >= self.max_waiting:
+                raise UserInputError(f"{len(self._line)} runs are already waiting to train here (the limit is "
+                                     f"{self.max_waiting}); try again when one has finished")
         run_id = secrets.token_hex(4)
         cfg = cfg.replace(output_dir=str(self.runs_dir / f"app-{run_id}"), progress=False)
         run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps), meta=dict(meta or {}))

@@ -83,6 +83,19 @@ def test_one_run_at_a_time_others_wait_in_line_and_a_stopped_run_resumes(tmp_pat
         runs.submit(tiny_cfg(5000))
 
 
+def test_the_line_of_waiting_runs_is_bounded(tmp_path):
+    runs = TrainRuns(tmp_path, max_runs=1, max_waiting=2)
+    first = runs.submit(tiny_cfg(400))
+    waiting = [runs.submit(tiny_cfg(5)) for _ in range(2)]
+    with pytest.raises(UserInputError, match="the limit is 2"):
+        runs.submit(tiny_cfg(5))
+    for run in waiting:
+        runs.stop(run)  # out of the line at once
+    assert all(r.status == "stopped" for r in waiting)
+    runs.stop(first)
+    wait_for(lambda: first.status == "stopped", what="the stop")
+
+
 def test_an_unwatched_run_stops_by_itself_and_keys_guard_runs(tmp_path):
     runs = TrainRuns(tmp_path, idle_s=0.0)
     run = runs.submit(tiny_cfg(400))
