@@ -105,6 +105,29 @@ def wait_for_status(job, codes, seconds: float = 60) -> None:
         time.sleep(0.02)
 
 
+JOIN = "/gradio_api/queue/join"
+
+
+@contextmanager
+def app_page(extra_env: dict | None = None, viewport: dict | None = None, timeout_ms: int = 180_000):
+    """The app running, and one Chromium page on it that has loaded the first tab; yields the page.
+    `page.joins` lists the URLs of the queue joins it sends (one per queued request)."""
+    from playwright.sync_api import sync_playwright
+
+    with running_app(extra_env) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport=viewport or {"width": 1360, "height": 1000})
+        page.set_default_timeout(timeout_ms)
+        page.joins = []
+        page.on("request", lambda r: page.joins.append(r.url) if r.method == "POST" and JOIN in r.url else None)
+        page.goto(url)
+        page.wait_for_selector("#zs-run")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 def launch_chromium(playwright):
     """Debian's Chromium through Playwright (never `playwright install`); fails clearly when it is missing."""
     import pytest

@@ -16,31 +16,20 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest_app import launch_chromium, running_app, screenshot_dir
+from conftest_app import app_page, screenshot_dir
 
 from core.shapes import ShapesWorld
 
-JOIN = "/gradio_api/queue/join"
 HEATMAP = "document.querySelector('#ev-confusion .js-plotly-plot')"
 
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with running_app({"OMP_NUM_THREADS": "1"}) as url, sync_playwright() as p:
-        browser = launch_chromium(p)
-        pg = browser.new_page(viewport={"width": 1360, "height": 1000})
-        pg.set_default_timeout(180_000)
-        pg.joins = []
-        pg.on("request", lambda r: pg.joins.append(r.url) if r.method == "POST" and JOIN in r.url else None)
-        pg.goto(url)
-        pg.wait_for_selector("#zs-run")
+    with app_page({"OMP_NUM_THREADS": "1"}) as pg:
         pg.get_by_role("tab", name="Evaluate").click()
         pg.wait_for_selector("#ev-run")
         pg.wait_for_function("() => document.querySelector('#ev-templates textarea').value.includes('a photo of a {}.')")
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,28 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest_app import launch_chromium, running_app, screenshot_dir
+from conftest_app import app_page, screenshot_dir
 
-JOIN = "/gradio_api/queue/join"
 LOADED_IMG = ("(sel) => { const i = document.querySelector(sel + ' img'); "
               "return i && i.complete && i.naturalWidth > 0 ? i.src : null; }")
 
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with running_app() as url, sync_playwright() as p:
-        browser = launch_chromium(p)
-        pg = browser.new_page(viewport={"width": 1360, "height": 1000})
-        pg.set_default_timeout(180_000)
-        pg.joins = []
-        pg.on("request", lambda r: pg.joins.append(r.url) if r.method == "POST" and JOIN in r.url else None)
-        pg.goto(url)
-        pg.wait_for_selector("#zs-run")
+    with app_page() as pg:
         pg.wait_for_function("() => document.querySelector('#zs-classnames textarea').value.includes('circle')")
         yield pg
-        browser.close()
 
 
 @pytest.fixture(scope="module")
