@@ -62,7 +62,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
             with gr.Tab("Train", id="train"):
-                tr = train_tab.build_tab(ctx, model_state, picker, model_status, describe_model)
+                train_tab.build_tab(ctx, model_state, picker, model_status, describe_model)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate.build_tab(ctx, model_state, zs.templates, zs.template_preset, zs.saved_templates)
             with gr.Tab("Search", id="search"):
@@ -75,7 +75,6 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         if ctx.config.test_gate:
             add_test_gate()
         app.load(zs.fill_defaults, None, zs.outputs(), queue=False, api_visibility="private")
-        app.load(tr.reconnect, tr.owned, tr.views, api_visibility="private", show_progress="hidden")
         app.load(lambda name: describe_model(ctx, name), model_state, model_status, api_visibility="private",
                  concurrency_id="model_load", show_progress="minimal")
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)

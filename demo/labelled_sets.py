@@ -32,7 +32,7 @@ from core.shapes import STYLES, ShapesWorld
 
 from . import gpu
 from .images import display_name, open_image, pack
-from .sources import check_dataset_source
+from .sources import check_dataset_source, image_cell_bytes
 
 SET_SOURCES = ("shapes world", "uploaded zip or files", "datasets source")
 SHAPES_LABELS = {"shape": "shape", "colour": "colour", "colour × shape": "combo", "style": "style"}
@@ -327,22 +327,7 @@ def dataset_set(spec: SetSpec, data_dirs: list[Path], opened: Callable | None = 
     idx = idx if local else np.arange(len(rows))
     if not rows:
         raise DataError(f"{spec.dataset} [{split}] is empty")
-    blobs, read = [], 0
-    too_much = DataError(f"{spec.dataset}: the images are over {max_bytes >> 20} MB in all; ask for fewer rows")
-    for i, r in zip(idx, rows):
-        cell = r[spec.image_column] or {}
-        data, path = cell.get("bytes"), cell.get("path")
-        if data is None and path:
-            where = Path(path).expanduser().resolve()
-            if not any(where == d or d in where.parents for d in data_dirs):
-                raise DataError(f"{spec.dataset} row {int(i)}: its image names a file outside the allowed data folders")
-            if read + where.stat().st_size > max_bytes:
-                raise too_much
-            data = where.read_bytes()
-        read += len(data or b"")
-        if read > max_bytes:
-            raise too_much
-        blobs.append(data or b"")
+    blobs = image_cell_bytes(rows, idx, spec.image_column, spec.dataset, data_dirs, max_bytes)
     raw = [r[spec.label_column] for r in rows]
     if isinstance(feature, datasets.ClassLabel):
         classes, y = list(feature.names), [int(v) for v in raw]

@@ -123,8 +123,28 @@ def dataset_pairs(source: str, split: str, image_column: str, text_column: str, 
         idx = np.arange(len(rows))
         if not rows:
             raise DataError(f"{source} [{split}] is empty")
-    images, read = [], 0
-    too_much = DataError(f"{source}: the images are over {max_bytes >> 20} MB in all; ask for fewer pairs")
+    images = []
+    for i, data in zip(idx, image_cell_bytes(rows, idx, image_column, source, data_dirs, max_bytes, "pairs")):
+        try:
+            images.append(open_image(data))
+        except Exception as e:
+            raise DataError(f"{source} row {int(i)}: unreadable image ({e.__class__.__name__})") from None
+    captions = []
+    for r in rows:
+        c = r[text_column]
+        captions.append(str(c[0] if isinstance(c, (list, tuple)) and c else c))
+    labels = [{k: v for k, v in r.items() if k not in (image_column, text_column) and isinstance(v, (str, int, bool))}
+              for r in rows]
+    return Pairs(images, captions, [f"{split}[{int(i)}]" for i in idx], labels)
+
+
+def image_cell_bytes(rows: list[dict], idx, image_column: str, source: str, data_dirs: list[Path],
+                     max_bytes: int, what: str = "rows") -> list[bytes]:
+    """The still-encoded bytes of each row's image cell (datasets' Image(decode=False): {"bytes", "path"}),
+    at most max_bytes in all, counted before any file is read. A cell naming a local file is read only
+    inside `data_dirs`. idx[i] is row i's index, for messages; `what` names the rows ("pairs", "rows")."""
+    blobs, read = [], 0
+    too_much = DataError(f"{source}: the images are over {max_bytes >> 20} MB in all; ask for fewer {what}")
     for i, r in zip(idx, rows):
         cell = r[image_column] or {}
         data, path = cell.get("bytes"), cell.get("path")
@@ -138,17 +158,8 @@ def dataset_pairs(source: str, split: str, image_column: str, text_column: str, 
         read += len(data or b"")
         if read > max_bytes:
             raise too_much
-        try:
-            images.append(open_image(data))
-        except Exception as e:
-            raise DataError(f"{source} row {int(i)}: unreadable image ({e.__class__.__name__})") from None
-    captions = []
-    for r in rows:
-        c = r[text_column]
-        captions.append(str(c[0] if isinstance(c, (list, tuple)) and c else c))
-    labels = [{k: v for k, v in r.items() if k not in (image_column, text_column) and isinstance(v, (str, int, bool))}
-              for r in rows]
-    return Pairs(images, captions, [f"{split}[{int(i)}]" for i in idx], labels)
+        blobs.append(data or b"")
+    return blobs
 
 
 @dataclass

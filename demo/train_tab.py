@@ -78,7 +78,8 @@ def pairs_folder(files: list, folder: Path) -> str:
 
 @dataclass
 class TrainHandles:
-    """What app.py wires on page load: reconnect(owned) -> views, so that a reloaded page finds its run."""
+    """How a reloaded page finds its run: reconnect(ticket) -> views and knobs, wired to the ticket's
+    change (the browser restores it after the page's load event, so a load event would see none)."""
 
     reconnect: object
     owned: gr.BrowserState
@@ -317,6 +318,5 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                    concurrency_limit=4)
     try_run.click(try_current, [owned, try_image, try_names], try_label, api_name="train_try", concurrency_id="inference",
                   concurrency_limit=cfg_app.inference_threads())
-    # a reloaded page: the browser restores the ticket after the page's load event, as a change
     owned.change(reconnect, owned, views + knob_boxes, api_visibility="private", show_progress="hidden", queue=False)
     return TrainHandles(reconnect, owned, views + knob_boxes)

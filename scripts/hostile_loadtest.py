@@ -46,13 +46,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.app_process import start_app_or_none, stop_app  # noqa: E402
+from scripts.hostile_measure import (Tally, call, cpu_seconds, disk_usage, distinct_pngs, outcome,  # noqa: E402
+                                     percentile, rss_mb, thread_count)
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 ATTACKS = ("upload", "cancel", "prompts", "queue", "body", "numbers")
@@ -78,126 +80,6 @@ REFUSED = {
 }
 
 
-def _tree(pid: int) -> list[int]:
-    """pid and its descendants (from /proc/*/task/*/children)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    return out
-
-
-def _rss_mb(pid: int) -> float:
-    total = 0
-    for p in _tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of pid and its descendants."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for p in _tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
-            pass
-    return total / tick
-
-
-def _threads(pid: int) -> int:
-    try:
-        return len(list(Path(f"/proc/{pid}/task").iterdir()))
-    except OSError:
-        return 0
-
-
-def _disk(folders: list[Path]) -> tuple[int, int]:
-    """(bytes, files) under the folders."""
-    size = files = 0
-    for folder in folders:
-        for dirpath, _, names in os.walk(folder):
-            for name in names:
-                try:
-                    size += os.lstat(os.path.join(dirpath, name)).st_size
-                    files += 1
-                except OSError:
-                    pass
-    return size, files
-
-
-def _pngs(folder: Path, count: int) -> list[str]:
-    """count distinct ~3 KB PNGs (random noise, so no two share a hash)."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"noise_{i:04d}.png"
-        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths
-
-
-def _pct(xs: list[float], f: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(f * len(xs)))] if xs else float("nan")
-
-
-class Tally:
-    """Outcomes by (attack, kind): ok, refused (expected), error (unexpected), accepted (should have been refused)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.counts: dict[str, Counter] = defaultdict(Counter)
-        self.samples: dict[str, list[str]] = defaultdict(list)
-        self.latency: dict[str, list[float]] = defaultdict(list)
-
-    def add(self, kind: str, outcome: str, seconds: float | None = None, detail: str = "") -> None:
-        with self.lock:
-            self.counts[kind][outcome] += 1
-            if seconds is not None and outcome in ("ok", "refused"):
-                self.latency[kind].append(seconds)
-            key = f"{kind}/{outcome}"  # the first few texts of each kind and outcome
-            if detail and outcome in ("error", "accepted", "queue_full") and len(self.samples[key]) < 3:
-                self.samples[key].append(detail[:200])
-
-
-def _outcome(text: str, expected: bool) -> str:
-    """refused (the expected refusal), queue_full (the app's whole queue was full), or error."""
-    if expected:
-        return "refused"
-    return "queue_full" if "Queue is full" in text else "error"
-
-
-def _call(tally: Tally, kind: str, fn, must_refuse: bool, pattern: str = "") -> None:
-    """Run one request; classify it. An error matching `pattern` is 'refused' (for a request that may
-    succeed, `pattern` names the refusals that are fair under load, e.g. "the server is busy")."""
-    t = time.perf_counter()
-    try:
-        fn()
-    except Exception as e:  # every failure is classified, none hidden
-        text = f"{e.__class__.__name__}: {e}"
-        ok = bool(pattern) and re.search(pattern, text, re.I)
-        tally.add(kind, _outcome(text, bool(ok)), time.perf_counter() - t, text)
-        return
-    tally.add(kind, "accepted" if must_refuse else "ok", time.perf_counter() - t,
-              "accepted although it should have been refused" if must_refuse else "")
-
-
 def good_visitors(url: str, until: float, count: int) -> None:
     """The well-behaved visitors, in a process of their own (so that the attackers' 30 client threads,
     in the main process, do not hold up their client's GIL): `count` of them ask a small zero-shot
@@ -217,7 +99,7 @@ def good_visitors(url: str, until: float, count: int) -> None:
                 line = {"outcome": "ok", "seconds": time.perf_counter() - t, "detail": ""}
             except Exception as e:
                 text = f"{e.__class__.__name__}: {e}"
-                line = {"outcome": _outcome(text, False), "seconds": time.perf_counter() - t, "detail": text[:200]}
+                line = {"outcome": outcome(text, False), "seconds": time.perf_counter() - t, "detail": text[:200]}
             with lock:
                 print(json.dumps(line), flush=True)
             time.sleep(GOOD_PAUSE_S)
@@ -254,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="clip-lab-hostile-"))
     gtmp, cache = tmp / "gradio-tmp", tmp / "cache"
     gtmp.mkdir()
-    pngs = _pngs(tmp / "pngs", 400)
+    pngs = distinct_pngs(tmp / "pngs", 400)
     imagenet = preset_text("classnames", "ImageNet-1k")
     openai = preset_text("templates", "OpenAI's 80").splitlines()
     env = {"CLIP_LAB_WARMUP": "0", "CLIP_LAB_CACHE_DIR": str(cache), "GRADIO_TEMP_DIR": str(gtmp), "OMP_NUM_THREADS": "2",
@@ -282,20 +164,20 @@ def main(argv: list[str] | None = None) -> int:
         floor_client.predict(image=handle_file(STAR), classnames=imagenet, templates="\n".join(openai[:20]),
                              api_name="/zero_shot")
         big_alone = time.perf_counter() - t  # one 20,000-prompt head with nothing else running
-        disk_start = (*_disk(watched), _disk([gtmp])[0])  # (bytes, files, bytes of uploads and temp files)
-        rss_start = _rss_mb(proc.pid)
+        disk_start = (*disk_usage(watched), disk_usage([gtmp])[0])  # (bytes, files, bytes of uploads and temp files)
+        rss_start = rss_mb(proc.pid)
         clients = [None] * len(roles)  # attackers make theirs in their thread; the good visitors live in a child process
         print(f"app up; {len(roles)} clients; floor p50 {statistics.median(floor):.3f} s; "
               f"one 20,000-prompt head alone {big_alone:.1f} s; RSS {rss_start:.0f} MB; disk {disk_start[0] / 1e6:.2f} MB in {disk_start[1]} files", flush=True)
 
         def sample() -> None:
-            last_cpu, last_t = _cpu_s(proc.pid), time.perf_counter()
+            last_cpu, last_t = cpu_seconds(proc.pid), time.perf_counter()
             while not stop_sampling.is_set():
                 time.sleep(0.25)
-                now, cpu = time.perf_counter(), _cpu_s(proc.pid)
-                size, files = _disk(watched)
-                samples.append({"t": now - t_attack, "rss_mb": _rss_mb(proc.pid), "cores": (cpu - last_cpu) / (now - last_t),
-                                "disk_bytes": size, "disk_files": files, "threads": _threads(proc.pid)})
+                now, cpu = time.perf_counter(), cpu_seconds(proc.pid)
+                size, files = disk_usage(watched)
+                samples.append({"t": now - t_attack, "rss_mb": rss_mb(proc.pid), "cores": (cpu - last_cpu) / (now - last_t),
+                                "disk_bytes": size, "disk_files": files, "threads": thread_count(proc.pid)})
                 last_cpu, last_t = cpu, now
 
         tally = Tally()
@@ -332,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                 step += 1
                 if step % 3 == 1:
                     files = [handle_file(f) for f in rng.sample(pngs, 65)]
-                    _call(tally, "upload_over_cap", lambda: c.predict(image=handle_file(STAR), images=files,
+                    call(tally, "upload_over_cap", lambda: c.predict(image=handle_file(STAR), images=files,
                           classnames="circle\nstar", templates="a {}.", api_name="/zero_shot"), True, REFUSED["upload_over_cap"])
                 elif step % 3 == 2:
                     files = [handle_file(f) for f in rng.sample(pngs, 40)]
-                    _call(tally, "upload_map", lambda: c.predict(source="uploaded images", files=files, method="PCA",
+                    call(tally, "upload_map", lambda: c.predict(source="uploaded images", files=files, method="PCA",
                           api_name="/embedding_map"), False)
                 else:  # files posted to the upload route, never used by a request
                     def post():
@@ -349,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         finally:
                             for _, (_, fh, _) in handles:
                                 fh.close()
-                    _call(tally, "upload_raw", post, False)
+                    call(tally, "upload_raw", post, False)
                 time.sleep(0.3)
 
         def cancel(c, i):
@@ -364,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:
                     text = f"{e.__class__.__name__}: {e}"
                     expected = re.search(REFUSED["cancel"], text, re.I) or isinstance(e, TimeoutError)
-                    tally.add("cancel", _outcome(text, bool(expected)), time.perf_counter() - t, text)
+                    tally.add("cancel", outcome(text, bool(expected)), time.perf_counter() - t, text)
                 time.sleep(0.5)
 
         def prompts(c, i):
@@ -372,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             while live():
                 step += 1
                 if step % 2:
-                    _call(tally, "prompts_at_cap", lambda: c.predict(image=handle_file(STAR), classnames=imagenet,
+                    call(tally, "prompts_at_cap", lambda: c.predict(image=handle_file(STAR), classnames=imagenet,
                           templates=big_templates(), api_name="/zero_shot"), False, REFUSED["prompts_at_cap"])
                 else:
-                    _call(tally, "prompts_over_cap", lambda: c.predict(image=handle_file(STAR), classnames=imagenet,
+                    call(tally, "prompts_over_cap", lambda: c.predict(image=handle_file(STAR), classnames=imagenet,
                           templates=big_templates(1), api_name="/zero_shot"), True, REFUSED["prompts_over_cap"])
                     time.sleep(0.5)
 
@@ -394,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                             tally.add("queue_accepted", "unfinished", time.perf_counter() - t, text)
                             continue
                         refused = re.search(REFUSED["queue_over_cap"], text, re.I)
-                        tally.add("queue_over_cap", _outcome(text, bool(refused)), time.perf_counter() - t, text)
+                        tally.add("queue_over_cap", outcome(text, bool(refused)), time.perf_counter() - t, text)
                 time.sleep(0.5)
 
         huge, long_ = "x" * (5 << 20), ("cat\n" * 50_000)
@@ -403,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             while live():
                 step += 1
                 if step % 2:
-                    _call(tally, "body_5mb", lambda: c.predict(image=handle_file(STAR), classnames=huge, api_name="/zero_shot"),
+                    call(tally, "body_5mb", lambda: c.predict(image=handle_file(STAR), classnames=huge, api_name="/zero_shot"),
                           True, REFUSED["body_5mb"])
                 else:
-                    _call(tally, "body_200kb", lambda: c.predict(image=handle_file(STAR), classnames=long_, api_name="/zero_shot"),
+                    call(tally, "body_200kb", lambda: c.predict(image=handle_file(STAR), classnames=long_, api_name="/zero_shot"),
                           True, REFUSED["body_200kb"])
                 time.sleep(0.5)
 
@@ -419,11 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                 step += 1
                 if step % 2:
                     name, value = bad[step // 2 % len(bad)]
-                    _call(tally, "numbers", lambda: c.predict(image=handle_file(STAR), classnames="a\nb",
+                    call(tally, "numbers", lambda: c.predict(image=handle_file(STAR), classnames="a\nb",
                           api_name="/zero_shot", **{name: value}), True, REFUSED["numbers"])
                 else:
                     name, value = bad_map[step // 2 % len(bad_map)]
-                    _call(tally, "numbers", lambda: c.predict(method="PCA", api_name="/embedding_map", **{name: value}),
+                    call(tally, "numbers", lambda: c.predict(method="PCA", api_name="/embedding_map", **{name: value}),
                           True, REFUSED["numbers"])
                 time.sleep(0.5)
 
@@ -466,12 +348,12 @@ def main(argv: list[str] | None = None) -> int:
                 idle_since = None
         # then give the app's upload cleaner (every TTL/6 s, at least 5 s) the time to delete the last uploads
         temp_start, t_clean = disk_start[2], time.perf_counter()
-        while _disk([gtmp])[0] - temp_start > 1 << 20 and time.perf_counter() - t_clean < UPLOAD_TTL_S + 15 and proc.poll() is None:
+        while disk_usage([gtmp])[0] - temp_start > 1 << 20 and time.perf_counter() - t_clean < UPLOAD_TTL_S + 15 and proc.poll() is None:
             time.sleep(0.5)
         stop_sampling.set()
         sampler.join(timeout=5)
         alive = proc.poll() is None
-        disk_after = _disk(watched)
+        disk_after = disk_usage(watched)
         log = (tmp / "app.log").read_text(errors="replace")
         good_lat = tally.latency.get("good", [])
         attack_samples = [s for s in samples if s["t"] <= duration]
@@ -481,12 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = {k: dict(v) for k, v in sorted(tally.counts.items())}
         unexpected = sum(v.get("error", 0) + v.get("accepted", 0) for k, v in tally.counts.items())
         targets = {
-            "good_p95_le_3s": _pct(good_lat, 0.95) <= 3.0,
+            "good_p95_le_3s": percentile(good_lat, 0.95) <= 3.0,
             "good_never_refused": sum(v for k, v in tally.counts["good"].items() if k != "ok") == 0,
             "peak_rss_le_6gb": peak_rss <= 6 * 1024,
             "no_crash": alive,
-            "uploads_back_to_baseline": _disk([gtmp])[0] - disk_start[2] <= 1 << 20,
-            "head_cache_within_cap": _disk([cache])[0] <= CACHE_CAP_MB << 20,
+            "uploads_back_to_baseline": disk_usage([gtmp])[0] - disk_start[2] <= 1 << 20,
+            "head_cache_within_cap": disk_usage([cache])[0] <= CACHE_CAP_MB << 20,
         }
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M"), "command": "python scripts/hostile_loadtest.py" + (" --quick" if a.quick else "")
@@ -495,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             "total_runtime_s": round(time.perf_counter() - t_start, 1),
             "floor_good_p50_s": round(statistics.median(floor), 3), "big_head_alone_s": round(big_alone, 1),
             "heads_on_disk_after": len(list((cache / "heads").glob("*"))) if (cache / "heads").exists() else 0,
-            "good": {"n": len(good_lat), "p50_s": round(_pct(good_lat, 0.5), 3), "p95_s": round(_pct(good_lat, 0.95), 3),
+            "good": {"n": len(good_lat), "p50_s": round(percentile(good_lat, 0.5), 3), "p95_s": round(percentile(good_lat, 0.95), 3),
                      "max_s": round(max(good_lat), 3) if good_lat else None,
                      "failed": sum(v for k, v in tally.counts["good"].items() if k != "ok")},
-            "latency_by_kind": {k: {"n": len(v), "p50_s": round(_pct(v, 0.5), 3), "p95_s": round(_pct(v, 0.95), 3)}
+            "latency_by_kind": {k: {"n": len(v), "p50_s": round(percentile(v, 0.5), 3), "p95_s": round(percentile(v, 0.95), 3)}
                                 for k, v in sorted(tally.latency.items())},
             "rss_mb": {"start": round(rss_start), "peak": round(peak_rss)},
             "app_cores_mean_during_attack": round(mean_cores, 2), "app_threads_peak": max([s["threads"] for s in samples] + [0]),
@@ -506,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             "disk": {"start_bytes": disk_start[0], "start_files": disk_start[1], "peak_bytes": peak_disk,
                      "peak_files": max([s["disk_files"] for s in samples] + [disk_start[1]]),
                      "after_bytes": disk_after[0], "after_files": disk_after[1],
-                     "temp_start_bytes": disk_start[2], "temp_after_bytes": _disk([gtmp])[0],
-                     "cache_after_bytes": _disk([cache])[0], "cache_cap_bytes": CACHE_CAP_MB << 20},
+                     "temp_start_bytes": disk_start[2], "temp_after_bytes": disk_usage([gtmp])[0],
+                     "cache_after_bytes": disk_usage([cache])[0], "cache_cap_bytes": CACHE_CAP_MB << 20},
             "outcomes": outcomes, "unexpected": unexpected,
             "unexpected_samples": {k: v for k, v in sorted(tally.samples.items())},
             "timeline": [{k: round(v, 2) for k, v in s.items()} for s in samples[::4]],
