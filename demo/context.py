@@ -85,6 +85,9 @@ class AppConfig:
     max_train_steps: int = 5000
     max_train_minutes: float = 30.0
     train_idle_minutes: float = 5.0
+    # train in GPU calls of train_chunk_s seconds each (demo/train_gpu.py): on by itself on ZeroGPU,
+    # where a GPU is lent per call [CLIP_LAB_TRAIN_CHUNK_S: a number turns it on anywhere, 0 off]
+    train_chunk_s: float = 0.0
     # Hub models: the listed ones (hub_models, CLIP_LAB_HUB_MODELS) always; any other id only when
     # allowed (CLIP_LAB_ALLOW_ANY_HUB_MODEL; off on a Space by default), and never over max_model_mb
     allow_any_hub_model: bool = True
@@ -140,6 +143,10 @@ class AppConfig:
             cfg.model_dirs.append(cfg.runs_dir)
         if env.get("CLIP_LAB_MAX_TRAIN_MINUTES"):
             cfg.max_train_minutes = max(0.1, float(env["CLIP_LAB_MAX_TRAIN_MINUTES"]))
+        from .gpu import ZERO_GPU
+        from .train_gpu import CHUNK_SECONDS
+
+        cfg.train_chunk_s = max(0.0, float(env.get("CLIP_LAB_TRAIN_CHUNK_S", CHUNK_SECONDS if ZERO_GPU else 0)))
         if env.get("CLIP_LAB_UPLOAD_TTL_S"):
             cfg.upload_ttl_s = max(10, int(env["CLIP_LAB_UPLOAD_TTL_S"]))
         any_hub = env.get("CLIP_LAB_ALLOW_ANY_HUB_MODEL", "0" if env.get("SPACE_ID") else "1")
@@ -187,7 +194,8 @@ class AppContext:
         config = config or AppConfig.from_env()
         uploads = UploadLedger(config.upload_ttl_s, config.upload_mb_per_visitor, config.upload_total_mb)
         runs = TrainRuns(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
-                         60 * config.train_idle_minutes)
+                         60 * config.train_idle_minutes, chunked=config.train_chunk_s > 0,
+                         chunk_seconds=config.train_chunk_s or None)
         return cls(config=config, services=Services(config, loader), uploads=uploads, runs=runs)
 
     def check_own_uploads(self, request, *inputs) -> None:

@@ -17,6 +17,7 @@ cap, an owner who stopped looking) and exports its current weights between steps
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import secrets
@@ -30,6 +31,7 @@ from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, latest_checkpoint, train
 from core.train.live import LiveRecorder
+from demo.train_gpu import request_export, train_in_chunks
 
 log = logging.getLogger("clip_lab")
 PROBE_PAIRS, MATRIX_SIZE = 300, 16  # the moving map's fixed set, and the probe matrix's pairs
@@ -57,6 +59,7 @@ class TrainRun:
     started_at: float | None = None
     stop_reason: str = ""
     meta: dict = field(default_factory=dict)  # what the tab shows about how it was started (mode, recipe)
+    context: contextvars.Context | None = None  # the request's that (re)started it: ZeroGPU bills its visitor
 
     @property
     def run_dir(self) -> Path:
@@ -64,18 +67,22 @@ class TrainRun:
 
 
 class RunControl(Hook):
-    """Stops a run cleanly (with a checkpoint) and exports its weights between steps when asked."""
+    """Stops a run cleanly (with a checkpoint) and exports its weights between steps when asked.
+    chunked: the run trains in GPU chunks in another process (demo.train_gpu), which is asked to export."""
 
-    def __init__(self, run: TrainRun, max_wall_s: float, idle_s: float):
-        self.run, self.max_wall_s, self.idle_s = run, max_wall_s, idle_s
+    def __init__(self, run: TrainRun, max_wall_s: float, idle_s: float, chunked: bool = False):
+        self.run, self.max_wall_s, self.idle_s, self.chunked = run, max_wall_s, idle_s, chunked
         self.t0 = time.monotonic()
 
     def on_step(self, state, record):
         run = self.run
         if run.export_wanted.is_set():
-            save_pretrained_atomic(state.clip, run.run_dir / "current")
             run.export_wanted.clear()
-            run.exported.set()
+            if self.chunked:
+                request_export(run.run_dir)  # the chunk writes current/ and reports it (run.exported)
+            else:
+                save_pretrained_atomic(state.clip, run.run_dir / "current")
+                run.exported.set()
         now = time.monotonic()
         if now - self.t0 > self.max_wall_s:
             run.stop_reason = f"stopped at the app's time limit of {self.max_wall_s / 60:g} minutes per run"
@@ -92,10 +99,14 @@ class TrainRuns:
     """The app's training runs (thread-safe)."""
 
     def __init__(self, runs_dir: Path, max_runs: int = 1, max_steps: int = 5000, max_wall_s: float = 1800,
-                 idle_s: float = 300, nice: int = 10, max_kept: int = 8, max_waiting: int = 8):
+                 idle_s: float = 300, nice: int = 10, max_kept: int = 8, max_waiting: int = 8,
+                 chunked: bool = False, chunk=None, chunk_seconds: float | None = None):
         self.runs_dir, self.max_runs, self.max_steps = Path(runs_dir), int(max_runs), int(max_steps)
         self.max_wall_s, self.idle_s, self.nice, self.max_kept = float(max_wall_s), float(idle_s), int(nice), int(max_kept)
         self.max_waiting = int(max_waiting)
+        # chunked (on ZeroGPU): runs train in GPU calls of chunk_seconds each (demo.train_gpu); chunk
+        # stands in for train_gpu.train_chunk in tests
+        self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, chunk_seconds
         self._runs: dict[str, TrainRun] = {}
         self._line: list[str] = []  # queued run ids, first in first out
         self._lock = threading.Lock()
@@ -110,7 +121,8 @@ class TrainRuns:
                                      f"{self.max_waiting}); try again when one has finished")
         run_id = secrets.token_hex(4)
         cfg = cfg.replace(output_dir=str(self.runs_dir / f"app-{run_id}"), progress=False)
-        run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps), meta=dict(meta or {}))
+        run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps), meta=dict(meta or {}),
+                       context=contextvars.copy_context())
         with self._lock:
             self._runs[run_id] = run
             self._line.append(run_id)
@@ -154,6 +166,7 @@ class TrainRuns:
             raise UserInputError("this run has no checkpoint to resume from yet; start a new one")
         run.stop.clear()
         run.status, run.error, run.stop_reason, run.start = "queued", "", "", "resume"
+        run.context = contextvars.copy_context()
         with self._lock:
             self._line.append(run.id)
         self._pump()
@@ -179,7 +192,8 @@ class TrainRuns:
             while self._line and sum(r.status == "running" for r in self._runs.values()) < self.max_runs:
                 run = self._runs[self._line.pop(0)]
                 run.status, run.started_at = "running", time.monotonic()
-                threading.Thread(target=self._work, args=(run,), name=f"train-{run.id}", daemon=True).start()
+                context = run.context or contextvars.copy_context()
+                threading.Thread(target=context.run, args=(self._work, run), name=f"train-{run.id}", daemon=True).start()
 
     def _work(self, run: TrainRun) -> None:
         try:
@@ -187,8 +201,13 @@ class TrainRuns:
         except (OSError, AttributeError):
             pass
         try:
-            train(run.cfg, hooks=[run.recorder, RunControl(run, self.max_wall_s, self.idle_s)], start=run.start,
-                  probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE)
+            hooks = [run.recorder, RunControl(run, self.max_wall_s, self.idle_s, self.chunked)]
+            if self.chunked:
+                extra = {} if self.chunk_seconds is None else {"seconds": self.chunk_seconds}
+                train_in_chunks(run.cfg, run.start, hooks, run.stop, run.exported, self.chunk,
+                                probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE, **extra)
+            else:
+                train(run.cfg, hooks=hooks, start=run.start, probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE)
             run.status = "stopped" if run.stop.is_set() else "finished"
         except UserInputError as e:
             run.status, run.error = "failed", str(e).splitlines()[0]

@@ -1,0 +1,107 @@
+"""Training in ZeroGPU chunks (demo/train_gpu.py): a run cut into GPU calls ends where an
+uninterrupted run ends, and in forked workers that share nothing with the app but the disk (every
+message pickled, as in ZeroGPU's worker) it still shows live frames, stops, exports and resumes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_tab import tiny_cfg, wait_for
+
+from core.train import train
+from demo.context import AppConfig, AppContext
+from demo.train_gpu import train_chunk, train_in_chunks
+from demo.train_runs import TrainRuns
+
+
+class CountedChunks:
+    """train_chunk, counting its calls; forked=True runs each call in a forked process and passes
+    every message through a pickling queue, like the spaces package's ZeroGPU worker."""
+
+    def __init__(self, forked: bool = False):
+        self.forked, self.calls = forked, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if not self.forked:
+            for message in train_chunk(*args):
+                assert b"torch" not in pickle.dumps(message), message[0]  # plain data: no tensor handles
+                yield message
+            return
+        ctx = multiprocessing.get_context("fork")
+        messages = ctx.SimpleQueue()
+
+        def child():
+            torch.set_num_threads(1)
+            try:
+                for message in train_chunk(*args):
+                    messages.put(message)
+            finally:
+                messages.put(None)
+
+        worker = ctx.Process(target=child, daemon=True)
+        worker.start()
+        while (message := messages.get()) is not None:
+            yield message
+        worker.join(60)
+        assert worker.exitcode == 0
+
+
+def test_a_run_cut_into_gpu_chunks_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    cfg = tiny_cfg(30, save_every=0)
+    train(cfg.replace(output_dir=str(tmp_path / "whole")))
+    chunks = CountedChunks()
+    finished = train_in_chunks(cfg.replace(output_dir=str(tmp_path / "chunked")), "new", [], threading.Event(),
+                               threading.Event(), chunks, seconds=2.0)
+    assert finished and chunks.calls >= 2  # it was cut, at least once
+    whole = load_file(str(tmp_path / "whole/model/model.safetensors"))
+    chunked = load_file(str(tmp_path / "chunked/model/model.safetensors"))
+    assert whole.keys() == chunked.keys()
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_a_run_in_forked_gpu_workers_shows_frames_stops_exports_and_resumes(tmp_path):
+    chunks = CountedChunks(forked=True)
+    runs = TrainRuns(tmp_path, chunked=True, chunk=chunks, chunk_seconds=2.0)
+    run = runs.submit(tiny_cfg(400))
+    wait_for(lambda: run.recorder.view().frames, what="a frame from the GPU worker")
+    folder = runs.current_weights(run)  # exported by the worker, at its next step
+    assert folder == run.run_dir / "current" and (folder / "model.safetensors").exists()
+    wait_for(lambda: chunks.calls >= 2, what="a second chunk")
+    runs.stop(run)
+    wait_for(lambda: run.status == "stopped", what="the stop")
+    stopped_at = run.recorder.view().last_step
+    assert not (run.run_dir / "stop.flag").exists() and run.error == ""
+    runs.resume(run)
+    wait_for(lambda: run.recorder.view().last_step > stopped_at + 3, what="the resumed run to go on")
+    runs.stop(run)
+    wait_for(lambda: run.status == "stopped", what="the second stop")
+    view = run.recorder.view()
+    assert view.steps == sorted(set(view.steps))  # every step once, in order, across the chunks
+
+
+def test_the_app_trains_in_chunks_on_zero_gpu_or_when_asked(tmp_path):
+    plain = AppContext.create(AppConfig.from_env({"CLIP_LAB_RUNS_DIR": str(tmp_path)}))
+    asked = AppContext.create(AppConfig.from_env({"CLIP_LAB_RUNS_DIR": str(tmp_path), "CLIP_LAB_TRAIN_CHUNK_S": "20"}))
+    assert not plain.runs.chunked
+    assert asked.runs.chunked and asked.runs.chunk_seconds == 20
+
+
+def test_a_gpu_call_refused_by_zero_gpu_fails_the_run_with_its_message(tmp_path):
+    gr = pytest.importorskip("gradio")
+
+    def out_of_quota(*args):
+        raise gr.Error("You have exceeded your GPU quota (55s requested vs. 12s left)")
+        yield  # a generator, like train_chunk
+
+    runs = TrainRuns(tmp_path, chunked=True, chunk=out_of_quota)
+    run = runs.submit(tiny_cfg(20))
+    wait_for(lambda: run.status == "failed", what="the refusal")
+    assert run.error == "the GPU call failed: You have exceeded your GPU quota (55s requested vs. 12s left)"
