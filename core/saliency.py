@@ -16,12 +16,13 @@ Methods (each gives a finite float32 map [grid, grid], grid = image_size // patc
 - "centre": a Gaussian bump at the image centre, the baseline every map has to beat.
 
 The default is "relevance", chosen by the pointing game (core.pointing; 500 eval images each,
-benchmarks/results/pointing_game.json). On the bundled model: relevance 63% strict, 96% within
-4 px, 67% named vs 4% other object in 2-3 object scenes; patch_text 8% (below the 11% chance:
-CLIP's patch tokens are never trained to match texts; likely the background ones carry the global
-signal); rollout 79% on single objects but 28% named vs 42% other in multi-object scenes, since
-it ignores the text; centre 45%. Relevance's misses sit on the object's edge (discriminative
-corners and strokes), where an 8-px patch centre falls just outside the silhouette.
+benchmarks/results/pointing_game.json; the peak located below the patch size, see
+core.pointing.refined_peaks). On the bundled model: relevance 88% strict (63% with the plain
+patch-centre peak), 100% within 4 px, and in 2-3 object scenes 88% on the named object vs 5% on
+another; patch_text 10% (near the 11% chance: CLIP's patch tokens are never trained to match
+texts; likely the background ones carry the global signal); rollout 95% on single objects but 37%
+named vs 52% other in multi-object scenes, since it ignores the text, so it cannot answer "where
+does this text match"; centre 47%.
 
 Attention probabilities, and what transformers gives (checked on the installed 5.24.0): with the
 default "sdpa" attention, `vision_model(..., output_attentions=True)` returns `attentions=()`

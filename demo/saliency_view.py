@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from core.errors import UserInputError
+from core.pointing import refined_peaks
 from core.saliency import DEFAULT_METHOD, METHODS, TEXT_FREE_METHODS, saliency_map, to_unit, upsample
 from core.zeroshot import ensemble_head, template_embeddings
 
@@ -31,7 +32,7 @@ from .images import display_name, open_image
 from .limits import text as checked_text
 from .services import model_key
 
-METHOD_INFO = {"relevance": "gradient-weighted attention relevance (Chefer et al.): the default, best in our pointing game",
+METHOD_INFO = {"relevance": "gradient-weighted attention relevance (Chefer et al.): the default, best of the text-dependent maps in our pointing game",
                "patch_text": "each patch token's cosine with the text (cheap; weak on CLIP)",
                "rollout": "attention rollout: ignores the text (where the model looks at all)",
                "centre": "a centre bump: the baseline any map must beat"}
@@ -102,25 +103,44 @@ def compute(clip, image: Image.Image, target: str | torch.Tensor, method: str, w
     return SaliencyView(display_base(square), grid, method, what, image_name)
 
 
+def peak_point(grid_map: np.ndarray) -> tuple[float, float]:
+    """Where the map points, as (row, col) fractions of the image's side: its peak located below the
+    patch size (core.pointing.refined_peaks, the pointing game's peak); cell i spans [i/g, (i+1)/g)."""
+    rows, cols = refined_peaks(grid_map[None])
+    g_rows, g_cols = grid_map.shape
+    return float((rows[0] + 0.5) / g_rows), float((cols[0] + 0.5) / g_cols)
+
+
 def overlay(view: SaliencyView, opacity: float = DEFAULT_OPACITY) -> Image.Image:
     """The map, upsampled bilinearly to the base's size and coloured, over the image: each pixel's heat
     covers it in proportion to its value, up to `opacity` (0 to 1) where the map peaks. So the image
-    stays visible where the map is low, and a dark image does not vanish under the colormap's dark end."""
+    stays visible where the map is low, and a dark image does not vanish under the colormap's dark end.
+    A ring (white inside black) marks the peak (`peak_point`); opacity 0 shows the image alone."""
     opacity = min(1.0, max(0.0, float(opacity)))
     h, w = view.base.shape[:2]
     unit = to_unit(upsample(view.grid_map, (h, w)))  # [h, w] in [0, 1]
     alpha = (opacity * unit)[..., None]  # [h, w, 1]
     blend = (1 - alpha) * view.base.astype(np.float32) + alpha * colormap(unit).astype(np.float32)
-    return Image.fromarray(np.round(blend).astype(np.uint8))
+    out = Image.fromarray(np.round(blend).astype(np.uint8))
+    if opacity > 0:
+        fy, fx = peak_point(view.grid_map)
+        y, x, r = fy * h, fx * w, max(5.0, min(h, w) / 28)
+        draw = ImageDraw.Draw(out)
+        draw.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), outline=(0, 0, 0), width=4)
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
+    return out
 
 
 def saliency_data(view: SaliencyView, decimals: int = 5) -> dict:
-    """The map as JSON: method, target, grid size, the raw values [g][g] (row 0 at the top) and the peak cell."""
+    """The map as JSON: method, target, grid size, the raw values [g][g] (row 0 at the top), the peak
+    cell, and the point the ring marks (`peak_point`: fractions of the image's side, 0 at the top left)."""
     g = view.grid_map
     peak = np.unravel_index(int(np.argmax(g)), g.shape)
+    fy, fx = peak_point(g)
     return {"method": view.method, "target": view.target, "image": view.image_name, "grid": list(g.shape),
             "min": round(float(g.min()), decimals), "max": round(float(g.max()), decimals),
-            "peak": {"row": int(peak[0]), "col": int(peak[1])}, "map": np.round(g.astype(np.float64), decimals).tolist()}
+            "peak": {"row": int(peak[0]), "col": int(peak[1])}, "point": {"y": round(fy, 4), "x": round(fx, 4)},
+            "map": np.round(g.astype(np.float64), decimals).tolist()}
 
 
 def saliency_note(view: SaliencyView) -> str:
@@ -129,13 +149,14 @@ def saliency_note(view: SaliencyView) -> str:
     ignores = " It ignores the text." if view.method in TEXT_FREE_METHODS else ""
     return (f"**{view.method}** map of {view.target}: {METHOD_INFO[view.method]}.{ignores} One value per patch "
             f"({g} × {g}), scaled to [0, 1] for this image: **pale yellow = most**, through red and purple, to "
-            "uncoloured = least. The image is the square the model sees (photos are centre-cropped).")
+            "uncoloured = least. The ring marks its peak, located within the patch from its neighbours (the "
+            "pointing game's peak). The image is the square the model sees (photos are centre-cropped).")
 
 
 def method_dropdown(elem_id: str) -> gr.Dropdown:
     """The method picker, relevance first."""
     return gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="saliency method", elem_id=elem_id,
-                       info="relevance is the default (pointing game: 63% strict, 96% within 4 px)")
+                       info="relevance is the default (pointing game: 88% of its peaks on the named object)")
 
 
 def opacity_slider(elem_id: str) -> gr.Slider:

@@ -96,16 +96,30 @@ def test_pointing_game_scores_known_peaks():
     maps[0, 2, 0] = 1.0  # peak on the object
     maps[1, 0, 3] = 1.0  # peak far away
     maps[2, 1, 0] = 1.0  # peak one cell above: pixel row 23 or 24, 8 px above the object
-    rows, cols = peaks(maps, 64)
-    assert rows[0] in (39, 40) and 0 <= cols[0] <= 7  # the border cell's plateau, at its centre
-    assert pointing_hits(maps, masks).tolist() == [True, False, False]
-    assert pointing_hits(maps, masks, tolerance=9).tolist() == [True, False, True]
+    for refine in (True, False):
+        rows, cols = peaks(maps, 64, refine)
+        assert rows[0] in (39, 40) and 0 <= cols[0] <= 8  # the cell's centre (bilinear: its border plateau's)
+        assert pointing_hits(maps, masks, refine=refine).tolist() == [True, False, False]
+        assert pointing_hits(maps, masks, tolerance=9, refine=refine).tolist() == [True, False, True]
+
+
+def test_the_refined_peak_finds_an_object_that_straddles_two_patches():
+    mask = np.zeros((1, 64, 64), bool)
+    mask[0, 36:44, 12:20] = True  # 8 px wide, across the border of cells (2, 0) and (2, 1)
+    maps = np.full((1, 4, 4), 0.1, np.float32)
+    maps[0, 2, 0], maps[0, 2, 1] = 1.0, 0.8  # both cells see it, the first a little more
+    rows, cols = peaks(maps, 64, refine=True)
+    # centroid of the excess over the median (0.1): col (0 * 0.9 + 1 * 0.7) / 1.6 = 0.4375 cells -> 14.5 px
+    assert rows[0] == 40 and cols[0] in (14, 15)
+    assert pointing_hits(maps, mask).tolist() == [True]
+    assert pointing_hits(maps, mask, refine=False).tolist() == [False]  # the plain maximum: cell 0's centre, px 7-8
 
 
 def test_centre_baseline_peaks_in_the_middle():
     for grid in (4, 7, 8):
-        rows, cols = peaks(centre_map(grid)[None].numpy(), 64)
-        assert abs(int(rows[0]) - 31.5) <= 1 and abs(int(cols[0]) - 31.5) <= 1
+        for refine in (True, False):
+            rows, cols = peaks(centre_map(grid)[None].numpy(), 64, refine)
+            assert abs(int(rows[0]) - 31.5) <= 1 and abs(int(cols[0]) - 31.5) <= 1, (grid, refine)
 
 
 def test_object_mask_matches_the_drawn_filled_shapes():

@@ -137,6 +137,12 @@ def test_colormap_overlay_and_model_square():
     assert np.allclose(half, (np.array([100, 100, 100]) + [252, 255, 164]) / 2, atol=1)
     data = saliency_data(view)
     assert data["grid"] == [4, 4] and data["peak"] == {"row": 3, "col": 3} and data["map"][3][3] == 15.0
+    # the ring: the peak cell (3, 3) pulled toward its neighbours by their excess over the median 7.5:
+    # rows (2 * (2.5 + 3.5) + 3 * (6.5 + 7.5)) / 20 = 2.7 cells, cols (2 * (2.5 + 6.5) + 3 * (3.5 + 7.5)) / 20 = 2.55
+    assert data["point"] == {"y": 0.8, "x": 0.7625}
+    white = np.argwhere((full == 255).all(-1))  # [K, 2]: the ring's white pixels
+    distance = np.hypot(white[:, 0] - 0.8 * 256, white[:, 1] - 0.7625 * 256)
+    assert len(white) > 20 and distance.max() <= 256 / 28 + 1.5 and distance.min() >= 256 / 28 - 2.5
 
     class Processor:
         do_center_crop = True
