@@ -181,11 +181,13 @@ def request_export(run_dir: Path) -> None:
 
 def train_in_chunks(cfg: TrainConfig, start: str, hooks: list, stop: threading.Event, exported: threading.Event,
                     chunk: Callable[..., Iterator[tuple]] | None = None, seconds: float = CHUNK_SECONDS,
-                    probe_pairs: int = 300, matrix_size: int = 16) -> bool:
+                    probe_pairs: int = 300, matrix_size: int = 16,
+                    on_call: Callable[[], None] | None = None) -> bool:
     """Drive a run through GPU chunks until every step ran (True) or `stop` is set (False).
 
     `hooks` are the app's (their should_stop is read through `stop`: RunControl sets it); `chunk` is
-    `train_chunk` (a ZeroGPU call on a Space) or a stand-in with its contract."""
+    `train_chunk` (a ZeroGPU call on a Space) or a stand-in with its contract; on_call() is called
+    as each chunk is asked for (the tab counts GPU calls)."""
     chunk = chunk or train_chunk
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,6 +196,8 @@ def train_in_chunks(cfg: TrainConfig, start: str, hooks: list, stop: threading.E
     try:
         while not stop.is_set():
             end = None
+            if on_call is not None:
+                on_call()
             try:
                 for message in chunk(cfg.flat(), start, seconds, probe_pairs, matrix_size):
                     end = replay(message, hooks, exported) or end

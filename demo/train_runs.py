@@ -31,7 +31,7 @@ from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, latest_checkpoint, train
 from core.train.live import LiveRecorder
-from demo.train_gpu import request_export, train_in_chunks
+from demo.train_gpu import CHUNK_SECONDS, request_export, train_in_chunks
 
 log = logging.getLogger("clip_lab")
 PROBE_PAIRS, MATRIX_SIZE = 300, 16  # the moving map's fixed set, and the probe matrix's pairs
@@ -59,6 +59,7 @@ class TrainRun:
     started_at: float | None = None
     stop_reason: str = ""
     meta: dict = field(default_factory=dict)  # what the tab shows about how it was started (mode, recipe)
+    gpu_calls: int = 0  # GPU calls asked for so far, when it trains in chunks (ZeroGPU)
     context: contextvars.Context | None = None  # the request's that (re)started it: ZeroGPU bills its visitor
 
     @property
@@ -106,7 +107,7 @@ class TrainRuns:
         self.max_waiting = int(max_waiting)
         # chunked (on ZeroGPU): runs train in GPU calls of chunk_seconds each (demo.train_gpu); chunk
         # stands in for train_gpu.train_chunk in tests
-        self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, chunk_seconds
+        self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, float(chunk_seconds or CHUNK_SECONDS)
         self._runs: dict[str, TrainRun] = {}
         self._line: list[str] = []  # queued run ids, first in first out
         self._lock = threading.Lock()
@@ -203,9 +204,12 @@ class TrainRuns:
         try:
             hooks = [run.recorder, RunControl(run, self.max_wall_s, self.idle_s, self.chunked)]
             if self.chunked:
-                extra = {} if self.chunk_seconds is None else {"seconds": self.chunk_seconds}
+                def count_call():
+                    run.gpu_calls += 1
+
                 train_in_chunks(run.cfg, run.start, hooks, run.stop, run.exported, self.chunk,
-                                probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE, **extra)
+                                seconds=self.chunk_seconds, probe_pairs=PROBE_PAIRS,
+                                matrix_size=MATRIX_SIZE, on_call=count_call)
             else:
                 train(run.cfg, hooks=hooks, start=run.start, probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE)
             run.status = "stopped" if run.stop.is_set() else "finished"

@@ -158,7 +158,8 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
         frame = frame_at(view, at_step)
         steps_ = [f.step for f in view.frames] or [0]
         live = run.status in ("queued", "running")
-        return [status_line(run.status, runs.place(run), view, run.stop_reason, run.error), curves_figure(view),
+        return [status_line(run.status, runs.place(run), view, run.stop_reason, run.error, run.gpu_calls,
+                            runs.chunk_seconds), curves_figure(view),
                 accuracy_figure(view), probe_figure(frame), map_frame_figure(view, frame), gap_figure(view),
                 gr.Slider(minimum=steps_[0], maximum=max(steps_[-1], steps_[0] + 1), value=frame.step if frame else 0),
                 gr.Timer(active=live)]

@@ -129,8 +129,9 @@ def frame_at(view: LiveView, step: float | None) -> Frame | None:
     return earlier[-1] if earlier else view.frames[0]
 
 
-def status_line(status: str, place: int, view: LiveView, reason: str = "", error: str = "") -> str:
-    """One Markdown line: where the run stands, its step, speed and ETA."""
+def status_line(status: str, place: int, view: LiveView, reason: str = "", error: str = "", gpu_calls: int = 0,
+                call_seconds: float | None = None) -> str:
+    """One Markdown line: where the run stands, its step, speed and ETA, and on ZeroGPU its GPU calls."""
     if status == "queued":
         return f"**Waiting:** place {place} in line (the app trains one run at a time); it starts by itself."
     parts = [f"**{status.capitalize()}**", f"step {view.last_step:,} of {view.total_steps:,}"]
@@ -140,6 +141,8 @@ def status_line(status: str, place: int, view: LiveView, reason: str = "", error
         parts.append(f"about {view.eta_s / 60:.1f} min left" if view.eta_s >= 60 else f"about {view.eta_s:.0f} s left")
     if view.frames:
         parts.append(f"{len(view.frames)} frames (live views took {view.snapshot_share:.0%} of the time)")
+    if gpu_calls:
+        parts.append(f"GPU call {gpu_calls:,} ({call_seconds:g} s of steps each, resuming from a checkpoint)")
     line = " · ".join(parts)
     if reason:
         line += f" — {reason}"

@@ -75,6 +75,7 @@ def test_a_run_in_forked_gpu_workers_shows_frames_stops_exports_and_resumes(tmp_
     folder = runs.current_weights(run)  # exported by the worker, at its next step
     assert folder == run.run_dir / "current" and (folder / "model.safetensors").exists()
     wait_for(lambda: chunks.calls >= 2, what="a second chunk")
+    assert run.gpu_calls == chunks.calls  # what the tab's status line counts
     runs.stop(run)
     wait_for(lambda: run.status == "stopped", what="the stop")
     stopped_at = run.recorder.view().last_step
@@ -91,7 +92,7 @@ def test_the_app_trains_in_chunks_on_zero_gpu_or_when_asked(tmp_path):
     plain = AppContext.create(AppConfig.from_env({"CLIP_LAB_RUNS_DIR": str(tmp_path)}))
     asked = AppContext.create(AppConfig.from_env({"CLIP_LAB_RUNS_DIR": str(tmp_path), "CLIP_LAB_TRAIN_CHUNK_S": "20"}))
     assert not plain.runs.chunked
-    assert asked.runs.chunked and asked.runs.chunk_seconds == 20
+    assert asked.runs.chunked and asked.runs.chunk_seconds == 20.0
 
 
 def test_a_gpu_call_refused_by_zero_gpu_fails_the_run_with_its_message(tmp_path):
@@ -105,3 +106,15 @@ def test_a_gpu_call_refused_by_zero_gpu_fails_the_run_with_its_message(tmp_path)
     run = runs.submit(tiny_cfg(20))
     wait_for(lambda: run.status == "failed", what="the refusal")
     assert run.error == "the GPU call failed: You have exceeded your GPU quota (55s requested vs. 12s left)"
+
+
+def test_the_status_line_counts_gpu_calls_only_when_the_run_trains_in_chunks():
+    from core.train.live import LiveRecorder
+    from demo.train_view import status_line
+
+    recorder = LiveRecorder(300)
+    recorder.on_step(None, {"step": 36, "loss": 4.0, "logit_scale": 14.2, "lr": 1e-4, "samples_per_s": 44.0})
+    view = recorder.view()
+    assert "GPU call" not in status_line("running", 0, view)
+    line = status_line("running", 0, view, gpu_calls=3, call_seconds=30.0)
+    assert line.startswith("**Running** · step 36 of 300 · 44 samples/s") and "GPU call 3 (30 s of steps each" in line
