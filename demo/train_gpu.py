@@ -6,9 +6,10 @@ its arguments and what it returns (or yields) are pickled. A run of many minutes
 into chunks:
 
 - each chunk is one call of `train_chunk`, a generator: it resumes the run from its latest
-  checkpoint (the first chunk starts it), trains for `CHUNK_SECONDS`, stops cleanly with a
-  checkpoint, and yields what happens as it happens (step records, evals, snapshots), which spaces
-  sends back to the app one message at a time;
+  checkpoint (the first chunk starts it), trains until `CHUNK_SECONDS` after the call began (setup
+  included), stops cleanly with a checkpoint, and yields what happens as it happens (step records,
+  evals, snapshots), which spaces sends back to the app one message at a time. The call asks
+  ZeroGPU for SAVE_SECONDS more than that, for the last step and the checkpoint;
 - the app (`train_in_chunks`) replays those messages into the run's own hooks, the LiveRecorder and
   the RunControl, so the live views, the caps and the idle stop work as they do off ZeroGPU;
 - Stop and "use this model" reach the worker through the run folder: `stop.flag` ends the chunk at
@@ -37,17 +38,31 @@ from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, train
 from core.train.live import LiveRecorder
-from demo.gpu import on_gpu
+from demo.gpu import ZERO_GPU, on_gpu
 
 log = logging.getLogger("clip_lab")
-CHUNK_SECONDS = 30.0  # training time per GPU call ...
-SETUP_SECONDS = 25  # ... plus building the model, the data source and the probe, and the checkpoint
+CHUNK_SECONDS = 40.0  # per GPU call, from its start: setup (model, data source, probe) and steps ...
+SAVE_SECONDS = 20  # ... then the step under way, the checkpoint and an export: ZeroGPU is asked for both
+MAX_DURATION = 120  # the longest call asked for (ZeroGPU's limit is "a couple of minutes")
 STOP_FLAG, EXPORT_FLAG = "stop.flag", "export.flag"
 
 
+class WorkerError(RuntimeError):
+    """An unexpected error in the GPU worker; `kind` is its class's name there."""
+
+    def __init__(self, kind: str, line: str):
+        super().__init__(line)
+        self.kind = kind
+
+
+def chunk_seconds(seconds: float) -> float:
+    """A chunk's time from its start to its stop, within MAX_DURATION once SAVE_SECONDS are added."""
+    return max(1.0, min(float(seconds), MAX_DURATION - SAVE_SECONDS))
+
+
 def chunk_duration(flat_cfg: dict, start: str, seconds: float = CHUNK_SECONDS, *args, **kwargs) -> int:
-    """The ZeroGPU duration asked for one chunk: its training time plus setup (at most 120 s)."""
-    return int(min(120, seconds + SETUP_SECONDS))
+    """The ZeroGPU duration asked for one chunk: its time plus SAVE_SECONDS (at most MAX_DURATION)."""
+    return int(chunk_seconds(seconds) + SAVE_SECONDS)
 
 
 def plain(value):
@@ -99,15 +114,11 @@ class Relay(Hook):
 
 
 class ChunkControl(Hook):
-    """In the GPU worker: ends the chunk after `seconds` of training or when stop.flag appears, and
-    writes the current weights to current/ when export.flag appears."""
+    """In the GPU worker: ends the chunk at `deadline` (time.monotonic()), when stop.flag appears or
+    when `cancel` is set, and writes the current weights to current/ when export.flag appears."""
 
-    def __init__(self, run_dir: Path, seconds: float, send: Callable[[tuple], None]):
-        self.run_dir, self.seconds, self.send = Path(run_dir), float(seconds), send
-        self.t0 = time.monotonic()
-
-    def on_start(self, state):
-        self.t0 = time.monotonic()
+    def __init__(self, run_dir: Path, deadline: float, send: Callable[[tuple], None], cancel: threading.Event):
+        self.run_dir, self.deadline, self.send, self.cancel = Path(run_dir), float(deadline), send, cancel
 
     def on_step(self, state, record):
         flag = self.run_dir / EXPORT_FLAG
@@ -117,37 +128,48 @@ class ChunkControl(Hook):
             self.send(("exported",))
 
     def should_stop(self) -> bool:
-        return (self.run_dir / STOP_FLAG).exists() or time.monotonic() - self.t0 >= self.seconds
+        return self.cancel.is_set() or (self.run_dir / STOP_FLAG).exists() or time.monotonic() >= self.deadline
 
 
 @on_gpu(chunk_duration)
 def train_chunk(flat_cfg: dict, start: str, seconds: float = CHUNK_SECONDS, probe_pairs: int = 300,
                 matrix_size: int = 16) -> Iterator[tuple]:
     """One GPU call of a run: train `flat_cfg` (TrainConfig.flat()) from `start` ("new" or "resume")
-    for about `seconds`, yielding ("step", record), ("eval", step, results), ("snapshot", Snapshot),
-    ("exported",), then ("end", step, finished), or ("error", "user" | "internal", line, traceback)."""
-    cfg = TrainConfig.from_flat(flat_cfg)
+    until `seconds` after the call began, yielding ("step", record), ("eval", step, results),
+    ("snapshot", Snapshot), ("exported",), then ("end", step, finished), or ("error", "user" |
+    "internal", line, traceback, class name). If the caller stops iterating, the run stops at its
+    next step (with a checkpoint) before the call returns."""
+    deadline = time.monotonic() + chunk_seconds(seconds)
     messages: queue.Queue = queue.Queue()
+    cancel = threading.Event()
 
     def work():
         try:
-            hooks = [Relay(messages.put, cfg.optim.steps), ChunkControl(Path(cfg.output_dir), seconds, messages.put)]
+            cfg = TrainConfig.from_flat(flat_cfg)
+            if ZERO_GPU and torch.cuda.is_available():  # the call holds a GPU: train on it
+                cfg = cfg.replace(device="cuda")
+            hooks = [Relay(messages.put, cfg.optim.steps),
+                     ChunkControl(Path(cfg.output_dir), deadline, messages.put, cancel)]
             train(cfg, hooks=hooks, start=start, probe_pairs=probe_pairs, matrix_size=matrix_size)
         except UserInputError as e:
-            messages.put(("error", "user", str(e).splitlines()[0], ""))
+            messages.put(("error", "user", (str(e).splitlines() or [e.__class__.__name__])[0], "", ""))
         except BaseException as e:  # noqa: BLE001 - sent to the app, which logs it with this traceback
-            messages.put(("error", "internal", f"{e.__class__.__name__}: {e}", traceback.format_exc()))
+            messages.put(("error", "internal", f"{e.__class__.__name__}: {e}", traceback.format_exc(),
+                          e.__class__.__name__))
         finally:
             messages.put(None)
 
     worker = threading.Thread(target=work, name="train-chunk", daemon=True)
     worker.start()
-    while (message := messages.get()) is not None:
-        yield message
-    worker.join()
+    try:
+        while (message := messages.get()) is not None:
+            yield message
+    finally:
+        cancel.set()  # the caller stopped listening (or the run ended): no training without a listener
+        worker.join()
 
 
-def replay(message: tuple, hooks: list, exported: threading.Event) -> tuple | None:
+def replay(message: tuple, hooks: list, exported: Callable[[], None]) -> tuple | None:
     """Call the app-side hooks as the loop would have; the ("end", step, finished) message is returned."""
     kind = message[0]
     if kind == "step":
@@ -162,16 +184,25 @@ def replay(message: tuple, hooks: list, exported: threading.Event) -> tuple | No
         for hook in hooks:
             hook.on_snapshot(SimpleNamespace(step=snapshot.step), snapshot)
     elif kind == "exported":
-        exported.set()
+        exported()
     elif kind == "end":
         return message
     elif kind == "error":
-        _, who, line, trace = message
+        _, who, line, trace, cls = message
         if who == "user":
             raise UserInputError(line)
         log.error("training chunk failed in the GPU worker:\n%s", trace)
-        raise RuntimeError(line)
+        raise WorkerError(cls, line)
     return None
+
+
+def _is_gradio_error(e: Exception) -> bool:
+    """Whether e is a gr.Error (what spaces raises when ZeroGPU refuses or aborts a call)."""
+    try:
+        import gradio as gr
+    except ImportError:
+        return False
+    return isinstance(e, gr.Error)
 
 
 def request_export(run_dir: Path) -> None:
@@ -179,13 +210,20 @@ def request_export(run_dir: Path) -> None:
     (Path(run_dir) / EXPORT_FLAG).touch()
 
 
-def train_in_chunks(cfg: TrainConfig, start: str, hooks: list, stop: threading.Event, exported: threading.Event,
+def request_stop(run_dir: Path) -> None:
+    """Ask the chunk that trains the run (or the next one) to stop at its next step, with a checkpoint."""
+    if Path(run_dir).is_dir():
+        (Path(run_dir) / STOP_FLAG).touch()
+
+
+def train_in_chunks(cfg: TrainConfig, start: str, hooks: list, stop: threading.Event, exported: Callable[[], None],
                     chunk: Callable[..., Iterator[tuple]] | None = None, seconds: float = CHUNK_SECONDS,
                     probe_pairs: int = 300, matrix_size: int = 16,
                     on_call: Callable[[], None] | None = None) -> bool:
     """Drive a run through GPU chunks until every step ran (True) or `stop` is set (False).
 
-    `hooks` are the app's (their should_stop is read through `stop`: RunControl sets it); `chunk` is
+    `hooks` are the app's (their should_stop is read through `stop`: RunControl sets it); exported()
+    is called when the worker has written current/ (asked by request_export); `chunk` is
     `train_chunk` (a ZeroGPU call on a Space) or a stand-in with its contract; on_call() is called
     as each chunk is asked for (the tab counts GPU calls)."""
     chunk = chunk or train_chunk
@@ -203,11 +241,11 @@ def train_in_chunks(cfg: TrainConfig, start: str, hooks: list, stop: threading.E
                     end = replay(message, hooks, exported) or end
                     if stop.is_set():
                         (run_dir / STOP_FLAG).touch()
-            except UserInputError:
+            except (UserInputError, WorkerError):
                 raise
             except Exception as e:
-                if e.__class__.__module__.startswith("gradio"):  # spaces' own errors: no quota left, GPU aborted
-                    raise UserInputError(f"the GPU call failed: {getattr(e, 'message', e) or e}") from e
+                if _is_gradio_error(e):  # spaces' own errors: no quota left, queue timeout, GPU task aborted
+                    raise UserInputError(f"the GPU call failed: {getattr(e, 'message', '') or e}") from e
                 raise
             if end is None:
                 raise RuntimeError("a training chunk ended without reporting its last step")

@@ -31,7 +31,7 @@ from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, latest_checkpoint, train
 from core.train.live import LiveRecorder
-from demo.train_gpu import CHUNK_SECONDS, request_export, train_in_chunks
+from demo.train_gpu import CHUNK_SECONDS, chunk_seconds as clamp_chunk, request_export, request_stop, train_in_chunks
 
 log = logging.getLogger("clip_lab")
 PROBE_PAIRS, MATRIX_SIZE = 300, 16  # the moving map's fixed set, and the probe matrix's pairs
@@ -55,6 +55,7 @@ class TrainRun:
     stop: threading.Event = field(default_factory=threading.Event)
     export_wanted: threading.Event = field(default_factory=threading.Event)
     exported: threading.Event = field(default_factory=threading.Event)
+    export_done: bool = False  # whether the last export asked for was written (not only given up on)
     last_seen: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     stop_reason: str = ""
@@ -83,6 +84,7 @@ class RunControl(Hook):
                 request_export(run.run_dir)  # the chunk writes current/ and reports it (run.exported)
             else:
                 save_pretrained_atomic(state.clip, run.run_dir / "current")
+                run.export_done = True
                 run.exported.set()
         now = time.monotonic()
         if now - self.t0 > self.max_wall_s:
@@ -107,7 +109,7 @@ class TrainRuns:
         self.max_waiting = int(max_waiting)
         # chunked (on ZeroGPU): runs train in GPU calls of chunk_seconds each (demo.train_gpu); chunk
         # stands in for train_gpu.train_chunk in tests
-        self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, float(chunk_seconds or CHUNK_SECONDS)
+        self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, clamp_chunk(chunk_seconds or CHUNK_SECONDS)
         self._runs: dict[str, TrainRun] = {}
         self._line: list[str] = []  # queued run ids, first in first out
         self._lock = threading.Lock()
@@ -158,6 +160,8 @@ class TrainRuns:
                 return
         run.stop_reason = run.stop_reason or "stopped by you"
         run.stop.set()
+        if self.chunked:
+            request_stop(run.run_dir)  # a chunk that is setting up or waiting for its GPU sees it too
 
     def resume(self, run: TrainRun) -> None:
         """Put a stopped (or failed) run back in line; it goes on from its latest checkpoint."""
@@ -172,14 +176,17 @@ class TrainRuns:
             self._line.append(run.id)
         self._pump()
 
-    def current_weights(self, run: TrainRun, timeout: float = 60.0) -> Path:
+    def current_weights(self, run: TrainRun, timeout: float | None = None) -> Path:
         """A folder with the run's weights now, for the model picker: exported between two steps
-        while it trains; else its final model or its latest checkpoint."""
+        while it trains (waiting up to `timeout`: 60 s, or 20 s in GPU chunks, which may be waiting
+        for a GPU); else its final model or its latest checkpoint."""
         if run.status == "running":
+            run.export_done = False
             run.exported.clear()
             run.export_wanted.set()
-            if run.exported.wait(timeout):
+            if run.exported.wait(timeout if timeout is not None else (20.0 if self.chunked else 60.0)) and run.export_done:
                 return run.run_dir / "current"
+            run.export_wanted.clear()
         if (run.run_dir / "model" / "config.json").exists():
             return run.run_dir / "model"
         ckpt = latest_checkpoint(run.run_dir)
@@ -207,17 +214,23 @@ class TrainRuns:
                 def count_call():
                     run.gpu_calls += 1
 
-                train_in_chunks(run.cfg, run.start, hooks, run.stop, run.exported, self.chunk,
-                                seconds=self.chunk_seconds, probe_pairs=PROBE_PAIRS,
-                                matrix_size=MATRIX_SIZE, on_call=count_call)
+                def exported():
+                    run.export_done = True
+                    run.exported.set()
+
+                finished = train_in_chunks(run.cfg, run.start, hooks, run.stop, exported, self.chunk,
+                                           seconds=self.chunk_seconds, probe_pairs=PROBE_PAIRS,
+                                           matrix_size=MATRIX_SIZE, on_call=count_call)
+                run.status = "finished" if finished else "stopped"
             else:
                 train(run.cfg, hooks=hooks, start=run.start, probe_pairs=PROBE_PAIRS, matrix_size=MATRIX_SIZE)
-            run.status = "stopped" if run.stop.is_set() else "finished"
+                run.status = "stopped" if run.stop.is_set() else "finished"
         except UserInputError as e:
-            run.status, run.error = "failed", str(e).splitlines()[0]
+            run.status, run.error = "failed", (str(e).splitlines() or [e.__class__.__name__])[0]
         except Exception as e:  # an operator's problem: logged in full, shown in one line
             log.exception("training run %s failed", run.id)
-            run.status, run.error = "failed", f"internal error ({e.__class__.__name__}); the server log has details"
+            kind = getattr(e, "kind", e.__class__.__name__)  # a GPU worker's error keeps its class's name
+            run.status, run.error = "failed", f"internal error ({kind}); the server log has details"
         finally:
             run.export_wanted.clear()
             run.exported.set()  # nobody waits for an export that will not come

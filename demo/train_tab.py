@@ -47,9 +47,10 @@ def knob_values(recipe: str) -> list:
 
 
 def build_config(recipe: str, knobs: dict, mode: str, model: str, data: str | None, lock_image: bool,
-                 lock_text: bool, streaming: bool) -> TrainConfig:
-    """The run's config: the recipe, then the knobs; fine-tuning trains `model` on `data`."""
-    cfg = TrainConfig.from_flat(read_recipe(recipe)).replace(**knobs, num_workers=0, device="cpu")
+                 lock_text: bool, streaming: bool, device: str = "cpu") -> TrainConfig:
+    """The run's config: the recipe, then the knobs, on `device` (the app's: CLIP_LAB_DEVICE, auto
+    resolved); fine-tuning trains `model` on `data`."""
+    cfg = TrainConfig.from_flat(read_recipe(recipe)).replace(**knobs, num_workers=0, device=device)
     if mode == FINETUNE:
         cfg = cfg.replace(model=model, data=data, lock_image=lock_image, lock_text=lock_text, streaming=streaming,
                           eval_every=0)
@@ -209,7 +210,7 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
                 data = check_dataset_source(text(dataset, "the dataset", 500), cfg_app.data_dirs)
                 streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
         run = runs.submit(build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text,
-                                       streaming), meta={"mode": mode, "recipe": recipe})
+                                       streaming, cfg_app.torch_device()), meta={"mode": mode, "recipe": recipe})
         return [{"id": run.id, "key": run.key}] + draw(run)[:-1]
 
     knob_boxes = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed]

@@ -142,7 +142,7 @@ def status_line(status: str, place: int, view: LiveView, reason: str = "", error
     if view.frames:
         parts.append(f"{len(view.frames)} frames (live views took {view.snapshot_share:.0%} of the time)")
     if gpu_calls:
-        parts.append(f"GPU call {gpu_calls:,} ({call_seconds:g} s of steps each, resuming from a checkpoint)")
+        parts.append(f"GPU call {gpu_calls:,} ({call_seconds:g} s each, resuming from a checkpoint)")
     line = " · ".join(parts)
     if reason:
         line += f" — {reason}"

@@ -154,7 +154,10 @@ class LiveRecorder(Hook):
                 for kind in self.since:
                     self.since[kind] += dt
             self._last_step_at = now
-            self.steps.append(int(record["step"]))
+            step = int(record["step"])
+            if self.steps and step <= self.steps[-1]:  # a resume from an earlier checkpoint redoes steps
+                self._forget_from(step)
+            self.steps.append(step)
             self.loss.append(float(record["loss"]))
             self.scale.append(float(record["logit_scale"]))
             self.lr.append(float(record["lr"]))
@@ -165,6 +168,15 @@ class LiveRecorder(Hook):
                 for name in ("steps", "loss", "scale", "lr"):
                     values = getattr(self, name)
                     setattr(self, name, [values[i] for i in keep])
+
+    def _forget_from(self, step: int) -> None:
+        """Drop what was recorded at `step` and after (the caller holds the lock)."""
+        keep = [i for i, s in enumerate(self.steps) if s < step]
+        for name in ("steps", "loss", "scale", "lr"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+        self.evals = [e for e in self.evals if e[0] < step]
+        self.frames = [f for f in self.frames if f.step < step]
 
     def wants_snapshot(self, step: int) -> str | bool:
         """"full" at the first step, the last, and whenever the training time since the last full one
