@@ -66,9 +66,10 @@ def _central_argmax(m: np.ndarray) -> tuple[int, int]:
 def refined_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sub-cell peak positions (row, col) [B], in cell units, of maps [B, g, g]: the maximal cell,
     moved to the centroid of the map's excess over its median (the background level) in the 3 x 3
-    cells around it (around tied maxima, the cells within one of their centroid). A patch-level map cannot say where inside the peak patch the evidence is; its
-    neighbours can: an object that straddles two patches lights both, and the centroid sits between
-    them, as sub-pixel peak localisation does for keypoint heatmaps."""
+    cells around it (around tied maxima, the cells within one of their centroid). A patch-level map
+    cannot say where inside the peak patch the evidence is; its neighbours can: an object that
+    straddles two patches lights both, and the centroid sits between them, as sub-pixel peak
+    localisation does for keypoint heatmaps."""
     maps = np.asarray(maps, dtype=np.float64)
     g_rows, g_cols = maps.shape[-2:]
     rows, cols = np.empty(len(maps)), np.empty(len(maps))
