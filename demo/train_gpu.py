@@ -231,6 +231,8 @@ def train_in_chunks(cfg: TrainConfig, start: str, hooks: list, stop: threading.E
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in (STOP_FLAG, EXPORT_FLAG):
         (run_dir / name).unlink(missing_ok=True)
+    for hook in hooks:  # once, as the loop would (the chunks' own starts are not the run's)
+        getattr(hook, "on_start", lambda state: None)(SimpleNamespace(step=None))
     try:
         while not stop.is_set():
             end = None

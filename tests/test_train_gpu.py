@@ -162,3 +162,23 @@ def test_a_resume_that_redoes_steps_replaces_them_in_the_live_curves():
         recorder.on_step(None, {"step": step, "loss": float(step), "logit_scale": 14.0, "lr": 1e-3})
     view = recorder.view()
     assert view.steps == [1, 2, 3, 4] and view.loss == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_the_eta_counts_every_second_of_the_run_not_only_the_steps():
+    from core.train.live import LiveRecorder
+
+    now = [0.0]
+    recorder = LiveRecorder(100, clock=lambda: now[0])
+    recorder.on_start(None)
+    for step in range(1, 41):  # 1 s per step, and 10 s of chunk setup after every 10th step
+        now[0] += 1.0 + (10.0 if step % 10 == 1 and step > 1 else 0.0)
+        recorder.on_step(None, {"step": step, "loss": 1.0, "logit_scale": 14.0, "lr": 1e-3})
+    # steps 1..40 span 39 s of steps and 3 setups of 10 s: 69 s for 39 steps, all within the 120-s window;
+    # 60 steps are left: 60 * 69 / 39 s, not the 60 s that the step time alone (1 s) would promise
+    assert recorder.view().eta_s == pytest.approx(60 * 69 / 39)
+    recorder.on_start(None)  # a resume after a pause: the pause is not counted
+    now[0] += 3600.0
+    for step in range(41, 44):
+        now[0] += 1.0
+        recorder.on_step(None, {"step": step, "loss": 1.0, "logit_scale": 14.0, "lr": 1e-3})
+    assert recorder.view().eta_s == pytest.approx(57 * 1.0)

@@ -5,6 +5,8 @@ every snapshot, and it keeps what a live view draws, bounded in memory, behind a
 thread can read it (`view()`) while the training thread writes.
 
 - Curves: loss, logit scale, learning rate and samples/s per step (thinned to `max_points`).
+- ETA: the steps left times the wall seconds per step over the last `eta_window_s` (everything
+  included: snapshots, evals, a GPU chunk's setup), counted from the run's (re)start.
 - Evals: zero-shot top-1 per task (colour, shape, combo, held_out on the shapes world) per eval.
 - Frames: at each snapshot, the probe matrix of the first `matrix_size` probe pairs (cosine and
   row softmax, its loss and row accuracy) and the map of all probe pairs. The map is PCA of the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -128,6 +131,8 @@ class LiveRecorder(Hook):
     max_points: int = 2000
     probe_budget: float = 0.025  # share of the training time that probe-only snapshots may take ...
     map_budget: float = 0.04  # ... and full ones (the map's pairs too)
+    eta_window_s: float = 120.0  # the ETA's rate: steps per wall second over about this long
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
@@ -142,11 +147,16 @@ class LiveRecorder(Hook):
         self.cost = {"probe": [0.0, 0], "full": [0.0, 0]}  # seconds and count of each kind
         self.since = {"probe": 0.0, "full": 0.0}  # training seconds since the last of each kind
         self._last_step_at: float | None = None
-        self._step_times: list[float] = []  # recent seconds per step, for the ETA
-        self.started = time.monotonic()
+        self._step_times: list[float] = []  # recent seconds per step (snapshots and evals left out)
+        self._marks: list[tuple[float, int]] = []  # (time, step) of the steps in the ETA's window
+        self.started = self.clock()
+
+    def on_start(self, state):
+        with self._lock:
+            self._marks = []  # a stopped run's pause is not training time
 
     def on_step(self, state, record):
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if self._last_step_at is not None:
                 dt = now - self._last_step_at
@@ -157,6 +167,9 @@ class LiveRecorder(Hook):
             step = int(record["step"])
             if self.steps and step <= self.steps[-1]:  # a resume from an earlier checkpoint redoes steps
                 self._forget_from(step)
+            self._marks.append((now, step))
+            while len(self._marks) > 2 and self._marks[1][0] <= now - self.eta_window_s:
+                self._marks.pop(0)
             self.steps.append(step)
             self.loss.append(float(record["loss"]))
             self.scale.append(float(record["logit_scale"]))
@@ -177,6 +190,7 @@ class LiveRecorder(Hook):
             setattr(self, name, [values[i] for i in keep])
         self.evals = [e for e in self.evals if e[0] < step]
         self.frames = [f for f in self.frames if f.step < step]
+        self._marks = [m for m in self._marks if m[1] < step]
 
     def wants_snapshot(self, step: int) -> str | bool:
         """"full" at the first step, the last, and whenever the training time since the last full one
@@ -211,20 +225,28 @@ class LiveRecorder(Hook):
             self.since["probe"] = 0.0  # a full snapshot draws the matrix too
             if snapshot.full:
                 self.since["full"] = 0.0
-            self._last_step_at = time.monotonic()  # the snapshot's time is not a step's
+            self._last_step_at = self.clock()  # the snapshot's time is not a step's
             self.frames = thin(self.frames + [frame], self.max_frames)
 
     def on_eval(self, state, results):
         with self._lock:
             self.evals.append((int(state.step), eval_top1(results)))
-            self._last_step_at = time.monotonic()  # nor is the eval's
+            self._last_step_at = self.clock()  # nor is the eval's
+
+    def _seconds_per_step(self) -> float | None:
+        """Wall seconds per step over the ETA's window, everything included (snapshots, evals, the
+        setup of each GPU chunk); the median step time until two steps are in the window."""
+        (t0, s0), (t1, s1) = (self._marks[0], self._marks[-1]) if self._marks else ((0.0, 0), (0.0, 0))
+        if s1 > s0:
+            return (t1 - t0) / (s1 - s0)
+        return float(np.median(self._step_times)) if self._step_times else None
 
     def view(self) -> LiveView:
         """A consistent copy of everything recorded so far."""
         with self._lock:
-            per_step = float(np.median(self._step_times)) if self._step_times else None
+            per_step = self._seconds_per_step()
             left = max(0, self.total_steps - self.last_step)
-            elapsed = max(1e-9, time.monotonic() - self.started)
+            elapsed = max(1e-9, self.clock() - self.started)
             return LiveView(list(self.steps), list(self.loss), list(self.scale), list(self.lr), self.samples_per_s,
                             list(self.evals), list(self.frames), list(self.captions), self.labels, self.last_step,
                             self.total_steps, None if per_step is None else per_step * left,
