@@ -15,6 +15,7 @@ half trains the probe, the held-out half tests it), which is what the CLI and th
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -26,6 +27,20 @@ if TYPE_CHECKING:
     from .probe import ProbeCurve
 
 Progress = Callable[[int, int], None]
+
+
+def finite(value):
+    """`value` for standard JSON: NaN and infinities as None, NumPy scalars as Python ones, recursively
+    through dicts, lists and tuples (a study's dict has NaN where a class has no images)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def _np(x) -> np.ndarray:

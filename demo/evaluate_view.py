@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import torch
 
 from core.errors import UserInputError
-from core.eval_study import Study, ensemble, row_normalise, run_study
+from core.eval_study import Study, ensemble, finite, row_normalise, run_study
 from core.evaluate import retrieval_metrics, zero_shot_metrics
 from core.zeroshot import parse_classnames
 
@@ -280,19 +280,6 @@ def probe_figure(e: Evaluation) -> go.Figure | None:
                       yaxis=dict(title="held-out accuracy %", rangemode="tozero"), height=420,
                       legend=dict(orientation="h", y=-0.25), margin=dict(l=10, r=10, t=50, b=10))
     return fig
-
-
-def finite(value):
-    """NaN and infinities as None (standard JSON), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if isinstance(value, np.generic):
-        return finite(value.item())
-    return value
 
 
 def result_data(e: Evaluation, for_page: bool = False) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data import DataError, open_dataset  # noqa: E402
 from core.encode import arrays_to_pixels, encode_images  # noqa: E402
-from core.eval_study import Study, run_study, shapes_task  # noqa: E402
+from core.eval_study import Study, finite, run_study, shapes_task  # noqa: E402
 from core.evaluate import evaluate_dataset, evaluate_shapes, format_table, shapes_eval_set  # noqa: E402
 from core.model import ModelLoadError, load  # noqa: E402
 from core.zeroshot import (classname_presets, parse_classnames, parse_templates, template_embeddings,  # noqa: E402
@@ -63,17 +62,6 @@ def _study(clip, samples, templates: list[str], a, shots) -> Study:
     emb = template_embeddings(clip, names, templates)  # [T, C, D]
     return run_study(img, y, emb, templates, names, seed=a.study_seed, select=a.select_templates,
                      probe=a.linear_probe, ks=shots, seeds=a.probe_seeds)
-
-
-def _finite(value):
-    """NaN and infinities as None, so that the JSON is standard."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def format_study(study: Study) -> str:
@@ -165,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         meta.update(task=a.task, study_seed=a.study_seed, shots=list(shots), probe_seeds=a.probe_seeds,
                     study_seconds=study_seconds)
         print(format_study(found))
-        out["study"] = _finite(found.to_dict())
+        out["study"] = finite(found.to_dict())
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=2))

@@ -202,3 +202,14 @@ def test_cli_refuses_bad_study_input_with_one_line(capsys):
         assert cli.main(args) == 1  # refused before any model is loaded
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1
+
+
+def test_finite_makes_a_study_dict_standard_json():
+    import json
+
+    from core.eval_study import finite
+
+    raw = {"recall": [float("nan"), np.float32(0.5), (1, np.inf)], "n": np.int64(3), "name": "cat"}
+    out = finite(raw)
+    assert out == {"recall": [None, 0.5, [1, None]], "n": 3, "name": "cat"}
+    json.dumps(out, allow_nan=False)  # raises on NaN or infinity
