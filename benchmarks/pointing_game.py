@@ -19,9 +19,6 @@ median of 5 after a warm-up, and the same given the text's embedding.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import machine_info, write_json  # noqa: E402
 
 
 def median_s(fn, repeats: int = 5) -> float:
@@ -115,16 +114,12 @@ def main() -> None:
             t = timing[m]
             print(f"  {m:<12} {t['with_text_s']:.3f} s with text encoding, {t['given_embedding_s']:.3f} s given the embedding")
 
-    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "model": core.DEFAULT_MODEL,
-              "n": args.n, "seed": args.seed, "default_method": DEFAULT_METHOD, "text_free_methods": list(TEXT_FREE_METHODS),
-              "peak": "refined: the maximal cell moved to the centroid of the excess over the map's median in its "
-                      "3x3 cells (core.pointing.refined_peaks); cell peak: maximum of the bilinear upsampling to 64x64",
-              "scores": scores, "chance": chance, "table": lines, "b32_standin_map_s": timing,
-              "load_1min_at_end": os.getloadavg()[0]}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, {**machine_info(), "model": core.DEFAULT_MODEL, "n": args.n, "seed": args.seed,
+                           "default_method": DEFAULT_METHOD, "text_free_methods": list(TEXT_FREE_METHODS),
+                           "peak": "refined: the maximal cell moved to the centroid of the excess over the map's median "
+                                   "in its 3x3 cells (core.pointing.refined_peaks); cell peak: maximum of the bilinear "
+                                   "upsampling to 64x64",
+                           "scores": scores, "chance": chance, "table": lines, "b32_standin_map_s": timing})
 
 
 if __name__ == "__main__":

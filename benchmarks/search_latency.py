@@ -13,9 +13,6 @@ text encoding with the bundled model is timed apart. Each figure is the median o
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import machine_info, write_json  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> tuple[float, float]:
@@ -73,14 +72,9 @@ def main() -> None:
               f"query with histogram {query_ms:6.2f} ms (max {query_max:.2f})")
     encode_ms, _ = median_ms(lambda: core.encode_texts(clip, ["a red circle in the top left"]), args.repeats)
     print(f"encode one text with {core.DEFAULT_MODEL}: {encode_ms:.2f} ms")
-    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
-              "target_ms": 200, "query_means": "combined_query + search(k=10) + cosine_histogram over all N",
-              "rows": rows, "encode_text_ms": {core.DEFAULT_MODEL: encode_ms},
-              "load_1min_at_end": os.getloadavg()[0]}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, {**machine_info(), "repeats": args.repeats, "target_ms": 200,
+                           "query_means": "combined_query + search(k=10) + cosine_histogram over all N",
+                           "rows": rows, "encode_text_ms": {core.DEFAULT_MODEL: encode_ms}})
 
 
 if __name__ == "__main__":
