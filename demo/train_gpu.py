@@ -37,7 +37,7 @@ import torch
 from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, train
-from core.train.live import LiveRecorder
+from core.train.live import SnapshotPacer
 from demo.gpu import ZERO_GPU, on_gpu
 
 log = logging.getLogger("clip_lab")
@@ -88,25 +88,25 @@ def as_tensors(snapshot):
 
 
 class Relay(Hook):
-    """In the GPU worker: sends each event as a picklable message; decides when snapshots come with a
-    LiveRecorder of its own (its time budgets), since the app's recorder is in another process."""
+    """In the GPU worker: sends each event as a picklable message, and decides when snapshots come
+    (a SnapshotPacer with the app's budgets), since the app's recorder is in another process."""
 
     def __init__(self, send: Callable[[tuple], None], total_steps: int):
-        self.send, self.pacer = send, LiveRecorder(total_steps, max_frames=2)
+        self.send, self.pacer = send, SnapshotPacer(total_steps)
 
     def on_step(self, state, record):
-        self.pacer.on_step(state, record)
+        self.pacer.stepped(time.monotonic())
         self.send(("step", plain(dict(record))))
 
     def wants_snapshot(self, step):
-        return self.pacer.wants_snapshot(step)
+        return self.pacer.wants(step)
 
     def on_snapshot(self, state, snapshot):
-        self.pacer.on_snapshot(state, snapshot)
+        self.pacer.took(snapshot.full, snapshot.seconds, time.monotonic())
         self.send(("snapshot", plain(snapshot)))
 
     def on_eval(self, state, results):
-        self.pacer.on_eval(state, results)
+        self.pacer.paused(time.monotonic())
         self.send(("eval", state.step, plain(results)))
 
     def on_end(self, state, finished):

@@ -74,16 +74,16 @@ def test_snapshots_are_asked_for_within_their_time_budgets():
     assert rec.wants_snapshot(2) == "probe"  # the first probe-only one at once: it measures its cost
     probe_only = _snapshot(11, n=16, seconds=0.05)
     probe_only.full = False
-    rec.since = {"probe": 5.0, "full": 5.0}
+    rec.pacer.since = {"probe": 5.0, "full": 5.0}
     rec.on_snapshot(None, probe_only)
-    assert rec.since == {"probe": 0.0, "full": 5.0}
+    assert rec.pacer.since == {"probe": 0.0, "full": 5.0}
     last = rec.view().frames[-1]
     assert last.step == 11 and last.map.step == 1  # the matrix is new, the map is the last full one's
-    rec.since = {"probe": 0.4, "full": 6.0}
+    rec.pacer.since = {"probe": 0.4, "full": 6.0}
     assert rec.wants_snapshot(12) is False  # 0.04 s of probe budget < 0.05 s, 0.3 s of map budget < 0.5 s
-    rec.since = {"probe": 0.6, "full": 6.0}
+    rec.pacer.since = {"probe": 0.6, "full": 6.0}
     assert rec.wants_snapshot(12) == "probe"  # 0.06 s of probe budget >= 0.05 s
-    rec.since = {"probe": 0.0, "full": 10.0}
+    rec.pacer.since = {"probe": 0.0, "full": 10.0}
     assert rec.wants_snapshot(13) == "full"  # 0.5 s of map budget >= 0.5 s
     assert rec.wants_snapshot(100) == "full"  # the last step always
 

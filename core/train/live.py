@@ -123,6 +123,56 @@ def thin(items: list, limit: int) -> list:
 
 
 @dataclass
+class SnapshotPacer:
+    """When a live view's snapshot is due: each kind ("probe", "full") whenever the training time since
+    its last one pays for its measured cost within its budget. Not thread-safe (its owner locks)."""
+
+    total_steps: int
+    probe_budget: float = 0.025
+    map_budget: float = 0.04
+
+    def __post_init__(self):
+        self.cost = {"probe": [0.0, 0], "full": [0.0, 0]}  # seconds and count of each kind
+        self.since = {"probe": 0.0, "full": 0.0}  # training seconds since the last of each kind
+        self.last: float | None = None  # when the last step (or snapshot, or eval) ended
+
+    def stepped(self, now: float) -> float | None:
+        """A step ended at `now`: its seconds (None for the first), counted as training time."""
+        dt = None if self.last is None else now - self.last
+        if dt is not None:
+            for kind in self.since:
+                self.since[kind] += dt
+        self.last = now
+        return dt
+
+    def paused(self, now: float) -> None:
+        """Time up to `now` was not a step's (a snapshot, an eval)."""
+        self.last = now
+
+    def wants(self, step: int) -> str | bool:
+        """"full" at the first step, the last, and whenever the training time since the last full one
+        pays for its cost within `map_budget`; else "probe" when that holds for a probe-only one
+        within `probe_budget`; else False."""
+        if not self.cost["full"][1] or step >= self.total_steps:
+            return "full"
+        for kind, budget in (("full", self.map_budget), ("probe", self.probe_budget)):
+            seconds, count = self.cost[kind]
+            if not count or self.since[kind] * budget >= seconds / count:
+                return kind  # (the first probe-only one comes at once: it measures its cost)
+        return False
+
+    def took(self, full: bool, seconds: float, now: float) -> None:
+        """A snapshot (full or probe-only) took `seconds` and ended at `now`."""
+        kind = "full" if full else "probe"
+        self.cost[kind][0] += seconds
+        self.cost[kind][1] += 1
+        self.since["probe"] = 0.0  # a full snapshot draws the matrix too
+        if full:
+            self.since["full"] = 0.0
+        self.paused(now)
+
+
+@dataclass
 class LiveRecorder(Hook):
     """Records a run for live views (see the module docstring); every method is thread-safe."""
 
@@ -144,9 +194,7 @@ class LiveRecorder(Hook):
         self.samples_per_s: float | None = None
         self.last_step = 0
         self.snapshot_s = 0.0  # time spent on snapshots, both kinds
-        self.cost = {"probe": [0.0, 0], "full": [0.0, 0]}  # seconds and count of each kind
-        self.since = {"probe": 0.0, "full": 0.0}  # training seconds since the last of each kind
-        self._last_step_at: float | None = None
+        self.pacer = SnapshotPacer(self.total_steps, self.probe_budget, self.map_budget)
         self._step_times: list[float] = []  # recent seconds per step (snapshots and evals left out)
         self._marks: list[tuple[float, int]] = []  # (time, step) of the steps in the ETA's window
         self.started = self.clock()
@@ -158,12 +206,9 @@ class LiveRecorder(Hook):
     def on_step(self, state, record):
         now = self.clock()
         with self._lock:
-            if self._last_step_at is not None:
-                dt = now - self._last_step_at
+            dt = self.pacer.stepped(now)
+            if dt is not None:
                 self._step_times = (self._step_times + [dt])[-20:]
-                for kind in self.since:
-                    self.since[kind] += dt
-            self._last_step_at = now
             step = int(record["step"])
             if self.steps and step <= self.steps[-1]:  # a resume from an earlier checkpoint redoes steps
                 self._forget_from(step)
@@ -193,17 +238,9 @@ class LiveRecorder(Hook):
         self._marks = [m for m in self._marks if m[1] < step]
 
     def wants_snapshot(self, step: int) -> str | bool:
-        """"full" at the first step, the last, and whenever the training time since the last full one
-        pays for its cost within `map_budget`; else "probe" when that holds for a probe-only one
-        within `probe_budget`; else False."""
+        """What snapshot this step wants (SnapshotPacer.wants): "full", "probe" or False."""
         with self._lock:
-            if not self.frames or step >= self.total_steps:
-                return "full"
-            for kind, budget in (("full", self.map_budget), ("probe", self.probe_budget)):
-                seconds, count = self.cost[kind]
-                if not count or self.since[kind] * budget >= seconds / count:
-                    return kind  # (the first probe-only one comes at once: it measures its cost)
-            return False
+            return self.pacer.wants(step)
 
     def on_snapshot(self, state, snapshot: Snapshot):
         probe = probe_frame(snapshot)
@@ -215,23 +252,17 @@ class LiveRecorder(Hook):
         if last_map is None:  # a probe-only snapshot before any full one: nothing to place yet
             last_map = MapFrame(np.zeros((0, 2), np.float32), float("nan"), snapshot.step)
         frame = Frame(snapshot.step, probe, last_map)
-        kind = "full" if snapshot.full else "probe"
         with self._lock:
             if snapshot.full:
                 self.captions, self.labels = list(snapshot.captions), snapshot.labels
             self.snapshot_s += snapshot.seconds
-            self.cost[kind][0] += snapshot.seconds
-            self.cost[kind][1] += 1
-            self.since["probe"] = 0.0  # a full snapshot draws the matrix too
-            if snapshot.full:
-                self.since["full"] = 0.0
-            self._last_step_at = self.clock()  # the snapshot's time is not a step's
+            self.pacer.took(snapshot.full, snapshot.seconds, self.clock())  # its time is not a step's
             self.frames = thin(self.frames + [frame], self.max_frames)
 
     def on_eval(self, state, results):
         with self._lock:
             self.evals.append((int(state.step), eval_top1(results)))
-            self._last_step_at = self.clock()  # nor is the eval's
+            self.pacer.paused(self.clock())  # nor is the eval's
 
     def _seconds_per_step(self) -> float | None:
         """Wall seconds per step over the ETA's window, everything included (snapshots, evals, the
