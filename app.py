@@ -25,13 +25,19 @@ if __name__ == "__main__" and "IPython" not in sys.modules:
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from demo import embedding_map, evaluate, similarity_matrix, train_tab, zero_shot  # noqa: E402
-from demo import search  # noqa: E402
-from demo.context import AppConfig, AppContext  # noqa: E402
-from demo.hover import HOVER_JS  # noqa: E402
-from demo.limits import GuardMiddleware  # noqa: E402
-from demo.picker import build_picker  # noqa: E402
-from demo.test_gate import add_test_gate  # noqa: E402
+from demo.inputs import pairs  # noqa: E402
+from demo.platform.config import AppConfig
+from demo.platform.context import AppContext  # noqa: E402
+from demo.platform.guard import GuardMiddleware  # noqa: E402
+from demo.platform.test_gate import add_test_gate  # noqa: E402
+from demo.tabs.evaluate import tab as evaluate
+from demo.tabs.map import tab as embedding_map
+from demo.tabs.matrix import tab as similarity_matrix
+from demo.tabs.search import tab as search  # noqa: E402
+from demo.tabs.shared.hover import HOVER_JS  # noqa: E402
+from demo.tabs.shared.picker import build_picker  # noqa: E402
+from demo.tabs.train import tab as train_tab
+from demo.tabs.zero_shot import tab as zero_shot  # noqa: E402
 
 TITLE = "CLIP Lab"
 CSS = """
@@ -111,7 +117,7 @@ def start_warmup(ctx: AppContext) -> threading.Thread:
 
         start_umap_warmup()
         try:
-            embedding_map.prewarm(ctx)
+            pairs.prewarm(ctx)
             log.info("warm-up: default map set encoded after %.1f s", time.perf_counter() - t0)
         except Exception as e:
             log.warning("warm-up: encoding the default map set failed: %s", e)

@@ -99,9 +99,9 @@ def measure_n(clip, points: int, repeats: int, own_knn: bool) -> dict:
 
     from core.encode import encode_images, encode_texts
     from core.projection import ProjectionConfig, pca, project
-    from demo.embedding_map import gap_figures, gap_markdown
-    from demo.map_figure import map_figure, thumbnail_atlas
-    from demo.sources import shapes_pairs
+    from demo.inputs.pairs import shapes_pairs
+    from demo.tabs.map.maps import gap_figures, gap_markdown
+    from demo.tabs.shared.map_figure import map_figure, thumbnail_atlas
 
     n_pairs = points // 2
     t = time.perf_counter()

@@ -63,12 +63,24 @@ if __name__ == "__main__":  # before huggingface_hub is imported: it reads these
                       TRANSFORMERS_OFFLINE="1")
 
 import torch  # noqa: E402
-
-from standin import (HUB_ID, app_context, build_standin, check_standin, counted_flops, image_flops,  # noqa: E402,F401
-                     lines, matmul_cpu_rate, matmul_rate, prompt_lengths, seconds, test_images,
-                     text_flops, wall_and_cpu, zero_shot_call)
+from standin import (  # noqa: E402,F401
+    HUB_ID,
+    app_context,
+    build_standin,
+    check_standin,
+    counted_flops,
+    image_flops,
+    lines,
+    matmul_cpu_rate,
+    matmul_rate,
+    prompt_lengths,
+    seconds,
+    test_images,
+    text_flops,
+    wall_and_cpu,
+    zero_shot_call,
+)
 from text_tower_variants import variant_rows  # noqa: E402
-
 
 # ---------------------------------------------------------------- rows
 
@@ -173,8 +185,8 @@ def flops_crosscheck(clip, out: dict) -> None:
 
 def matrix_rows(clip, q: dict, out: dict) -> None:
     """A 16x16 matrix of the similarity tab: first build, then view changes and caption edits (server time)."""
-    from demo.matrix_view import VIEWS, compute_matrix, new_batch
-    from demo.sources import shapes_pairs
+    from demo.inputs.pairs import shapes_pairs
+    from demo.tabs.matrix.batch import VIEWS, compute_matrix, new_batch
 
     batch = new_batch(shapes_pairs(16, seed=3), "shapes world", 32)
     first = seconds(lambda: compute_matrix(clip, batch, "cosine"))
@@ -194,11 +206,9 @@ def matrix_rows(clip, q: dict, out: dict) -> None:
 
 def map_rows(clip, tmp: Path, q: dict, out: dict) -> None:
     """The map of 500 pairs, first draw in this process (umap imported before, timed apart)."""
-    from core.projection import import_umap
-    from demo.embedding_map import DEFAULT_SET, MapRequest, coordinates, new_state, render, set_key
-    from demo.embedding_map import encoded_set
-    from demo.sources import SourceSpec
-    from core.projection import ProjectionConfig
+    from core.projection import ProjectionConfig, import_umap
+    from demo.inputs.pairs import DEFAULT_SET, SourceSpec, encoded_set, set_key
+    from demo.tabs.map.maps import MapRequest, coordinates, new_state, render
 
     import_s = seconds(import_umap)
     ctx = app_context(tmp / "heads-map")
@@ -215,8 +225,8 @@ def map_rows(clip, tmp: Path, q: dict, out: dict) -> None:
     render(state, "modality", False)
     total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     # the parts of the set: drawing the pairs and each encoder, measured again apart on the same pairs
-    from demo.gpu import embed_texts
-    from demo.sources import shapes_pairs
+    from demo.inputs.pairs import shapes_pairs
+    from demo.platform.gpu import embed_texts
 
     draw_s = seconds(lambda: shapes_pairs(q["map_pairs"], 0, "eval"))
     enc_txt_s = seconds(lambda: embed_texts(clip, pairs.captions))

@@ -30,8 +30,9 @@ def standin_revision(preset_name: str) -> str:
 def build_standin(hub_cache: str | os.PathLike, preset_name: str = "base", seed: int = 0) -> Path:
     """Save a random-weight CLIP with the real config, tokenizer and processor as the Hub cache's
     `openai/clip-vit-base-patch32` (snapshot + refs/main). Returns the snapshot folder."""
-    from core.model import PRESETS, image_processor_for, load_tokenizer
     from transformers import CLIPModel
+
+    from core.model import PRESETS, image_processor_for, load_tokenizer
 
     preset = PRESETS[preset_name]
     torch.manual_seed(seed)
@@ -157,7 +158,7 @@ def wall_and_cpu(fn) -> tuple[float, float]:
 
 
 def lines(kind: str, name: str) -> list[str]:
-    from demo.zero_shot import preset_text
+    from demo.inputs.presets import preset_text
 
     return [x for x in preset_text(kind, name).splitlines() if x.strip()]
 
@@ -171,7 +172,8 @@ def test_images(n: int, seed: int = 0):
 
 def app_context(cache_dir: Path, max_prompts: int = 20_000):
     """A fresh AppContext (empty in-memory caches) whose disk cache of heads is cache_dir."""
-    from demo.context import AppConfig, AppContext
+    from demo.platform.config import AppConfig
+    from demo.platform.context import AppContext
 
     return AppContext.create(AppConfig(default_model=HUB_ID, cache_dir=cache_dir, max_prompts=max_prompts,
                                        warm_umap=False, device="cpu"))
@@ -179,7 +181,7 @@ def app_context(cache_dir: Path, max_prompts: int = 20_000):
 
 def zero_shot_call(ctx, clip, image, classnames, templates):
     """What the app's /zero_shot does on the server: the head (cached or built), one image scored, the view."""
-    from demo.zero_shot_view import render, score
+    from demo.tabs.shared.zero_shot_scores import render, score
 
     head, cached = ctx.services.zero_shot_head(clip, classnames, templates)
     s = score(clip, head, [image], ["image"], HUB_ID, [])

@@ -105,8 +105,8 @@ def overhead_part(steps: int, rounds: int) -> dict:
     import torch
 
     from core.train import TrainConfig, read_recipe, train
-    from core.train.live import LiveRecorder
-    from demo.train_runs import MATRIX_SIZE, PROBE_PAIRS
+    from demo.tabs.train.live import LiveRecorder
+    from demo.tabs.train.runs import MATRIX_SIZE, PROBE_PAIRS
 
     torch.set_num_threads(2)
     warm = TrainConfig.from_flat(read_recipe("quick-demo")).replace(

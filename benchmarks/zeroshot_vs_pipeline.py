@@ -56,7 +56,6 @@ from benchmarks.plotting import save_line_plot  # noqa: E402
 from core.encode import encode_images  # noqa: E402
 from core.model import ASSETS, MODELS_DIR, Clip, create, load, save_pretrained_atomic  # noqa: E402
 from core.shapes import ShapesWorld  # noqa: E402
-from core.encode import encode_images  # noqa: E402
 from core.zeroshot import build_classifier, classify, classify_embeddings  # noqa: E402
 
 TEMPLATE = "a photo of a {}."

@@ -195,7 +195,7 @@ def make_requirements(hw: Hardware, gradio_version: str, root: Path = ROOT) -> s
                 raise UserError(f"installed gradio {gradio_version} is outside requirements.txt's {line!r}; "
                                 "install a gradio that requirements.txt allows, then rerun")
             extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
-            out.append(f"# = the README's sdk_version: the gradio the tests ran on")
+            out.append("# = the README's sdk_version: the gradio the tests ran on")
             out.append(f"gradio{extras}=={gradio_version}")
             continue
         out.append(line)

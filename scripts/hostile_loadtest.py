@@ -53,8 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.app_process import start_app_or_none, stop_app  # noqa: E402
-from scripts.hostile_measure import (Tally, call, cpu_seconds, disk_usage, distinct_pngs, outcome,  # noqa: E402
-                                     percentile, rss_mb, thread_count)
+from scripts.hostile_measure import Tally, call, cpu_seconds, disk_usage, distinct_pngs, outcome, percentile, rss_mb, thread_count  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 ATTACKS = ("upload", "cancel", "prompts", "queue", "body", "numbers")
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from gradio_client import Client, handle_file
 
-    from demo.zero_shot import preset_text
+    from demo.inputs.presets import preset_text
 
     tmp = Path(tempfile.mkdtemp(prefix="clip-lab-hostile-"))
     gtmp, cache = tmp / "gradio-tmp", tmp / "cache"

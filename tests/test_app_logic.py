@@ -15,15 +15,19 @@ from PIL import Image
 import core
 from core.errors import UserInputError
 from core.model import ModelLoadError
-from demo import embedding_map as em
-from demo import matrix_view as mv
-from demo import zero_shot as zs
-from demo import zero_shot_view as zv
-from demo.context import AppConfig, AppContext
-from demo.images import ImageInputError, open_image, thumbnail_uri
-from demo.models import ModelCache
-from demo.services import ByteLRU
-from demo.sources import caption_from_name, check_dataset_source, shapes_pairs, upload_pairs
+from demo.inputs.images import ImageInputError, open_image, thumbnail_uri
+from demo.inputs.pairs import caption_from_name, check_dataset_source, shapes_pairs, upload_pairs
+from demo.platform.config import AppConfig
+from demo.platform.context import AppContext
+from demo.platform.models import ModelCache
+from demo.platform.services import ByteLRU
+from demo.inputs import pairs as pairs_mod
+from demo.tabs.map import maps as em
+from demo.tabs.map import tab as map_tab
+from demo.tabs.matrix import batch as mv
+from demo.tabs.shared import zero_shot_scores as zv
+from demo.inputs import presets
+from demo.tabs.zero_shot import tab as zs
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +46,13 @@ def star() -> Image.Image:
 # ---- zero-shot ----
 
 def test_presets_cover_the_issue():
-    assert set(zs.CLASSNAME_PRESETS) >= {"shapes world: shapes", "CIFAR-10", "CIFAR-100", "ImageNet-1k"}
-    assert set(zs.TEMPLATE_PRESETS) == {"single", "OpenAI's 7", "OpenAI's 80", "CIFAR", "shapes world"}
-    for name in zs.CLASSNAME_PRESETS:
-        assert zs.preset_text("classnames", name).strip()
-    assert len(zs.preset_text("templates", "OpenAI's 80").splitlines()) == 80
+    assert set(presets.CLASSNAME_PRESETS) >= {"shapes world: shapes", "CIFAR-10", "CIFAR-100", "ImageNet-1k"}
+    assert set(presets.TEMPLATE_PRESETS) == {"single", "OpenAI's 7", "OpenAI's 80", "CIFAR", "shapes world"}
+    for name in presets.CLASSNAME_PRESETS:
+        assert presets.preset_text("classnames", name).strip()
+    assert len(presets.preset_text("templates", "OpenAI's 80").splitlines()) == 80
     with pytest.raises(ValueError, match="unknown"):
-        zs.preset_text("templates", "nope")
+        presets.preset_text("templates", "nope")
 
 
 def zero_shot(ctx, clip, images, classnames, templates, top_k=5, scale=None):
@@ -144,10 +148,10 @@ def test_notices_vocabulary_duplicates_and_presets():
     assert zv.vocabulary_notice("openai/clip-vit-base-patch32", ["apple"]) is None
     assert "1 repeated class name ('cat')" in zv.duplicate_notice("cat\ndog\ncat", "a {}.")
     assert zv.duplicate_notice("cat\ndog", "a {}.") is None
-    assert len(core.parse_classnames(zs.preset_text("classnames", "ImageNet-1k"))) == 1000  # no silent 998
-    assert zs.matching_preset("classnames", zs.preset_text("classnames", "CIFAR-10")) == "CIFAR-10"
-    assert zs.matching_preset("classnames", "cat, dog") == zs.CUSTOM
-    assert zs.matching_preset("templates", "a photo of a {}.") == "single"
+    assert len(core.parse_classnames(presets.preset_text("classnames", "ImageNet-1k"))) == 1000  # no silent 998
+    assert presets.matching_preset("classnames", presets.preset_text("classnames", "CIFAR-10")) == "CIFAR-10"
+    assert presets.matching_preset("classnames", "cat, dog") == presets.CUSTOM
+    assert presets.matching_preset("templates", "a photo of a {}.") == "single"
 
 
 def test_zero_shot_bad_inputs(star):
@@ -161,7 +165,7 @@ def test_zero_shot_bad_inputs(star):
     with pytest.raises(UserInputError, match="at least two"):
         check([star], "cat, cat", "{}")
     with pytest.raises(UserInputError, match="prompts"):
-        check([star], zs.preset_text("classnames", "ImageNet-1k"), zs.preset_text("templates", "OpenAI's 80"))
+        check([star], presets.preset_text("classnames", "ImageNet-1k"), presets.preset_text("templates", "OpenAI's 80"))
 
 
 def test_examples_exist_with_licences_and_the_bundled_model_names_them(clip):
@@ -172,8 +176,8 @@ def test_examples_exist_with_licences_and_the_bundled_model_names_them(clip):
         assert Path(row[0]).name in licences
     if clip.source != "shapes-tiny":
         return
-    names = zs.preset_text("classnames", "shapes world: shapes")
-    templates = zs.preset_text("templates", "shapes world")
+    names = presets.preset_text("classnames", "shapes world: shapes")
+    templates = presets.preset_text("templates", "shapes world")
     for (path,), label in zip(shapes, shape_labels):
         top, p = core.classify(clip, [open_image(path)], core.parse_classnames(names), core.parse_templates(templates)).top_k(1)[0][0]
         assert top == Path(path).stem.split("_")[-1] == label.split(" ")[-1] and p >= 0.9, (path, top, p)
@@ -281,7 +285,7 @@ def test_startup_warmup_waits_for_the_first_answer(monkeypatch):
     ctx = AppContext.create(AppConfig(default_model=model_source(), warmup_delay=60))
     events = []
     monkeypatch.setattr(core.projection, "start_umap_warmup", lambda: events.append("umap"))
-    monkeypatch.setattr(em, "prewarm", lambda c: events.append("map set"))
+    monkeypatch.setattr(pairs_mod, "prewarm", lambda c: events.append("map set"))
     thread = app.start_warmup(ctx)
     deadline = time.time() + 60
     while not ctx.models.cached() and time.time() < deadline:
@@ -317,7 +321,7 @@ def test_model_cache_allowlist_and_failures(tmp_path):
 
 
 def test_a_model_trained_into_runs_can_be_picked_and_the_app_binds_loopback(tmp_path, monkeypatch):
-    import demo.context as context
+    import demo.platform.config as context
     from core.model import create
 
     monkeypatch.setattr(context, "RUNS_DIR", tmp_path / "runs")
@@ -384,7 +388,7 @@ def test_sources(tmp_path):
 def test_unexpected_errors_reach_the_user_generically_and_the_log_in_full(caplog):
     import gradio as gr
 
-    from demo.common import user_errors
+    from demo.platform.contract import user_errors
 
     @user_errors
     def broken():

@@ -78,7 +78,7 @@ def _browser_user_sees_busy(url: str) -> None:
 
 
 def test_queue_settings_from_the_environment():
-    from demo.context import AppConfig
+    from demo.platform.config import AppConfig
 
     cfg = AppConfig.from_env({"CLIP_LAB_QUEUE_SIZE": "5", "CLIP_LAB_CONCURRENCY": "3"})
     assert (cfg.queue_size, cfg.concurrency) == (5, 3)

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_app import (ROOT, launch_chromium, model_source, start_app, stop_app, wait_for_status,
-                          wait_until_up)
+from conftest_app import ROOT, launch_chromium, model_source, start_app, stop_app, wait_for_status, wait_until_up
 
 
 def cpu_seconds(pid: int) -> float:
@@ -83,7 +82,7 @@ def test_an_api_client_stops_its_own_job(app):
     from gradio_client.utils import Status
 
     proc, url = app
-    from demo.zero_shot import preset_text
+    from demo.inputs.presets import preset_text
 
     client, other = Client(url, verbose=False), Client(url, verbose=False)
     templates = "\n".join(f"an api photo number {i} of a {{}}." for i in range(20))

@@ -19,8 +19,8 @@ from conftest_app import ROOT, model_source, running_app
 from core.data import DataError
 from core.errors import UserInputError
 from core.shapes import ShapesWorld
-from demo import evaluate_view as ev
-from demo import labelled_sets as ls
+from demo.inputs import labelled_sets as ls
+from demo.tabs.evaluate import study as ev
 
 ONE = "a photo of a {}."
 
@@ -181,9 +181,9 @@ def evaluation():
     emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
 
     import torch
-
-    from demo.images import pack
     from PIL import Image
+
+    from demo.inputs.images import pack
 
     enc = ls.EncodedSet([f"#{i}" for i in range(len(y))], {"label": (["a", "b", "c"], y.tolist())}, "fake",
                         torch.tensor(img, dtype=torch.float32), [pack(Image.new("RGB", (8, 8)))] * len(y))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from demo.fair import FairScheduler, visitor_of
+from demo.platform.fair import FairScheduler, visitor_of
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from demo.images import MAX_SIDE, ImageInputError, open_image
+from demo.inputs.images import MAX_SIDE, ImageInputError, open_image
 
 RED = (220, 20, 30)
 

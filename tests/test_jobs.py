@@ -10,9 +10,10 @@ import pytest
 from conftest_app import model_source
 
 import core
-from demo import gpu
-from demo.context import AppConfig, AppContext
-from demo.jobs import Jobs, JobStopped
+from demo.platform import gpu
+from demo.platform.config import AppConfig
+from demo.platform.context import AppContext
+from demo.platform.jobs import Jobs, JobStopped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,6 @@ def test_the_gpu_decorators_are_no_ops_off_zerogpu(ctx):
 
 def test_heads_persist_on_disk_across_a_restart_keyed_by_weights(tmp_path, monkeypatch):
     from core.model import create
-    from demo.disk_cache import DiskCache
 
     create("tiny", seed=0).save(tmp_path / "m")
     cfg = AppConfig(default_model=str(tmp_path / "m"), model_dirs=[tmp_path.resolve()], cache_dir=tmp_path / "cache")
@@ -138,7 +138,7 @@ def test_heads_persist_on_disk_across_a_restart_keyed_by_weights(tmp_path, monke
 def test_the_disk_cache_is_bounded_and_drops_damaged_files(tmp_path):
     import torch
 
-    from demo.disk_cache import DiskCache
+    from demo.platform.disk_cache import DiskCache
 
     cache = DiskCache(tmp_path, max_bytes=10_000)
     for i in range(10):

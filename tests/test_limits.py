@@ -13,9 +13,10 @@ from conftest_app import ROOT, make_model_dirs, model_source, running_app, wait_
 
 from core.errors import UserInputError
 from core.model import ModelLoadError, create
-from demo.context import AppConfig
-from demo.limits import client_ip, number, text
-from demo.models import ModelCache
+from demo.inputs.checks import number, text
+from demo.platform.config import AppConfig
+from demo.platform.guard import client_ip
+from demo.platform.models import ModelCache
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -44,7 +45,7 @@ def test_the_visitor_is_the_proxy_hop_and_loopback_is_exempt():
 
 
 def test_an_address_gets_a_burst_then_a_steady_rate():
-    from demo.limits import RateLimiter
+    from demo.platform.guard import RateLimiter
 
     rates = RateLimiter(per_minute=30, burst=8)
     assert all(rates.allow("203.0.113.9", now=0.0) for _ in range(8))  # a burst of 8
@@ -79,8 +80,8 @@ def test_hostile_model_folders_are_refused_before_their_weights_load(tmp_path):
         small_limit.get(str(dirs["other"]))  # the bundled model, stored in fp16
     empty = folder / "no-real-weights"
     create("tiny", seed=0).save(empty)
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"unrelated": torch.zeros(4)}, str(empty / "model.safetensors"))
     with pytest.raises(ModelLoadError, match="do not match its config"):
@@ -196,7 +197,7 @@ def test_dataset_images_are_bounded_and_paths_stay_inside_the_allowed_folders(tm
     import datasets
     from PIL import Image
 
-    from demo import sources
+    from demo.inputs import pairs as sources
 
     allowed, outside = tmp_path / "data", tmp_path / "secret"
     allowed.mkdir()
@@ -240,7 +241,7 @@ def test_a_request_that_would_be_refused_never_takes_a_place_in_the_queue(url):
 
 def test_a_cancelled_api_job_stops_its_work(url):
     """gradio_client's job.cancel() reaches the Stop flags too (the guard reads the cancel request)."""
-    from demo.zero_shot import preset_text
+    from demo.inputs.presets import preset_text
 
     c = Client(url, verbose=False)
     templates = "\n".join(f"a cancelled photo number {i} of a {{}}." for i in range(20))
@@ -282,7 +283,7 @@ def test_an_upload_is_usable_only_from_the_address_that_sent_it(url):
 
 
 def test_an_address_may_keep_only_its_allowance_of_uploads():
-    from demo.uploads import MB, UploadLedger, UploadRefused
+    from demo.platform.uploads import MB, UploadLedger, UploadRefused
 
     ledger = UploadLedger(ttl_s=60, per_visitor_mb=10, total_mb=15)
     ledger.admit("a", 8 * MB, now=0)

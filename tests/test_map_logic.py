@@ -18,10 +18,13 @@ import core
 from core.errors import UserInputError
 from core.projection import ProjectionConfig, centre_modalities, modality_gap
 from core.shapes import COLOURS
-from demo import embedding_map as em
-from demo import map_figure as mf
-from demo.context import AppConfig, AppContext
-from demo.sources import shapes_pairs
+from demo.inputs.pairs import shapes_pairs
+from demo.platform.config import AppConfig
+from demo.platform.context import AppContext
+from demo.inputs import pairs as pairs_mod
+from demo.tabs.map import maps as em
+from demo.tabs.map import tab as map_tab
+from demo.tabs.shared import map_figure as mf
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +191,7 @@ def test_class_prompts_need_names_and_templates(clip):
 
 def _tab(ctx):
     with gr.Blocks() as blocks:
-        em.build_tab(ctx, gr.State(ctx.config.default_model), gr.Textbox(), gr.Textbox())
+        map_tab.build_tab(ctx, gr.State(ctx.config.default_model), gr.Textbox(), gr.Textbox())
     return {f.name: f for f in blocks.fns.values()}
 
 
@@ -227,20 +230,20 @@ def test_handlers_named_documented_and_drawn_once(clip, counted):
 
 def test_map_embedding_cache(clip):
     ctx = AppContext.create(AppConfig(default_model=model_source()))
-    spec = em.SourceSpec("shapes world", 20, 3, "eval")
-    first = em.encoded_set(ctx, clip, spec)
-    assert em.encoded_set(ctx, clip, spec) is first
+    spec = pairs_mod.SourceSpec("shapes world", 20, 3, "eval")
+    first = pairs_mod.encoded_set(ctx, clip, spec)
+    assert pairs_mod.encoded_set(ctx, clip, spec) is first
 
 
 def test_map_set_is_encoded_once_under_concurrent_requests(clip, monkeypatch):
     ctx = AppContext.create(AppConfig(default_model=model_source()))
-    spec = em.SourceSpec("shapes world", 12, 5, "eval")
-    calls, real = [], em.build_pairs
-    monkeypatch.setattr(em, "build_pairs", lambda *a, **k: calls.append(1) or (time.sleep(0.2), real(*a, **k))[1])
+    spec = pairs_mod.SourceSpec("shapes world", 12, 5, "eval")
+    calls, real = [], pairs_mod.build_pairs
+    monkeypatch.setattr(pairs_mod, "build_pairs", lambda *a, **k: calls.append(1) or (time.sleep(0.2), real(*a, **k))[1])
     results = [None] * 3
 
     def ask(i):
-        results[i] = em.encoded_set(ctx, clip, spec)
+        results[i] = pairs_mod.encoded_set(ctx, clip, spec)
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
     [t.start() for t in threads]

@@ -118,8 +118,8 @@ def test_a_malicious_pickle_checkpoint_is_refused_unopened(tmp_path, micro_dir):
 
 
 def test_traversal_and_outside_paths_are_refused_before_opening(tmp_path, micro_dir, monkeypatch):
-    from demo.context import AppConfig
-    from demo.models import ModelCache
+    from demo.platform.config import AppConfig
+    from demo.platform.models import ModelCache
 
     allowed = tmp_path / "models"
     allowed.mkdir()

@@ -20,10 +20,19 @@ from PIL import Image
 
 from core.errors import UserInputError
 from core.search import caption_rank, retrieval_report, search
-from demo.saliency_view import SaliencyView, colormap, model_square, overlay, saliency_data
-from demo.search import MAX_N, index_spec
-from demo.search_view import (SearchIndex, cosine_counts, gallery_items, hit_markdown, histogram_figure,
-                              results_data, retrieval_markdown, retrieval_numbers, run_query)
+from demo.tabs.search.index import (
+    SearchIndex,
+    cosine_counts,
+    gallery_items,
+    histogram_figure,
+    hit_markdown,
+    results_data,
+    retrieval_markdown,
+    retrieval_numbers,
+    run_query,
+)
+from demo.tabs.search.tab import MAX_N, index_spec
+from demo.tabs.shared.saliency import SaliencyView, colormap, model_square, overlay, saliency_data
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
 
@@ -194,8 +203,8 @@ def test_index_reports_the_set_and_its_retrieval(indexed):
 
 def test_text_query_ranks_as_numpy_over_the_same_embeddings(client, indexed, clip):
     import core
-    from demo.gpu import CHUNK_IMAGES
-    from demo.sources import shapes_pairs
+    from demo.inputs.pairs import shapes_pairs
+    from demo.platform.gpu import CHUNK_IMAGES
 
     gallery, plot, summary, data = client.predict(text_query="a red circle", k=10, api_name="/search")
     pairs = shapes_pairs(300, 0, "eval")

@@ -15,9 +15,10 @@ from test_train_tab import tiny_cfg, wait_for
 
 from core.errors import UserInputError
 from core.train import latest_checkpoint, train
-from demo.context import AppConfig, AppContext
-from demo.train_gpu import train_chunk, train_in_chunks
-from demo.train_runs import TrainRuns
+from demo.platform.config import AppConfig
+from demo.platform.context import AppContext
+from demo.tabs.train.gpu_chunks import train_chunk, train_in_chunks
+from demo.tabs.train.runs import TrainRuns
 
 
 class CountedChunks:
@@ -113,8 +114,8 @@ def test_a_gpu_call_refused_by_zero_gpu_fails_the_run_with_its_message(tmp_path)
 
 
 def test_the_status_line_counts_gpu_calls_only_when_the_run_trains_in_chunks():
-    from core.train.live import LiveRecorder
-    from demo.train_view import status_line
+    from demo.tabs.train.figures import status_line
+    from demo.tabs.train.live import LiveRecorder
 
     recorder = LiveRecorder(300)
     recorder.on_step(None, {"step": 36, "loss": 4.0, "logit_scale": 14.2, "lr": 1e-4, "samples_per_s": 44.0})
@@ -155,7 +156,7 @@ def test_the_weights_offered_are_never_an_export_that_was_not_written(tmp_path):
 
 
 def test_a_resume_that_redoes_steps_replaces_them_in_the_live_curves():
-    from core.train.live import LiveRecorder
+    from demo.tabs.train.live import LiveRecorder
 
     recorder = LiveRecorder(100)
     for step in (1, 2, 3, 4, 5, 3, 4):  # a chunk aborted after step 5; its checkpoint was at step 2
@@ -165,7 +166,7 @@ def test_a_resume_that_redoes_steps_replaces_them_in_the_live_curves():
 
 
 def test_the_eta_counts_every_second_of_the_run_not_only_the_steps():
-    from core.train.live import LiveRecorder
+    from demo.tabs.train.live import LiveRecorder
 
     now = [0.0]
     recorder = LiveRecorder(100, clock=lambda: now[0])

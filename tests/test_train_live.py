@@ -9,7 +9,7 @@ import torch
 from core.loss import similarity
 from core.train import TrainConfig, train
 from core.train.hooks import Snapshot
-from core.train.live import LiveRecorder, align_to, map_frame, pca_2d, thin
+from demo.tabs.train.live import LiveRecorder, align_to, map_frame, pca_2d, thin
 
 
 def test_a_rotated_and_reflected_map_is_aligned_back_exactly():

@@ -9,15 +9,14 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest_app import ROOT, running_app
 
 from core.errors import UserInputError
 from core.train import Hook, TrainConfig
-from demo.train_runs import TrainRuns
-from demo.train_tab import FIRST_RECIPES, build_config, recipe_choices
+from demo.tabs.train.runs import TrainRuns
+from demo.tabs.train.tab import FIRST_RECIPES, build_config, recipe_choices
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -157,7 +156,7 @@ def test_fine_tuning_on_uploaded_pairs_keeps_the_locked_tower(tmp_path):
 
     from core.model import load
     from core.shapes import ShapesWorld
-    from demo.train_tab import FINETUNE, pairs_folder
+    from demo.tabs.train.tab import FINETUNE, pairs_folder
 
     files = []
     for i, s in enumerate(ShapesWorld(seed=4).take(8)):

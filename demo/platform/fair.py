@@ -1,0 +1,150 @@
+"""Fair shares of the CPU between visitors: who runs next, and heavy work that steps aside.
+
+Gradio's queue is first in, first out within a concurrency group, so a visitor who keeps four
+requests in flight (the per-visitor cap) gets four times the service of one who asks a question,
+reads the answer and asks again, and every quick question waits behind everyone's backlog. Here
+the group's requests pass Gradio's queue at once (its limit is `AppConfig.inference_threads`)
+and wait in a `FairScheduler` instead:
+
+- at most `slots` requests run at once (the number a test counts);
+- when a slot frees, it goes to the waiting visitor who has used the least service lately
+  (seconds of running, halved every `half_life_s`), first come first served among equals;
+- a heavy request (a big head build, `Services.heavy_slot`) steps aside at each of its batch
+  boundaries while a quick request of someone else is running, for at most `max_pause_s` a batch:
+  it keeps its slot and its locks (so nothing can deadlock on them), it only stops taking CPU.
+
+A visitor is an address where a proxy gives one (the last X-Forwarded-For hop, as in
+demo/limits.py), else a browser session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+from demo.platform.guard import LOOPBACK
+
+
+def address_of(request) -> str:
+    """A gr.Request's address as demo.limits.client_ip sees it: the last X-Forwarded-For hop, else a
+    peer that is not loopback, else "" (this machine's own clients)."""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = headers.get("x-forwarded-for") if hasattr(headers, "get") else None
+    if forwarded:
+        return forwarded.split(",")[-1].strip()
+    host = getattr(getattr(request, "client", None), "host", "") or ""
+    return host if host and host not in LOOPBACK and host != "testclient" else ""
+
+
+def visitor_of(request) -> str:
+    """Who a gr.Request comes from: 'ip:ADDRESS' behind a proxy or from another host, else 'session:HASH'."""
+    address = address_of(request)
+    return f"ip:{address}" if address else "session:" + str(getattr(request, "session_hash", "") or "")
+
+
+@dataclass
+class _Ticket:
+    seq: int
+    visitor: str
+
+
+_current = threading.local()
+
+
+def current_turn() -> "Turn | None":
+    """The Turn this thread's request holds, if any (Services.heavy_slot marks it heavy)."""
+    return getattr(_current, "turn", None)
+
+
+class Turn:
+    """A running request's hold on a slot: whether it is heavy, and when it started."""
+
+    def __init__(self, scheduler: "FairScheduler", visitor: str):
+        self.scheduler, self.visitor = scheduler, visitor
+        self.started = time.monotonic()
+        self.heavy = False
+
+    def step_aside(self) -> None:
+        """Called between batches: a heavy request pauses while someone else's quick request runs."""
+        if self.heavy:
+            self.scheduler._pause(self)
+
+
+class FairScheduler:
+    """At most `slots` requests running; free slots go to the least-served visitor waiting."""
+
+    def __init__(self, slots: int, half_life_s: float = 60.0, max_pause_s: float = 1.0):
+        self.slots, self.half_life_s, self.max_pause_s = int(slots), float(half_life_s), float(max_pause_s)
+        self._cv = threading.Condition()
+        self._running: list[Turn] = []
+        self._waiting: list[_Ticket] = []
+        self._usage: dict[str, tuple[float, float]] = {}  # visitor -> (seconds used, as of time)
+        self._seq = itertools.count()
+        self.peak_running = 0
+
+    def usage(self, visitor: str, now: float | None = None) -> float:
+        """Seconds of service this visitor has had, decayed with the half-life."""
+        now = time.monotonic() if now is None else now
+        used, at = self._usage.get(visitor, (0.0, now))
+        return used * 0.5 ** ((now - at) / self.half_life_s)
+
+    def running(self) -> int:
+        """How many requests hold a slot now."""
+        with self._cv:
+            return len(self._running)
+
+    def waiting(self) -> int:
+        """How many requests wait for a slot."""
+        with self._cv:
+            return len(self._waiting)
+
+    @contextmanager
+    def turn(self, visitor: str, check: Callable[[], None] | None = None, poll_s: float = 0.25):
+        """Hold a slot for the block; waits in fair order. `check()` runs while waiting and may raise
+        (a Stop, a deadline): the request then leaves the line without having run."""
+        ticket = _Ticket(next(self._seq), visitor)
+        with self._cv:
+            self._waiting.append(ticket)
+            try:
+                while not (len(self._running) < self.slots and self._next() is ticket):
+                    self._cv.wait(poll_s)
+                    if check is not None:
+                        check()
+            except BaseException:
+                self._waiting.remove(ticket)
+                self._cv.notify_all()
+                raise
+            self._waiting.remove(ticket)
+            turn = Turn(self, visitor)
+            self._running.append(turn)
+            self.peak_running = max(self.peak_running, len(self._running))
+        outer, _current.turn = current_turn(), turn
+        try:
+            yield turn
+        finally:
+            _current.turn = outer
+            with self._cv:
+                self._running.remove(turn)
+                now = time.monotonic()
+                self._usage[visitor] = (self.usage(visitor, now) + now - turn.started, now)
+                if len(self._usage) > 10_000:  # forget the visitor seen longest ago
+                    self._usage.pop(min(self._usage, key=lambda v: self._usage[v][1]))
+                self._cv.notify_all()
+
+    def _next(self) -> _Ticket:
+        """The waiting ticket to serve first: its visitor's usage now, then its arrival."""
+        now = time.monotonic()
+        return min(self._waiting, key=lambda t: (self.usage(t.visitor, now), t.seq))
+
+    def _pause(self, turn: Turn) -> None:
+        deadline = time.monotonic() + self.max_pause_s
+        with self._cv:
+            while any(not t.heavy and t.visitor != turn.visitor for t in self._running):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cv.wait(left)

@@ -1,0 +1,118 @@
+"""The process-wide model cache and the rules for which models a user may pick.
+
+Sessions hold only a model *name* (in `gr.State`); the models themselves live here, in one LRU
+shared by all sessions, so two users on the same model share its weights and its cached
+zero-shot heads, and two users on different models never see each other's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import core
+from core.model import HUB_ID, ModelLoadError, bundled_models, looks_like_path
+
+MAX_NAME = 256  # characters of a model name or path
+
+if TYPE_CHECKING:
+    from demo.platform.config import AppConfig
+
+
+def shown_path(path: Path) -> str:
+    """A local model's name for the picker: relative to the app's folder when inside it (the
+    picker shows no more of the server's file system than it must); loads the same."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+class ModelCache:
+    """Up to `config.max_models` loaded models, least recently used evicted first (thread-safe)."""
+
+    def __init__(self, config: "AppConfig", loader: Callable[[str], core.Clip] | None = None):
+        self.config = config
+        self._loader = loader or (lambda source: core.load(source, device=config.torch_device(),
+                                                           max_bytes=config.max_model_mb << 20))
+        self._models: OrderedDict[str, core.Clip] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self._one_load = threading.Lock()  # one model loads at a time: peak memory is one model over the cache
+
+    def choices(self) -> list[str]:
+        """What the picker offers: the default, bundled models, allowlisted local folders, Hub ids."""
+        names = [self.config.default_model, *bundled_models()]
+        for folder in self.config.model_dirs:
+            if folder.is_dir() and folder.resolve() != core.model.MODELS_DIR.resolve():
+                for p in sorted(folder.iterdir()):  # a model folder, or a training run's exported model
+                    names += [shown_path(m) for m in (p, p / "model") if (m / "config.json").is_file()]
+        names += list(self.config.hub_models)
+        return list(dict.fromkeys(names))
+
+    def resolve(self, name: str) -> str:
+        """Check a picked name against the allowlist and return the source to load.
+
+        Bundled names and Hub ids pass; a local path must be the default model or lie inside one
+        of `config.model_dirs` (after resolving symlinks and '..'). Raises ModelLoadError.
+        """
+        name = (name or "").strip()
+        if not name:
+            raise ModelLoadError("no model chosen: pick one from the list")
+        if len(name) > MAX_NAME:
+            raise ModelLoadError(f"a model name of {len(name)} characters is too long (the limit is {MAX_NAME})")
+        if name == self.config.default_model or name in bundled_models():
+            return name
+        try:
+            is_path = looks_like_path(name) or Path(name).expanduser().exists()
+            path = Path(name).expanduser().resolve() if is_path else None
+        except (OSError, RuntimeError, ValueError):  # a name the file system refuses (too long, NUL, loops)
+            raise ModelLoadError(f"{name[:80]!r} is not a usable model name") from None
+        if path is not None:
+            # the message names no server folder: a visitor learns nothing about the machine
+            if not any(path == d or d in path.parents for d in self.config.model_dirs):
+                raise ModelLoadError(f"{name}: local models may only be loaded from the allowed folders "
+                                     "(the operator sets them with CLIP_LAB_MODEL_DIRS)")
+            if not path.is_dir():
+                raise ModelLoadError(f"{name}: no such model directory")
+            return str(path)
+        if not HUB_ID.match(name):
+            raise ModelLoadError(f"{name!r} is not a known model, an allowed local folder, or a Hub id like 'openai/clip-vit-base-patch32'")
+        if name not in self.config.hub_models and not self.config.allow_any_hub_model:
+            raise ModelLoadError(f"{name}: this app loads only its listed Hub models ({', '.join(self.config.hub_models)}); "
+                                 "the operator can allow any id with CLIP_LAB_ALLOW_ANY_HUB_MODEL=1")
+        return name
+
+    def cached(self) -> list[str]:
+        """Names of the models now in memory, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def get(self, name: str, progress: Callable[[float, str], None] | None = None) -> core.Clip:
+        """The model called `name`, loading it (once, even under concurrent calls) if needed."""
+        source = self.resolve(name)
+        with self._lock:
+            if source in self._models:
+                self._models.move_to_end(source)
+                return self._models[source]
+            gate = self._loading.setdefault(source, threading.Lock())
+        with gate, self._one_load:
+            with self._lock:
+                if source in self._models:
+                    return self._models[source]
+                while len(self._models) >= self.config.max_models:  # room first: never more resident than the limit
+                    self._models.popitem(last=False)
+            if progress is not None:
+                progress(0.1, f"loading {name}")
+            clip = self._loader(source)
+            with self._lock:
+                self._models[source] = clip
+                self._models.move_to_end(source)
+                while len(self._models) > self.config.max_models:
+                    self._models.popitem(last=False)
+                self._loading.pop(source, None)
+            if progress is not None:
+                progress(1.0, f"{name} ready")
+            return clip

@@ -1,0 +1,208 @@
+"""The app's services: one object that owns the models, zero-shot heads, encoded sets and datasets.
+
+Every cache here is bounded in bytes (or, for opened datasets, in entries) by one set of limits
+from `AppConfig`, is shared by all sessions, and is keyed so that two models never see each
+other's entries: by the model's source *and* the revision of its weights (`Clip.revision`).
+Tabs never build caches of their own; they call these methods.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Hashable
+
+import numpy as np
+import torch
+
+from core.errors import UserInputError
+from core.zeroshot import ensemble_head, template_embeddings
+from demo.platform.disk_cache import DiskCache
+from demo.platform.fair import FairScheduler, current_turn
+from demo.platform.gpu import embed_texts, use_models
+from demo.platform.models import ModelCache
+
+if TYPE_CHECKING:
+    from demo.platform.config import AppConfig
+
+MB = 1 << 20
+
+
+class ServerBusy(UserInputError):
+    """Every slot for big work is taken: the user is told to come back, at once."""
+
+
+def nbytes(value) -> int:
+    """Approximate memory held by a cached value: tensors, arrays, PIL images, containers, strings."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if hasattr(value, "nbytes") and isinstance(getattr(value, "nbytes"), int):
+        return int(value.nbytes)
+    if hasattr(value, "size") and hasattr(value, "mode") and hasattr(value, "getbands"):  # PIL image
+        return value.size[0] * value.size[1] * len(value.getbands())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value) + 8 * len(value)
+    if isinstance(value, dict):
+        return sum(nbytes(k) + nbytes(v) for k, v in value.items())
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if hasattr(value, "__dict__"):
+        return sum(nbytes(v) for v in vars(value).values())
+    return sys.getsizeof(value)
+
+
+class ByteLRU:
+    """A thread-safe least-recently-used map holding at most `max_bytes` (and `max_items`) in all.
+
+    `get_or_compute(key, compute)` computes a missing value once even under concurrent calls for
+    the same key; a value larger than the whole budget is returned but not kept.
+    """
+
+    def __init__(self, max_bytes: int, max_items: int | None = None):
+        self.max_bytes, self.max_items = int(max_bytes), max_items
+        self._data: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._gates: dict[Hashable, threading.Lock] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def get(self, key):
+        """The value for key (marking it recently used), or None."""
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key][0]
+
+    def put(self, key, value, size: int | None = None) -> None:
+        """Store value under key, evicting least recently used entries beyond the limits."""
+        size = nbytes(value) if size is None else int(size)
+        with self._lock:
+            if key in self._data:
+                self.bytes -= self._data.pop(key)[1]
+            if size > self.max_bytes:
+                return
+            self._data[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes or (self.max_items is not None and len(self._data) > self.max_items):
+                _, (_, freed) = self._data.popitem(last=False)
+                self.bytes -= freed
+
+    def get_or_compute(self, key, compute: Callable[[], object]) -> tuple[object, bool]:
+        """(value, was_cached): the cached value, or compute() stored under key (computed once)."""
+        value = self.get(key)
+        if value is not None:
+            return value, True
+        with self._lock:
+            gate = self._gates.setdefault(key, threading.Lock())
+        with gate:
+            value = self.get(key)
+            if value is not None:
+                return value, True
+            try:
+                value = compute()  # an exception (bad input, a cancel) caches nothing
+                self.put(key, value)
+            finally:
+                with self._lock:
+                    self._gates.pop(key, None)
+        return value, False
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.bytes = 0
+
+
+@dataclass
+class ZeroShotHead:
+    """Template embeddings [T, C, D] and the ensemble head [C, D] for one class list and template list."""
+
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+    template_emb: torch.Tensor
+    head: torch.Tensor
+
+
+def model_key(clip) -> tuple[str, str]:
+    """What a cache entry of a model is keyed by: its source and the revision of its weights."""
+    return (clip.source, getattr(clip, "revision", ""))
+
+
+class Services:
+    """Models, zero-shot heads, encoded sets and opened datasets, with the app's limits."""
+
+    def __init__(self, config: "AppConfig", loader=None):
+        self.config = config
+        self.models = ModelCache(config, loader)
+        use_models(self.models)  # the GPU functions look models up here on ZeroGPU
+        self.heads = ByteLRU(config.head_cache_mb * MB)
+        self.sets = ByteLRU(config.set_cache_mb * MB)
+        self.datasets = ByteLRU(max_bytes=1 << 62, max_items=config.max_datasets)  # memory-mapped: count them
+        self.encoding = threading.Lock()  # one map set is built and encoded at a time (warm-up and requests)
+        self.heavy = threading.BoundedSemaphore(config.concurrency)  # big encodes running at once
+        self.cpu = FairScheduler(config.inference_slots())  # requests running at once, served fairly per visitor
+        self.disk = DiskCache(config.cache_dir / "heads", config.disk_cache_mb * MB) if config.cache_dir else None
+
+    def zero_shot_head(self, clip, classnames: list[str], templates: list[str],
+                       progress: Callable[[int, int], None] | None = None) -> tuple[ZeroShotHead, bool]:
+        """(head, was_cached) for this model, class names and templates; computed once and kept.
+
+        Kept in memory (bounded in bytes) and, for models with weights on disk, in the disk cache,
+        which survives restarts and model eviction. A head of more than config.heavy_prompts
+        prompts is built under the `heavy` semaphore, so big builds never take every core.
+        """
+        key = (model_key(clip), tuple(classnames), tuple(templates))
+
+        def compute() -> ZeroShotHead:  # only on a miss in memory
+            disk_key = DiskCache.key(*model_key(clip), list(classnames), list(templates)) if self.disk and clip.revision else None
+            emb = self.disk.get(disk_key) if disk_key else None  # [T, C, D]
+            if emb is None or tuple(emb.shape[:2]) != (len(templates), len(classnames)):
+                heavy = len(classnames) * len(templates) > self.config.heavy_prompts
+                with self.heavy_slot() if heavy else nullcontext():
+                    emb = template_embeddings(clip, classnames, templates, progress, encode=embed_texts)
+                if disk_key:
+                    self.disk.put(disk_key, emb)
+            return ZeroShotHead(tuple(classnames), tuple(templates), emb, ensemble_head(emb))
+
+        return self.heads.get_or_compute(key, compute)
+
+    @contextmanager
+    def heavy_slot(self):
+        """One of the `concurrency` slots for big encodes; if none frees up within heavy_wait_s, a busy
+        message (rather than holding a request slot while waiting, which would starve quick requests)."""
+        if not self.heavy.acquire(timeout=self.config.heavy_wait_s):
+            raise ServerBusy(f"the server is busy with {self.config.concurrency} big requests (large class lists or "
+                             "map sets); try again in a minute, or ask for less")
+        turn = current_turn()
+        if turn is not None:
+            turn.heavy = True  # it now steps aside between batches for others' quick requests
+        try:
+            yield
+        finally:
+            if turn is not None:
+                turn.heavy = False
+            self.heavy.release()
+
+    def encoded_set(self, clip, key: Hashable, build: Callable[[], object]) -> tuple[object, bool]:
+        """(value, was_cached) for an encoded set of this model: build() runs once, under the encoding lock."""
+        full_key = (model_key(clip), key)
+        value = self.sets.get(full_key)
+        if value is not None:
+            return value, True
+        with self.encoding, self.heavy_slot():
+            return self.sets.get_or_compute(full_key, build)
+
+    def dataset(self, source: str, split: str, opener: Callable[[], object]):
+        """An opened `datasets` split, kept for reuse (at most config.max_datasets of them)."""
+        return self.datasets.get_or_compute((source, split), opener)[0]

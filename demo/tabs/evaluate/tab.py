@@ -1,0 +1,263 @@
+"""Evaluate tab: zero-shot accuracy on a labelled set, where it goes wrong, and what prompts and a few labels buy.
+
+A labelled set (the shapes world, an uploaded zip or files with a labels.csv, or a `datasets`
+source: demo/labelled_sets.py) is encoded once per model and kept by the services. Its class names
+become prompts (renamed where asked), and templates come from the presets or the editor, as on the
+zero-shot tab. The results (demo/evaluate_view.py): top-1, top-5 and mean per-class recall, a
+per-class table, the confusion heatmap, galleries of confident mistakes and correct examples, each
+template alone vs the ensemble, forward selection on one half scored on the other, and the
+few-shot linear probe against zero-shot, all downloadable as JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from core.errors import UserInputError
+from core.zeroshot import parse_templates
+from demo.inputs.checks import count_at_most, early_checks, number, text
+from demo.inputs.labelled_sets import MAX_SET_IMAGES, SET_SOURCES, SHAPES_LABELS, SetSpec, encode_set, load_set
+from demo.inputs.presets import CUSTOM, DEFAULT_TEMPLATES, TEMPLATE_PRESETS, matching_preset, preset_text
+from demo.platform.contract import get_model, running, stop_button, user_errors
+from demo.tabs.evaluate.study import (
+    CLASS_COLUMNS,
+    GALLERY_CSS,
+    TEMPLATE_COLUMNS,
+    confusion_figure,
+    galleries,
+    per_class_frame,
+    probe_figure,
+    prompt_names_for,
+    result_data,
+    selection_markdown,
+    summary_markdown,
+    templates_frame,
+    write_downloads,
+)
+from demo.tabs.evaluate.study import evaluate as evaluate_set
+from demo.tabs.shared.zero_shot_scores import vocabulary_notice
+
+# scikit-learn says so whenever a few-shot probe has more classes than half its examples: expected here
+warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+DEFAULT_N, MIN_N = 1000, 10
+
+
+def set_spec(source, n, seed, split, label, files, dataset, dataset_split, image_column, label_column,
+             caption_column) -> tuple[SetSpec, str]:
+    """The set the inputs describe and the shapes-world label kind (None means the input's default)."""
+    source = source or "shapes world"
+    if source not in SET_SOURCES:
+        raise UserInputError(f"unknown source {source!r}; choose one of {', '.join(SET_SOURCES)}")
+    n = number(n if n not in (None, "") else DEFAULT_N, "N", MIN_N, MAX_SET_IMAGES, integer=True)
+    seed = number(seed or 0, "seed", 0, 2**31 - 1, integer=True)
+    split = split or "eval"
+    if split not in ("eval", "train"):
+        raise UserInputError(f"the shapes-world split must be 'eval' or 'train', got {split!r}")
+    label = SHAPES_LABELS.get(label or "shape", label)
+    if label not in SHAPES_LABELS.values():
+        raise UserInputError(f"label {label!r} is not one of {', '.join(SHAPES_LABELS)}")
+    paths = tuple(str(getattr(f, "path", f)) for f in files or []) if source == "uploaded zip or files" else ()
+    spec = SetSpec(source, n, seed, split, paths, (dataset or "").strip(), (dataset_split or "train").strip(),
+                   (image_column or "image").strip(), (label_column or "label").strip(), (caption_column or "").strip())
+    return spec, label
+
+
+def encoded(ctx, clip, spec: SetSpec, progress, job):
+    """The encoded set for this model, from the services' cache or read and encoded now (Stop-able)."""
+    def build():
+        if progress is not None:
+            progress(0.01, desc="reading the set")
+        lset = load_set(spec, ctx.config.data_dirs, ctx.services.dataset, job.reporter(progress, "reading the set", "images"))
+        return encode_set(clip, lset, job.reporter(progress, "encoding images", "images"),
+                          job.reporter(progress, "encoding captions", "captions"))
+
+    return ctx.services.encoded_set(clip, spec.key(), build)[0]
+
+
+def study_reporter(job, progress):
+    """A (done, total) callback for the study: checks Stop, shows one bar for selection and probe."""
+    def report(done: int, total: int) -> None:
+        job.check()
+        if progress is not None and total:
+            progress(done / total, desc="forward selection and linear probe")
+    return report
+
+
+def downloads_folder(ttl_s: float) -> Path:
+    """A fresh folder inside Gradio's cache (its files are deleted with the cache, after the upload TTL);
+    empty folders of earlier results older than the TTL are removed here."""
+    base = Path(get_upload_folder()) / "clip-lab-evaluate"
+    if base.is_dir():
+        for old in base.iterdir():
+            try:
+                if old.is_dir() and time.time() - old.stat().st_mtime > ttl_s and not any(old.iterdir()):
+                    old.rmdir()
+            except OSError:
+                pass
+    return base / uuid.uuid4().hex
+
+
+def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None, zs_preset: gr.Dropdown | None = None,
+              zs_saved: gr.State | None = None) -> None:
+    """The Evaluate tab; `zs_templates` (the zero-shot tab's template box) receives the chosen templates,
+    which also become a template preset of this session in the zero-shot tab's menu (`zs_preset`,
+    kept in `zs_saved`)."""
+    cfg = ctx.config
+    chosen = gr.State(None, time_to_live=3600)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            source = gr.Radio(list(SET_SOURCES), value="shapes world", label="Labelled set", elem_id="ev-source")
+            n = gr.Slider(MIN_N, MAX_SET_IMAGES, value=DEFAULT_N, step=10, label="N images (shapes world / datasets)")
+            with gr.Row():
+                seed = gr.Number(0, precision=0, label="seed (the sample and the half/half split)")
+                split = gr.Dropdown(["eval", "train"], value="eval", label="shapes-world split")
+            label = gr.Radio(list(SHAPES_LABELS), value="shape", label="shapes-world label", elem_id="ev-label")
+            files = gr.File(file_count="multiple", file_types=[".zip", ".csv", "image"], height=150, elem_id="ev-files",
+                            label="a zip of class folders (or with a labels.csv), or images + labels.csv")
+            with gr.Accordion("datasets source", open=False):
+                ds_name = gr.Textbox(label="dataset (Hub name or allowed local folder)")
+                with gr.Row():
+                    ds_split = gr.Textbox("train", label="split")
+                    img_col = gr.Textbox("image", label="image column")
+                with gr.Row():
+                    lbl_col = gr.Textbox("label", label="label column")
+                    cap_col = gr.Textbox("", label="caption column (optional: retrieval R@K)")
+        with gr.Column(scale=1, min_width=300):
+            renames = gr.Textbox(None, lines=3, max_lines=8, elem_id="ev-renames", placeholder="crane = crane (bird)",
+                                 label="Prompt names (optional): 'set name = prompt name', one per line")
+            tpl_preset = gr.Dropdown(list(TEMPLATE_PRESETS) + [CUSTOM], value=DEFAULT_TEMPLATES, label="Template preset")
+            templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
+                                   elem_id="ev-templates")
+            with gr.Row():
+                select = gr.Checkbox(True, label="forward selection of templates (half / half)")
+                probe = gr.Checkbox(True, label="few-shot linear probe (k = 1, 2, 4, 8, 16, all)")
+            with gr.Row():
+                run = gr.Button("Evaluate", variant="primary", elem_id="ev-run", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="ev-stop", scale=1)
+    summary = gr.Markdown(label="Accuracy", elem_id="ev-summary")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=400):
+            confusion = gr.Plot(label="Confusion matrix, classes in confusion order (hover a cell for its count)",
+                                elem_id="ev-confusion")
+        with gr.Column(scale=1, min_width=400):
+            classes = gr.Dataframe(headers=CLASS_COLUMNS, label="Per class: recall, precision and share in % (click a header "
+                                   "to sort)", wrap=True, max_height=600, elem_id="ev-classes",
+                                   column_widths=["15%", "16%", "8%", "13%", "17%", "19%", "12%"])
+    with gr.Row():
+        with gr.Column(scale=1, min_width=400):
+            mistakes = gr.HTML(label="Most confident mistakes (true → predicted, probability of the prediction)",
+                               show_label=True, container=True, css_template=GALLERY_CSS, elem_id="ev-mistakes")
+        with gr.Column(scale=1, min_width=400):
+            correct = gr.HTML(label="For contrast: confidently correct images of the same true classes", show_label=True,
+                              container=True, css_template=GALLERY_CSS, elem_id="ev-correct")
+    selection = gr.Markdown(label="Forward selection", elem_id="ev-selection")
+    tpl_table = gr.Dataframe(headers=TEMPLATE_COLUMNS, label="Each template alone vs the ensemble", wrap=True,
+                             elem_id="ev-templates-table")
+    use = gr.Button("Use the chosen templates in the zero-shot tab", elem_id="ev-use", visible=zs_templates is not None)
+    probe_plot = gr.Plot(label="Zero-shot vs few-shot linear probe", elem_id="ev-probe")
+    downloads = gr.File(label="Downloads: results (JSON, per-class and per-image CSV), chosen templates (.txt)",
+                        file_count="multiple", elem_id="ev-downloads")
+    with gr.Accordion("All numbers (JSON)", open=False):
+        data = gr.JSON(label="All numbers (JSON)", elem_id="ev-json")
+
+    @user_errors
+    def evaluate(source: str | None = None, n: float | None = None, seed: float | None = None, split: str | None = None,
+                 label: str | None = None, files: list | None = None, dataset: str | None = None,
+                 dataset_split: str | None = None, image_column: str | None = None, label_column: str | None = None,
+                 caption_column: str | None = None, prompt_names: str | None = None, templates: str | None = None,
+                 select_templates: bool | None = None, linear_probe: bool | None = None, model: str | None = None,
+                 request: gr.Request = None, progress=gr.Progress()):
+        """Zero-shot evaluate CLIP on a labelled image set: accuracy, per-class table, confusion matrix, mistakes,
+        each prompt template alone vs the ensemble, forward selection of templates, and a few-shot linear probe.
+
+        Args:
+            source: "shapes world" (synthetic), "uploaded zip or files" or "datasets source".
+            n: images for the shapes world or rows of a dataset, 10 to 5,000 (default 1,000).
+            seed: picks the shapes-world samples or dataset rows, and the half/half split of selection and probe.
+            split: shapes-world split, "eval" (every colour-shape pair) or "train".
+            label: what a shapes-world image is labelled by: "shape", "colour", "colour × shape" or "style".
+            files: for "uploaded zip or files": one zip of class folders (or with a labels.csv), or images plus a labels.csv (columns filename,label); at most 5,000 images.
+            dataset: a Hub dataset name or an allowed local folder, for "datasets source".
+            dataset_split: the dataset's split, e.g. "train".
+            image_column: the dataset's image column.
+            label_column: the dataset's label column (ClassLabel names become the class names).
+            caption_column: optional caption column of the dataset, for retrieval recall@K.
+            prompt_names: optional renames, one per line as 'set name = prompt name' (e.g. 'crane = crane (bird)').
+            templates: prompt templates, one per line, each with {} for the class name; omitted: the shapes-world templates.
+            select_templates: run greedy forward selection of templates on one half, scored on the other (default true).
+            linear_probe: fit few-shot linear probes (k = 1, 2, 4, 8, 16 per class, 3 draws, and all) beside zero-shot (default true).
+        """
+        ctx.check_own_uploads(request, files)
+        spec, kind = set_spec(source, n, seed, split, label, files, dataset, dataset_split, image_column, label_column,
+                              caption_column)
+        renames = text(prompt_names, "the prompt names", cfg.max_text_chars)
+        tpl_text = text(templates, "the templates", cfg.max_text_chars)
+        tpl_text = tpl_text if tpl_text.strip() else preset_text("templates", DEFAULT_TEMPLATES)
+        templates_ = parse_templates(tpl_text)
+        with running(ctx, request, "evaluate") as job:
+            clip = get_model(ctx, model or "", progress)
+            enc = encoded(ctx, clip, spec, progress, job)
+            _, classnames, _ = enc.task(kind)
+            names, notices = prompt_names_for(classnames, renames)
+            if len(names) * len(templates_) > cfg.max_prompts:
+                raise UserInputError(f"{len(names)} classes x {len(templates_)} templates = {len(names) * len(templates_):,} "
+                                     f"prompts; the limit is {cfg.max_prompts:,}: use fewer templates")
+            head, _ = ctx.services.zero_shot_head(clip, names, templates_,
+                                                  progress=job.reporter(progress, "encoding prompts", "prompts"))
+            notices += [x for x in (vocabulary_notice(clip.source, names),) if x]
+            e = evaluate_set(enc, kind, names, head.template_emb, templates_, clip.logit_scale, model or clip.source,
+                             select_templates is not False, linear_probe is not False, spec.seed, notices,
+                             progress=study_reporter(job, progress))
+            wrong, right = galleries(e)
+            paths = write_downloads(e, downloads_folder(cfg.upload_ttl_s))
+        picked = e.study.selection.chosen_templates if e.study.selection is not None else None
+        return (summary_markdown(e), per_class_frame(e), confusion_figure(e), wrong, right, selection_markdown(e),
+                templates_frame(e), probe_figure(e), paths, result_data(e, for_page=True), picked,
+                matching_preset("templates", tpl_text))
+
+    inputs = [source, n, seed, split, label, files, ds_name, ds_split, img_col, lbl_col, cap_col, renames, templates,
+              select, probe, model_state]
+    outputs = [summary, classes, confusion, mistakes, correct, selection, tpl_table, probe_plot, downloads, data, chosen,
+               tpl_preset]
+    checks = early_checks({1: lambda v: number(v if v is not None else DEFAULT_N, "N", MIN_N, MAX_SET_IMAGES, integer=True),
+                           2: lambda v: number(v or 0, "seed", 0, 2**31 - 1, integer=True),
+                           5: count_at_most(MAX_SET_IMAGES + 1, "files"),
+                           11: lambda v: text(v, "the prompt names", cfg.max_text_chars),
+                           12: lambda v: text(v, "the templates", cfg.max_text_chars)})
+    event = run.click(evaluate, inputs, outputs, api_name="evaluate", concurrency_id="evaluate",
+                      concurrency_limit=cfg.concurrency, show_progress_on=[summary], validator=checks)
+    stop_button(ctx, stop, "evaluate", [event])
+
+    @user_errors
+    def on_templates_preset(name):
+        return gr.skip() if name == CUSTOM else preset_text("templates", name)
+
+    tpl_preset.input(on_templates_preset, tpl_preset, templates, api_visibility="private", queue=False)
+    gr.on([templates.blur, templates.submit], lambda t: matching_preset("templates", t), templates, tpl_preset,
+          api_visibility="private", queue=False)
+    # the box starts empty (a multi-line default would break the API page's snippet) and is filled on page load
+    gr.on(None, lambda: preset_text("templates", DEFAULT_TEMPLATES), None, templates, api_visibility="private", queue=False)
+
+    if zs_templates is not None:
+        def use_chosen(picked, own):
+            if not picked:
+                gr.Warning("Run an evaluation with forward selection first: there are no chosen templates yet.")
+                return gr.skip(), gr.skip(), gr.skip()
+            text = "\n".join(picked)
+            name = f"chosen in Evaluate ({len(picked)})"
+            own = {**(own or {}), name: text}
+            gr.Info(f"The {len(picked)} chosen template(s) are in the zero-shot tab, as the preset '{name}'.")
+            choices = list(TEMPLATE_PRESETS) + list(own) + [CUSTOM]
+            return text, gr.Dropdown(choices=choices, value=name), own
+
+        if zs_preset is not None and zs_saved is not None:
+            use.click(use_chosen, [chosen, zs_saved], [zs_templates, zs_preset, zs_saved], api_visibility="private",
+                      queue=False)
+        else:
+            use.click(lambda p: use_chosen(p, {})[0], chosen, zs_templates, api_visibility="private", queue=False)

@@ -1,0 +1,1 @@
+"""The Similarity-matrix tab."""

@@ -1,0 +1,211 @@
+"""The zero-shot tab's logic, free of Gradio: scoring, notices, and everything shown for a scale.
+
+Scoring encodes (images, and the prompts unless the head is cached) once and keeps only cosines in
+a `ZeroShotScores`; `render(scores, top_k, scale)` turns them into what the tab shows. So moving the
+logit-scale slider re-renders from the cosines and encodes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from core.errors import UserInputError
+from core.model import bundled_models
+from core.zeroshot import parse_classnames, parse_templates, per_template_cosines, split_classnames, split_templates
+from demo.platform.gpu import embed_images
+
+MIN_SCALE, MAX_SCALE = 1.0, 100.0
+TEMPLATE_COLUMNS = ["template", "top-1", "p(top-1)", "agrees with ensemble", "cosine of top-1", "margin over runner-up"]
+BATCH_COLUMNS = ["image", "top-1", "p(top-1)", "top-k"]
+
+
+@dataclass
+class ZeroShotScores:
+    """Cosines of one call, kept per session: enough to re-render at any logit scale.
+
+    cosines [N, C]: each image with each class's ensemble head; template_cosines [T, C]: the first
+    image with each template's own prompts.
+    """
+
+    names: list[str]
+    classnames: list[str]
+    templates: list[str]
+    cosines: torch.Tensor
+    template_cosines: torch.Tensor
+    model_name: str
+    model_scale: float
+    notices: list[str] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=1)
+def shapes_vocabulary() -> frozenset[str]:
+    """Every word in 400 shapes-world captions and the shapes-world templates: what shapes-tiny learnt."""
+    from core.shapes import ShapesWorld
+    from core.zeroshot import template_presets
+
+    text = " ".join(s.caption for s in ShapesWorld(seed=0, split="train").take(400))
+    text += " " + " ".join(template_presets().get("shapes_world", []))
+    return frozenset(_words(text))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def vocabulary_notice(model_source: str, classnames: list[str]) -> str | None:
+    """For a bundled model (trained on the shapes world only): which class-name words it never saw."""
+    if model_source not in bundled_models():
+        return None
+    known = shapes_vocabulary()
+    unknown = list(dict.fromkeys(w for name in classnames for w in _words(name) if w not in known))
+    if not unknown:
+        return None
+    shown = ", ".join(f"'{w}'" for w in unknown[:6]) + (f" and {len(unknown) - 6} more" if len(unknown) > 6 else "")
+    return (f"⚠️ **{model_source} knows only shapes-world words** (colours, shapes, styles, sizes, positions). "
+            f"{shown} never appeared in its training captions, so these probabilities are not knowledge. "
+            "For everyday classes pick a Hub CLIP model in the model picker.")
+
+
+def duplicate_notice(classnames_text: str, templates_text: str) -> str | None:
+    """Which repeated class names or templates were dropped (each counts once)."""
+    parts = []
+    for kind, entries in (("class name", split_classnames(classnames_text)), ("template", split_templates(templates_text))):
+        repeated = [name for name, count in Counter(entries).items() if count > 1]
+        if repeated:
+            shown = ", ".join(repr(r) for r in repeated[:4]) + (" …" if len(repeated) > 4 else "")
+            parts.append(f"{len(repeated)} repeated {kind}{'s' if len(repeated) > 1 else ''} ({shown})")
+    return f"ℹ️ Dropped duplicates: {'; '.join(parts)}; each counts once." if parts else None
+
+
+def check_inputs(images: list, classnames_text: str, templates_text: str, max_prompts: int) -> tuple[list[str], list[str]]:
+    """Parse and check the class names and templates; raises UserInputError with what to change."""
+    classnames = parse_classnames(classnames_text)
+    templates = parse_templates(templates_text)
+    if not images:
+        raise UserInputError("no image: upload, paste or pick an example first")
+    if len(classnames) < 2:
+        raise UserInputError(f"only one class ({classnames[0]!r}): zero-shot compares classes, so give at least two "
+                             "(with one, its probability is always 100%)")
+    if len(classnames) * len(templates) > max_prompts:
+        raise UserInputError(f"{len(classnames)} classes x {len(templates)} templates = {len(classnames) * len(templates):,} "
+                             f"prompts; the limit is {max_prompts:,}: use fewer templates (e.g. OpenAI's 7) or classes")
+    return classnames, templates
+
+
+def score(clip, head, images: list, names: list[str], model_name: str, notices: list[str],
+          progress=None) -> ZeroShotScores:
+    """Cosines of `images` with a ZeroShotHead (services.ZeroShotHead): [N, C] and the first image's [T, C].
+    progress(done, total) is called as the images are encoded."""
+    image_emb = embed_images(clip, images, progress)  # [N, D]
+    cosines = image_emb @ head.head.T  # [N, C]
+    template_cos = per_template_cosines(image_emb[:1], head.template_emb)[:, 0]  # [T, C]
+    return ZeroShotScores(list(names), list(head.classnames), list(head.templates), cosines, template_cos,
+                          model_name, float(clip.logit_scale), notices)
+
+
+def check_scale(scale) -> float:
+    """The logit scale to render with, inside [MIN_SCALE, MAX_SCALE]."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise UserInputError(f"the logit scale must be a number between {MIN_SCALE:g} and {MAX_SCALE:g}") from None
+    if not MIN_SCALE <= value <= MAX_SCALE:  # also refuses NaN
+        raise UserInputError(f"the logit scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {scale}")
+    return value
+
+
+@dataclass
+class ZeroShotView:
+    """Everything the tab shows for one set of scores at one scale."""
+
+    label: dict[str, float]
+    figure: go.Figure
+    heatmap: go.Figure
+    templates: pd.DataFrame
+    batch: pd.DataFrame
+    info: str
+    data: dict
+
+
+def bar_chart(top: list[tuple[str, float]], title: str) -> go.Figure:
+    """A horizontal bar chart of (class, probability), best on top."""
+    names = [n for n, _ in top][::-1]
+    probs = [p for _, p in top][::-1]
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs],
+                           textposition="auto", marker_color="#4f46e5", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_layout(title=title, xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"),
+                      height=max(260, 40 * len(names) + 110), margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def template_heatmap(template_cos: torch.Tensor, classes: list[int], classnames: list[str], templates: list[str],
+                     scale: float) -> go.Figure:
+    """Cosine of the first image with each template's prompt for the shown classes [T, k], with its logit."""
+    z = template_cos[:, classes].numpy()  # [T, k]
+    text = [[f"{c:.3f}<br>{scale * c:.1f}" for c in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=[classnames[j] for j in classes], y=templates, colorscale="Viridis", text=text,
+                               texttemplate="%{text}", colorbar=dict(title="cosine", thickness=12),
+                               hovertemplate="%{y}<br>%{x}: cosine %{z:.4f}<extra></extra>"))
+    fig.update_layout(title=dict(text=f"cosine (top) and logit = {scale:.2f} × cosine (bottom), per template", x=0.01),
+                      height=max(240, 44 * len(templates) + 130), margin=dict(l=10, r=10, t=50, b=40))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
+    """What the tab shows for scores `s`, the top-k and a logit scale (1 to 100)."""
+    scale = check_scale(scale)
+    top_k = max(1, min(int(top_k), len(s.classnames)))
+    probs = (scale * s.cosines).softmax(dim=-1)  # [N, C]
+    t_probs = (scale * s.template_cosines).softmax(dim=-1)  # [T, C]
+    first = probs[0]
+    values, idx = first.topk(top_k)
+    top = [(s.classnames[j], float(v)) for v, j in zip(values.tolist(), idx.tolist())]
+    winner = int(idx[0])
+    rows = []
+    for t, cos, p in zip(s.templates, s.template_cosines, t_probs):
+        best2 = cos.topk(min(2, len(cos))).indices.tolist()
+        rows.append({"template": t, "top-1": s.classnames[best2[0]], "p(top-1)": round(float(p[best2[0]]), 4),
+                     "agrees with ensemble": "✓" if best2[0] == winner else "✗",
+                     "cosine of top-1": round(float(cos[best2[0]]), 4),
+                     "margin over runner-up": round(float(cos[best2[0]] - cos[best2[-1]]), 4)})
+    ens = s.cosines[0]
+    runner = ens.topk(min(2, len(ens))).indices.tolist()[-1]
+    rows.append({"template": f"ENSEMBLE (mean of {len(s.templates)})", "top-1": s.classnames[winner],
+                 "p(top-1)": round(float(first[winner]), 4), "agrees with ensemble": "✓",
+                 "cosine of top-1": round(float(ens[winner]), 4), "margin over runner-up": round(float(ens[winner] - ens[runner]), 4)})
+    batch_rows = []
+    for name, p in zip(s.names, probs):
+        v, i = p.topk(top_k)
+        batch_rows.append({"image": name, "top-1": s.classnames[int(i[0])], "p(top-1)": round(float(v[0]), 4),
+                           "top-k": ", ".join(f"{s.classnames[j]} {q:.0%}" for q, j in zip(v.tolist(), i.tolist()))})
+    cosine = float(ens[winner])
+    scale_note = "the model's own" if abs(scale - s.model_scale) < 5e-3 else f"set by you; the model's is {s.model_scale:.2f}"
+    info = (f"**Logit scale {scale:.2f}** ({scale_note}): probabilities are softmax(scale × cosine). "
+            f"The winner's cosine is **{cosine:.3f}**, its logit {scale * cosine:.1f}; the runner-up "
+            f"({s.classnames[runner]}) is {float(ens[runner]):.3f}. Only these differences, times the scale, decide the "
+            f"probabilities: at a scale near 100 a gap of 0.05 in cosine is already e⁵ ≈ 150× in odds, so every prompt reads "
+            f"p ≈ 1; lower the scale to see which prompts are closer calls. (OpenAI's CLIP puts matching image–text cosines "
+            f"near 0.2–0.3; a small model trained on one world, like shapes-tiny, can sit higher.)  \n"
+            f"**Prompts:** {len(s.classnames)} classes × {len(s.templates)} templates. **Model:** `{s.model_name}`.")
+    info = "  \n".join(s.notices + [info])
+    data = {"model": s.model_name, "logit_scale": scale, "model_logit_scale": s.model_scale,
+            "num_classes": len(s.classnames), "templates": s.templates,
+            "images": [{"image": name, "top_k": [{"class": s.classnames[j], "probability": float(q), "cosine": float(c[j])}
+                                                  for q, j in zip(*[x.tolist() for x in p.topk(top_k)])]}
+                       for name, p, c in zip(s.names, probs, s.cosines)],
+            "per_template_first_image": [
+                {"template": t, "classes": {s.classnames[j]: {"cosine": float(cos[j]), "logit": scale * float(cos[j]),
+                                                              "probability": float(p[j])} for j in idx.tolist()}}
+                for t, cos, p in zip(s.templates, s.template_cosines, t_probs)],
+            "notices": s.notices}
+    return ZeroShotView(dict(top), bar_chart(top, f"{s.names[0]}: top-{top_k}"),
+                        template_heatmap(s.template_cosines, idx.tolist(), s.classnames, s.templates, scale),
+                        pd.DataFrame(rows, columns=TEMPLATE_COLUMNS), pd.DataFrame(batch_rows, columns=BATCH_COLUMNS), info, data)

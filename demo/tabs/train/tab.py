@@ -1,0 +1,322 @@
+"""Train tab: train a CLIP and watch it learn, live: the probe matrix turning diagonal, the map
+clustering, the zero-shot curves rising.
+
+Handlers are thin: they build a `TrainConfig` from a recipe file and the knobs, hand it to the
+app's `TrainRuns` (demo/train_runs.py: one worker thread per run, a line when the app is busy),
+and draw what the run's `LiveRecorder` holds (demo/train_view.py) on a timer. A page reload finds
+the run again through the id and key kept in the browser (gr.BrowserState).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from core.errors import UserInputError
+from core.train import TrainConfig, read_recipe, recipe_names
+from demo.inputs.checks import number, text
+from demo.inputs.images import display_name, open_image
+from demo.inputs.pairs import check_dataset_source
+from demo.platform.contract import get_model, user_errors
+from demo.platform.models import shown_path
+from demo.tabs.shared.zero_shot_scores import render, score
+from demo.tabs.train.figures import accuracy_figure, curves_figure, frame_at, gap_figure, map_frame_figure, probe_figure, status_line
+
+SCRATCH, FINETUNE = "from scratch on the shapes world", "fine-tune the current model"
+FIRST_RECIPES = ("quick-demo", "shapes-tiny")
+KNOBS = ("steps", "batch_size", "lr", "init_logit_scale", "learn_logit_scale", "hard_negatives", "group_loss", "loss", "seed")
+
+
+def recipe_choices() -> list[str]:
+    """The recipe files, quick-demo first, then shapes-tiny (the bundled model's recipe)."""
+    names = recipe_names()
+    return [n for n in FIRST_RECIPES if n in names] + [n for n in names if n not in FIRST_RECIPES]
+
+
+def knob_values(recipe: str) -> list:
+    """The knobs' values as the recipe sets them (TrainConfig defaults for what it leaves out)."""
+    cfg = TrainConfig.from_flat(read_recipe(recipe))
+    flat = cfg.flat()
+    return [flat[k] for k in KNOBS]
+
+
+def build_config(recipe: str, knobs: dict, mode: str, model: str, data: str | None, lock_image: bool,
+                 lock_text: bool, streaming: bool, device: str = "cpu") -> TrainConfig:
+    """The run's config: the recipe, then the knobs, on `device` (the app's: CLIP_LAB_DEVICE, auto
+    resolved); fine-tuning trains `model` on `data`."""
+    cfg = TrainConfig.from_flat(read_recipe(recipe)).replace(**knobs, num_workers=0, device=device)
+    if mode == FINETUNE:
+        cfg = cfg.replace(model=model, data=data, lock_image=lock_image, lock_text=lock_text, streaming=streaming,
+                          eval_every=0)
+    elif cfg.data.source != "shapes":
+        raise UserInputError(f"recipe {recipe!r} trains on {cfg.data.source!r}; from scratch, the tab trains on the shapes world")
+    return cfg
+
+
+def pairs_folder(files: list, folder: Path) -> str:
+    """Uploaded images as an image folder with metadata.csv; each caption is the file's name."""
+    import csv
+
+    if not files or len(files) < 2:
+        raise UserInputError("upload at least 2 images; each file's name is its caption (e.g. 'a red bicycle.jpg')")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metadata.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file_name", "text"])
+        for i, item in enumerate(files):
+            image = open_image(item)  # checked format and size, RGB
+            name = f"{i:04d}.png"
+            image.save(folder / name)
+            writer.writerow([name, Path(display_name(item)).stem.replace("_", " ")])
+    return str(folder)
+
+
+@dataclass
+class TrainHandles:
+    """How a reloaded page finds its run: reconnect(ticket) -> views and knobs, wired to the ticket's
+    change (the browser restores it after the page's load event, so a load event would see none)."""
+
+    reconnect: object
+    owned: gr.BrowserState
+    views: list
+
+
+def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.Markdown, describe_model) -> TrainHandles:
+    cfg_app = ctx.config
+    runs = ctx.runs
+    owned = gr.BrowserState({}, storage_key="clip-lab-train-run")
+    names = recipe_choices()
+    first = knob_values(names[0])
+    with gr.Row():
+        with gr.Column(scale=1):
+            mode = gr.Radio([SCRATCH, FINETUNE], value=SCRATCH, label="Mode", elem_id="tr-mode")
+            recipe = gr.Dropdown(names, value=names[0], label="Recipe (assets/recipes/)", elem_id="tr-recipe")
+            with gr.Row():
+                steps = gr.Number(first[0], label="steps", precision=0, minimum=1, maximum=runs.max_steps, elem_id="tr-steps")
+                batch = gr.Number(first[1], label="batch size", precision=0, minimum=2, maximum=512)
+                lr = gr.Number(first[2], label="learning rate")
+            with gr.Row():
+                init_scale = gr.Number(first[3], label="initial logit scale (0: 1/0.07)", minimum=0, maximum=100)
+                learn_scale = gr.Checkbox(first[4], label="learn the temperature")
+            with gr.Row():
+                hard = gr.Slider(0, 1, value=first[5], step=0.25, label="hard negatives (share of each batch)")
+                group = gr.Slider(0, 2, value=first[6], step=0.25, label="in-group loss weight (teaches shape)")
+            with gr.Row():
+                loss = gr.Radio(["clip", "siglip"], value=first[7], label="loss (softmax / sigmoid)")
+                seed = gr.Number(first[8], label="seed", precision=0, minimum=0)
+            with gr.Accordion("fine-tuning data", open=False):
+                files = gr.File(file_count="multiple", file_types=["image"], label="image–caption pairs (caption = file name)",
+                                height=140)
+                dataset = gr.Textbox(label="…or a datasets source (Hub name or allowed folder; image + text columns)")
+                with gr.Row():
+                    lock_image = gr.Checkbox(True, label="lock the image tower (LiT)")
+                    lock_text = gr.Checkbox(False, label="lock the text tower")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="tr-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="tr-stop")
+                resume = gr.Button("Resume", elem_id="tr-resume")
+            with gr.Row():
+                use = gr.Button("Use this model in the other tabs", elem_id="tr-use")
+                download = gr.Button("Download (zip)", elem_id="tr-download")
+            archive = gr.File(label="model (Hugging Face folder, zipped)", visible=False, elem_id="tr-archive")
+        with gr.Column(scale=2):
+            status = gr.Markdown("Pick a recipe and press Start.", label="run status", elem_id="tr-status")
+            curves = gr.Plot(label="loss, logit scale, learning rate", elem_id="tr-curves")
+            accuracy = gr.Plot(label="zero-shot accuracy", elem_id="tr-accuracy")
+    with gr.Row():
+        follow = gr.Checkbox(True, label="follow the latest frame", elem_id="tr-follow")
+        replay = gr.Slider(0, 1, value=0, step=1, label="replay: frame at step", elem_id="tr-replay")
+    with gr.Row():
+        with gr.Column(scale=1):
+            probe = gr.Plot(label="probe matrix (16 fixed pairs)", elem_id="tr-probe")
+        with gr.Column(scale=1):
+            moving = gr.Plot(label="the moving map (300 fixed pairs)", elem_id="tr-map")
+    gap = gr.Plot(label="modality gap", elem_id="tr-gap")
+    with gr.Accordion("Try the current weights", open=False):
+        with gr.Row():
+            try_image = gr.Image(type="filepath", label="image", height=160)
+            try_names = gr.Textbox("red shape\ngreen shape\nblue shape\npurple shape", lines=4, label="class names")
+            try_label = gr.Label(label="zero-shot (current weights)", elem_id="tr-try-label")
+        try_run = gr.Button("Classify with the current weights")
+    summary = gr.JSON(visible=False, label="run summary")
+    ticket_box = gr.JSON(visible=False, label="run ticket (id and key: pass it to the other train_* endpoints)")
+    timer = gr.Timer(2.0, active=False)
+    views = [status, curves, accuracy, probe, moving, gap, replay, timer]
+
+    def lookup(ticket: dict | None):
+        """The run a ticket ({'id', 'key'}, as train_start returned it and the browser keeps it) names."""
+        ticket = ticket if isinstance(ticket, dict) else {}
+        return runs.get(ticket.get("id"), ticket.get("key"))
+
+    def draw(run, at_step=None) -> list:
+        view = run.recorder.view()
+        frame = frame_at(view, at_step)
+        steps_ = [f.step for f in view.frames] or [0]
+        live = run.status in ("queued", "running")
+        return [status_line(run.status, runs.place(run), view, run.stop_reason, run.error, run.gpu_calls,
+                            runs.chunk_seconds), curves_figure(view),
+                accuracy_figure(view), probe_figure(frame), map_frame_figure(view, frame), gap_figure(view),
+                gr.Slider(minimum=steps_[0], maximum=max(steps_[-1], steps_[0] + 1), value=frame.step if frame else 0),
+                gr.Timer(active=live)]
+
+    @user_errors
+    def start_run(mode: str = SCRATCH, recipe: str = "quick-demo", steps: float = 400, batch_size: float = 64,
+                  lr: float = 1e-3, init_logit_scale: float = 0.0, learn_logit_scale: bool = True,
+                  hard_negatives: float = 0.0, group_loss: float = 0.0, loss: str = "clip", seed: float = 0,
+                  files: list | None = None, dataset: str | None = None, lock_image: bool = True, lock_text: bool = False,
+                  model=None, ticket: dict | None = None, request: gr.Request = None):
+        """Start a training run (it waits in line while the app's run slots are taken); returns its live views.
+
+        Args:
+            mode: 'from scratch on the shapes world' or 'fine-tune the current model'.
+            recipe: a recipe of assets/recipes/ ('quick-demo', 'shapes-tiny', ...); the knobs below override it.
+            steps: optimisation steps (at most the app's max_train_steps).
+            batch_size: pairs per batch, 2 to 512.
+            lr: peak learning rate.
+            init_logit_scale: the logit scale at step 0 (0: the paper's 1/0.07).
+            learn_logit_scale: learn the temperature (the paper) or keep it fixed.
+            hard_negatives: share of each shapes batch made of same-colour groups holding every shape, 0 to 1.
+            group_loss: weight of the extra contrastive loss inside each group (what teaches shape).
+            loss: 'clip' (softmax InfoNCE) or 'siglip' (pairwise sigmoid).
+            seed: seed of the weights and the data order.
+            files: fine-tuning: image files, each captioned by its file name.
+            dataset: fine-tuning: a datasets source with image and text columns (Hub name or an allowed folder).
+            lock_image: fine-tuning: freeze the image tower (LiT).
+            lock_text: fine-tuning: freeze the text tower.
+        """
+        ctx.check_own_uploads(request, files)
+        knobs = {"steps": number(steps, "steps", 1, runs.max_steps, integer=True),
+                 "batch_size": number(batch_size, "batch size", 2, 512, integer=True),
+                 "lr": number(lr, "learning rate", 1e-7, 1.0),
+                 "init_logit_scale": number(init_logit_scale, "initial logit scale", 0, 100),
+                 "learn_logit_scale": bool(learn_logit_scale),
+                 "hard_negatives": number(hard_negatives, "hard negatives", 0, 1),
+                 "group_loss": number(group_loss, "in-group loss weight", 0, 10),
+                 "loss": loss if loss in ("clip", "siglip") else "clip",
+                 "seed": number(seed, "seed", 0, 2**31 - 1, integer=True)}
+        if recipe not in recipe_names():
+            raise UserInputError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipe_choices())}")
+        data, streaming = None, False
+        if mode == FINETUNE:
+            if files:
+                data = pairs_folder(files, Path(tempfile.mkdtemp(prefix="clip-lab-pairs-")))
+            else:
+                data = check_dataset_source(text(dataset, "the dataset", 500), cfg_app.data_dirs)
+                streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
+        run = runs.submit(build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text,
+                                       streaming, cfg_app.torch_device()), meta={"mode": mode, "recipe": recipe})
+        return [{"id": run.id, "key": run.key}] + draw(run)[:-1]
+
+    knob_boxes = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed]
+
+    def reconnect(ticket):
+        """A reloaded page: the run's views, and the knobs it was started with (not the recipe's)."""
+        try:
+            run = lookup(ticket)
+        except UserInputError:
+            return [gr.skip()] * (len(views) + len(knob_boxes))
+        flat = run.cfg.flat()
+        return draw(run) + [run.meta.get("mode", SCRATCH), run.meta.get("recipe", names[0])] + [flat[k] for k in KNOBS]
+
+    @user_errors
+    def tick(ticket, follow_, replay_):
+        run = lookup(ticket)
+        return draw(run, None if follow_ else replay_)
+
+    @user_errors
+    def show_frame(ticket, replay_):
+        run = lookup(ticket)
+        out = draw(run, replay_)
+        return out[3], out[4], False
+
+    @user_errors
+    def run_summary(ticket: dict | None = None) -> dict:
+        """Where this browser's run stands, as JSON: status, step, frames, the last probe loss and accuracy, evals."""
+        run = lookup(ticket)
+        view = run.recorder.view()
+        last = view.frames[-1] if view.frames else None
+        return {"id": run.id, "status": run.status, "place": runs.place(run), "step": view.last_step,
+                "steps": view.total_steps, "frames": len(view.frames), "frame_steps": [f.step for f in view.frames],
+                "probe_loss": last.probe.loss if last else None, "probe_accuracy": last.probe.accuracy if last else None,
+                "modality_gap": last.map.gap if last else None, "evals": [{"step": s, **e} for s, e in view.evals],
+                "run_dir": run.run_dir.name, "error": run.error, "stop_reason": run.stop_reason}
+
+    @user_errors
+    def stop_run(ticket: dict | None = None):
+        """Stop this browser's run cleanly (a checkpoint is written; Resume goes on from it)."""
+        runs.stop(lookup(ticket))
+        gr.Info("Stopping after the current step (a checkpoint is written).")
+
+    @user_errors
+    def resume_run(ticket: dict | None = None):
+        """Resume this browser's stopped run from its latest checkpoint."""
+        run = lookup(ticket)
+        runs.resume(run)
+        return draw(run)[:-1]
+
+    @user_errors
+    def use_model(ticket: dict | None = None, progress=gr.Progress()):
+        """Make the run's current weights this session's model in every tab."""
+        run = lookup(ticket)
+        name = shown_path(runs.current_weights(run))
+        get_model(ctx, name, progress)
+        return name, gr.Dropdown(choices=sorted(set(ctx.models.choices()) | {name}), value=name), describe_model(ctx, name)
+
+    @user_errors
+    def download_model(ticket: dict | None = None):
+        """A zip of the run's current weights as a Hugging Face folder (CLIPModel.from_pretrained opens it)."""
+        run = lookup(ticket)
+        folder = runs.current_weights(run)
+        out = Path(tempfile.mkdtemp(prefix="clip-lab-model-")) / f"clip-lab-{run.id}-step{run.recorder.view().last_step}.zip"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(Path(folder).iterdir()):
+                if path.is_file() and path.suffix in (".json", ".safetensors", ".txt"):
+                    zf.write(path, path.name)
+        return gr.File(str(out), visible=True)
+
+    @user_errors
+    def try_current(ticket: dict | None = None, image: str | None = None, classnames: str | None = None,
+                    request: gr.Request = None):
+        """Zero-shot classify an image with the run's current weights (an image, class names one per line)."""
+        ctx.check_own_uploads(request, image)
+        if not image:
+            raise UserInputError("add an image to classify")
+        run = lookup(ticket)
+        name = shown_path(runs.current_weights(run))
+        clip = get_model(ctx, name)
+        classnames = [c.strip() for c in text(classnames, "the class names", cfg_app.max_text_chars).splitlines() if c.strip()]
+        if len(classnames) < 2:
+            raise UserInputError("give at least 2 class names, one per line")
+        head, _ = ctx.services.zero_shot_head(clip, classnames, ["a photo of a {}."])
+        s = score(clip, head, [open_image(image)], ["image"], name, [])
+        return render(s, 5, s.model_scale).label
+
+    recipe.input(lambda r: knob_values(r), recipe, [steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed],
+                  queue=False, api_visibility="private")
+    knob_inputs = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed, files, dataset,
+                   lock_image, lock_text, model_state, owned]
+    shown = views[:-1]  # the API's outputs: all labelled (the timer and the browser's ticket follow privately)
+    start.click(start_run, knob_inputs, [ticket_box] + shown, api_name="train_start", concurrency_id="train_control",
+                concurrency_limit=4).success(lambda t: (t, gr.Timer(active=True)), ticket_box, [owned, timer],
+                                             api_visibility="private", queue=False)
+    stop.click(stop_run, owned, None, api_name="train_stop", queue=False)
+    gr.Button(visible=False).click(run_summary, owned, summary, api_name="train_status", queue=False)  # for scripts
+    resume.click(resume_run, owned, shown, api_name="train_resume", concurrency_id="train_control",
+                 concurrency_limit=4).success(lambda: gr.Timer(active=True), None, timer, api_visibility="private",
+                                              queue=False)
+    timer.tick(tick, [owned, follow, replay], views, api_visibility="private", concurrency_id="train_view",
+               concurrency_limit=4, show_progress="hidden")
+    replay.release(show_frame, [owned, replay], [probe, moving, follow], api_visibility="private",
+                   concurrency_id="train_view", concurrency_limit=4, show_progress="hidden")
+    use.click(use_model, owned, [model_state, picker, model_status], api_name="train_use_model", concurrency_id="model_load",
+              concurrency_limit=1)
+    download.click(download_model, owned, archive, api_name="train_download", concurrency_id="train_control",
+                   concurrency_limit=4)
+    try_run.click(try_current, [owned, try_image, try_names], try_label, api_name="train_try", concurrency_id="inference",
+                  concurrency_limit=cfg_app.inference_threads())
+    owned.change(reconnect, owned, views + knob_boxes, api_visibility="private", show_progress="hidden", queue=False)
+    return TrainHandles(reconnect, owned, views + knob_boxes)

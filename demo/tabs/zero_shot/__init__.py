@@ -1,0 +1,1 @@
+"""The Zero-shot tab."""

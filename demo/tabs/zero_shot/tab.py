@@ -1,0 +1,229 @@
+"""Zero-shot tab: which prompt wins and why.
+
+Class names and templates are edited in the browser. The result shows the ensemble's top-k, each
+template's own verdict with its cosines and logits, and a logit-scale slider that re-renders the
+probabilities at once from the kept cosines (see demo/zero_shot_view.py for the logic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from core.errors import UserInputError
+from core.zeroshot import parse_templates
+from demo.inputs.checks import count_at_most, early_checks, number, text
+from demo.inputs.images import display_name, open_image
+from demo.inputs.presets import (
+    CLASSNAME_PRESETS,
+    CUSTOM,
+    DEFAULT_CLASSNAMES,
+    DEFAULT_TEMPLATES,
+    TEMPLATE_PRESETS,
+    matching_preset,
+    preset_text,
+)
+from demo.platform.config import EXAMPLES_DIR
+from demo.platform.contract import get_model, running, stop_button, user_errors
+from demo.tabs.shared.saliency import build_zero_shot_saliency
+from demo.tabs.shared.zero_shot_scores import (
+    BATCH_COLUMNS,
+    MAX_SCALE,
+    MIN_SCALE,
+    TEMPLATE_COLUMNS,
+    check_inputs,
+    duplicate_notice,
+    render,
+    score,
+    vocabulary_notice,
+)
+
+PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
+
+
+def gather_images(image, files, max_images: int) -> tuple[list, list[str]]:
+    """The single image (a path) and any uploaded files, opened safely, with display names."""
+    items = ([image] if image else []) + list(files or [])
+    if len(items) > max_images:
+        raise UserInputError(f"{len(items)} images; the limit is {max_images} per request")
+    return [open_image(item) for item in items], [display_name(item) for item in items]
+
+
+def examples() -> tuple[list[list], list[str], list[list], list[str]]:
+    """Examples from assets/examples/: shapes-world images (image only: the default class names
+    fit them) with their labels, and synthetic photos with everyday class names, OpenAI's 7
+    templates and labels. The bundled model names every shapes example correctly (see
+    assets/examples/make_examples.py)."""
+    paths = sorted(Path(EXAMPLES_DIR).glob("*.png"))
+    shapes = [[str(p)] for p in paths if p.name.startswith("shapes_")]
+    shape_labels = [Path(p[0]).stem.removeprefix("shapes_").replace("_", " ") for p in shapes]
+    photos = [[str(p), PHOTO_CLASSES, preset_text("templates", "OpenAI's 7")] for p in paths if p.name.startswith("photo_")]
+    labels = [f"{Path(p[0]).stem.removeprefix('photo_')} (synthetic photo)" for p in photos]
+    return shapes, shape_labels, photos, labels
+
+
+@dataclass
+class ZeroShotHandles:
+    """What the zero-shot tab offers the app: its class-name and template boxes (the map uses them),
+    and the page-load event that fills them with the default presets."""
+
+    classnames: gr.Textbox
+    templates: gr.Textbox
+    fill_defaults: object
+    template_preset: gr.Dropdown | None = None  # the template preset menu (the Evaluate tab adds to it) ...
+    saved_templates: gr.State | None = None  # ... and this session's own presets: {name: templates text}
+
+    def outputs(self) -> list:
+        return [self.classnames, self.templates]
+
+
+def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
+    """The zero-shot tab. The text boxes start empty and are filled on page load (see ZeroShotHandles),
+    so the API's defaults are single-line (None: the shapes-world presets)."""
+    cfg = ctx.config
+    scores = gr.State(None, time_to_live=3600)
+    shape_rows, shape_labels, photo_rows, photo_labels = examples()
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(shape_rows[0][0] if shape_rows else None, type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=280,
+                             elem_id="zs-image")
+            files = gr.File(file_count="multiple", file_types=["image"], label="…or several images (gives a table)",
+                            height=180)
+            top_k = gr.Slider(1, 20, value=5, step=1, label="top-k")
+            with gr.Row():
+                scale = gr.Slider(MIN_SCALE, MAX_SCALE, value=MAX_SCALE, step=0.01, label="logit scale (1 / temperature)",
+                                  info="probabilities = softmax(scale × cosine); moving it re-renders at once", scale=3,
+                                  elem_id="zs-scale")
+                follow = gr.Checkbox(True, label="use the model's scale", scale=1, elem_id="zs-follow")
+            with gr.Row():
+                run = gr.Button("Classify", variant="primary", elem_id="zs-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="zs-stop")
+        with gr.Column(scale=1):
+            with gr.Row():
+                cls_preset = gr.Dropdown(list(CLASSNAME_PRESETS) + [CUSTOM], value=DEFAULT_CLASSNAMES, label="Class-name preset")
+                tpl_preset = gr.Dropdown(list(TEMPLATE_PRESETS) + [CUSTOM], value=DEFAULT_TEMPLATES, label="Template preset",
+                                         elem_id="zs-tpl-preset")
+            classnames = gr.Textbox(None, lines=6, max_lines=12, label="Class names (one per line, or comma-separated)",
+                                    elem_id="zs-classnames")
+            templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
+                                   elem_id="zs-templates")
+    with gr.Row():
+        shape_ex = gr.Examples(shape_rows, inputs=[image], example_labels=shape_labels, label="Shapes-world examples (for the bundled model): click one to classify it",
+                               examples_per_page=12, elem_id="zs-examples")
+        photo_ex = gr.Examples(photo_rows, inputs=[image, classnames, templates], example_labels=photo_labels,
+                               label="Synthetic photos (for Hub CLIP models)", examples_per_page=12, elem_id="zs-photo-examples")
+    info = gr.Markdown(label="How to read it", elem_id="zs-info")
+    with gr.Row():
+        with gr.Column(scale=1):
+            label = gr.Label(label="Top-k (ensemble)", elem_id="zs-label")
+        with gr.Column(scale=1):
+            plot = gr.Plot(label="Probabilities", elem_id="zs-plot")
+    build_zero_shot_saliency(ctx, model_state, image, files, scores)
+    table = gr.Dataframe(headers=TEMPLATE_COLUMNS, label="Each template alone vs the ensemble (first image)", wrap=True,
+                         elem_id="zs-templates-table")
+    heatmap = gr.Plot(label="Cosine and logit of each template's prompt for the top classes (first image)", elem_id="zs-heatmap")
+    batch = gr.Dataframe(headers=BATCH_COLUMNS, label="Predictions per image", wrap=True, elem_id="zs-batch")
+    with gr.Accordion("All numbers (JSON: probabilities, per-template cosines, logits and probabilities)", open=False):
+        data = gr.JSON(label="All numbers (JSON)", elem_id="zs-json")
+    view_outputs = [label, plot, info, table, heatmap, batch, data]
+
+    @user_errors
+    def zero_shot(image: str | None = None, images: list | None = None, classnames: str | None = None,
+                  templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
+                  use_model_scale: bool = True, model: str | None = None, request: gr.Request = None,
+                  progress=gr.Progress()):
+        """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
+
+        Args:
+            image: one image file (path or URL).
+            images: more image files; each gets a row in the per-image table (at most 64 images in all).
+            classnames: class names, one per line or comma-separated; omitted: the shapes-world shapes.
+            templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
+            top_k: how many classes to list, 1 to 20.
+            logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 100.
+            use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
+        """
+        try:
+            ctx.check_own_uploads(request, image, images)
+            with running(ctx, request, "zero_shot") as job:
+                clip = get_model(ctx, model or "", progress)
+                images_, names = gather_images(image, images, cfg.max_upload_images)
+                classnames, templates = (text(classnames, "the class names", cfg.max_text_chars),
+                                         text(templates, "the templates", cfg.max_text_chars))
+                classnames = classnames if classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
+                templates = templates if templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
+                top_k = number(top_k, "top-k", 1, 20, integer=True)
+                names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
+                head, _ = ctx.services.zero_shot_head(clip, names_, templates_,
+                                                      progress=job.reporter(progress, "encoding prompts", "prompts"))
+                notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
+                s = score(clip, head, images_, names, model or clip.source, notices,
+                          progress=job.reporter(progress, "encoding images", "images"))
+                scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
+                v = render(s, top_k, scale_)
+                return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data,
+                        round(s.model_scale, 2) if use_model_scale else gr.skip(),
+                        matching_preset("classnames", classnames), matching_preset("templates", templates))
+        finally:
+            ctx.first_answer.set()  # lets the start-up map warm-up begin (app.start_warmup)
+
+    run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
+    run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
+    checks = early_checks({1: count_at_most(cfg.max_upload_images, "images"),
+                           2: lambda v: text(v, "the class names", cfg.max_text_chars),
+                           3: lambda v: text(v, "the templates", cfg.max_text_chars),
+                           4: lambda v: number(v, "top-k", 1, 20, integer=True),
+                           5: lambda v: number(v, "the logit scale", MIN_SCALE, MAX_SCALE)})
+    event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference",
+                      concurrency_limit=cfg.inference_threads(), show_progress_on=[label, plot, info], validator=checks)
+    stop_button(ctx, stop, "zero_shot", [event])
+    for ex in (shape_ex, photo_ex):
+        ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference",
+                                 concurrency_limit=cfg.inference_threads(), show_progress_on=[label, plot, info])
+
+    @user_errors
+    def rescale(s, top_k, scale, follow):
+        """Re-render the kept cosines at another top-k or scale (encodes nothing)."""
+        if s is None:
+            return [gr.skip()] * (len(view_outputs) + 2)
+        scale = s.model_scale if follow else scale
+        v = render(s, top_k, scale)
+        return v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(scale, 2), follow
+
+    rescale_io = dict(inputs=[scores, top_k, scale, follow], outputs=view_outputs + [scale, follow],
+                      api_visibility="private", queue=False)
+    scale.release(lambda s, k, x: rescale(s, k, x, False), **{**rescale_io, "inputs": [scores, top_k, scale]})
+    gr.on([top_k.release, follow.input], rescale, **rescale_io)
+
+    @user_errors
+    def on_classnames_preset(name):
+        return gr.skip() if name == CUSTOM else preset_text("classnames", name)
+
+    saved = gr.State({}, time_to_live=3600)  # this session's own template presets (e.g. chosen in the Evaluate tab)
+
+    @user_errors
+    def on_templates_preset(name, own):
+        if name in (own or {}):
+            return own[name]
+        return gr.skip() if name == CUSTOM else preset_text("templates", name)
+
+    def templates_preset_of(text, own):
+        found = matching_preset("templates", text)
+        if found == CUSTOM:
+            entries = parse_templates(text or "") if (text or "").strip() else []
+            found = next((n for n, t in (own or {}).items() if parse_templates(t) == entries), CUSTOM)
+        return found
+
+    cls_preset.input(on_classnames_preset, cls_preset, classnames, api_visibility="private", queue=False)
+    tpl_preset.input(on_templates_preset, [tpl_preset, saved], templates, api_visibility="private", queue=False)
+    gr.on([classnames.blur, classnames.submit], lambda text: matching_preset("classnames", text), classnames, cls_preset,
+          api_visibility="private", queue=False)
+    gr.on([templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset,
+          api_visibility="private", queue=False)
+
+    def fill_defaults():
+        return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES)
+
+    return ZeroShotHandles(classnames, templates, fill_defaults, tpl_preset, saved)
