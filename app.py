@@ -28,6 +28,7 @@ from starlette.middleware import Middleware  # noqa: E402
 from demo.inputs import pairs  # noqa: E402
 from demo.platform.config import AppConfig
 from demo.platform.context import AppContext  # noqa: E402
+from demo.platform.contract import Call, endpoint, handler, listen  # noqa: E402
 from demo.platform.guard import GuardMiddleware  # noqa: E402
 from demo.platform.test_gate import add_test_gate  # noqa: E402
 from demo.tabs.evaluate import tab as evaluate
@@ -35,7 +36,7 @@ from demo.tabs.map import tab as embedding_map
 from demo.tabs.matrix import tab as similarity_matrix
 from demo.tabs.search import tab as search  # noqa: E402
 from demo.tabs.shared.hover import HOVER_JS  # noqa: E402
-from demo.tabs.shared.picker import build_picker  # noqa: E402
+from demo.tabs.shared.picker import build_picker, show_model  # noqa: E402
 from demo.tabs.train import tab as train_tab
 from demo.tabs.zero_shot import tab as zero_shot  # noqa: E402
 
@@ -52,14 +53,14 @@ CSS = """
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    """The whole app: the model picker above three tabs. Nothing is loaded until first use."""
+    """The whole app: the model picker above six tabs. Nothing is loaded until first use."""
     ctx = ctx or AppContext.create()
     # uploads and other temporary files are deleted upload_ttl_s after they arrive (checked 6 times as often)
     ttl = ctx.config.upload_ttl_s
     with gr.Blocks(title=TITLE, delete_cache=(max(5, ttl // 6), ttl)) as app:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
-        model_state, model_status, describe_model, picker = build_picker(ctx)
+        model_state, model_status, picker = build_picker(ctx)
         with gr.Tabs():
             with gr.Tab("Zero-shot", id="zero-shot"):
                 zs = zero_shot.build_tab(ctx, model_state)
@@ -68,24 +69,25 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Embedding map", id="map"):
                 embedding_map.build_tab(ctx, model_state, zs.classnames, zs.templates)
             with gr.Tab("Train", id="train"):
-                train_tab.build_tab(ctx, model_state, picker, model_status, describe_model)
+                train_tab.build_tab(ctx, model_state, picker, model_status)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate.build_tab(ctx, model_state, zs.templates, zs.template_preset, zs.saved_templates)
             with gr.Tab("Search", id="search"):
                 search.build_tab(ctx, model_state)
-
-        def stop_jobs(request: gr.Request) -> None:  # a closed tab stops its jobs
-            ctx.jobs.stop(getattr(request, "session_hash", None))
-
-        app.unload(stop_jobs)
+        app.unload(endpoint(ctx, stop_jobs, [], 0))  # Blocks.unload takes the function alone
         if ctx.config.test_gate:
             add_test_gate()
-        app.load(zs.fill_defaults, None, zs.outputs(), queue=False, api_visibility="private")
-        app.load(lambda name: describe_model(ctx, name), model_state, model_status, api_visibility="private",
-                 concurrency_id="model_load", show_progress="minimal")
+        listen(ctx, app.load, zero_shot.fill_defaults, [], zs.outputs())
+        listen(ctx, app.load, show_model, [model_state], model_status, queue=True, concurrency_id="model_load",
+               show_progress="minimal")
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)
-    app.clip_ctx = ctx
     return app
+
+
+@handler("page", turn=False)
+def stop_jobs(call: Call) -> None:
+    """A closed page stops its session's jobs."""
+    call.ctx.jobs.stop(call.session or None)
 
 
 def start_warmup(ctx: AppContext) -> threading.Thread:
@@ -135,12 +137,13 @@ def main() -> None:
     if config.warm_umap:
         start_warmup(ctx)
     app = build_app(ctx)
-    guard = Middleware(GuardMiddleware, blocks=app, max_body=config.max_request_kb << 10,
+    guard = Middleware(GuardMiddleware, blocks=app, ctx=ctx, max_body=config.max_request_kb << 10,
                        max_upload_body=config.max_upload_request_mb << 20, max_in_flight=config.max_in_flight_per_visitor,
                        rate_per_minute=config.rate_per_minute, burst=config.rate_burst)
     app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS, js=HOVER_JS, mcp_server=True,
+               max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS,
+               js=HOVER_JS, mcp_server=True,
                theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
 
 

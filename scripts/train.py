@@ -31,8 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import DataError  # noqa: E402
-from core.model import ModelLoadError  # noqa: E402
+from core.errors import UserFacingError  # noqa: E402
 from core.train import (Hook, NonFiniteLossError, RunFolderError, TrainConfig, flat_fields, latest_checkpoint,  # noqa: E402
                         read_recipe, recipe_names, train)
 from core.train.hooks import eval_top1  # noqa: E402
@@ -92,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str]:
                 p.error(f"--set takes KEY=VALUE, got {item!r}")
             values[key.strip().replace("-", "_")] = value.strip()
         cfg = TrainConfig.from_flat(values, output_dir=a["out"])
-    except ValueError as e:
+    except (UserFacingError, ValueError) as e:
         p.error(str(e))
     return cfg, a.get("start") or "new"
 
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN)
     try:
         train(cfg, hooks=[PrintEvals(), CtrlC(argv)] if main_rank else [], start=start)
-    except (ModelLoadError, DataError, NonFiniteLossError, RunFolderError, ValueError) as e:
+    except (UserFacingError, NonFiniteLossError, RunFolderError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

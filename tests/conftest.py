@@ -1,4 +1,10 @@
-"""Shared fixtures: a micro CLIP (random, fast) and the bundled model."""
+"""Shared fixtures (a micro CLIP, random and fast; the bundled model) and the test tiers.
+
+Tiers (markers, pyproject.toml): `pytest` alone runs the fast tier, the unit and logic tests.
+`app` tests serve the app (a fixture that starts it: `url`, `client`, `app`, `mcp_url`), `browser`
+tests drive it in Chromium (tests/test_browser*.py), `slow` ones take over 30 s on 2 cores.
+`bash scripts/test.sh` runs every tier.
+"""
 
 from __future__ import annotations
 
@@ -43,3 +49,20 @@ def bundled() -> Clip:
     if DEFAULT_MODEL not in bundled_models():
         pytest.fail(f"the bundled model assets/models/{DEFAULT_MODEL} is missing")
     return load(DEFAULT_MODEL)
+
+
+APP_FIXTURES = {"url", "client", "app", "mcp_url"}  # fixtures that start the app (tests/conftest_app.running_app)
+SLOW = {"test_an_uploaded_image_folder_zip_matches_the_transformers_pipeline", "test_two_gloo_processes_give_the_global_batch_gradients",
+        "test_siglip_and_options_train_end_to_end", "test_torchrun_two_cpu_processes_train_and_resume"}
+SLOW_FILES = {"test_deploy_space.py"}  # builds Space bundles, resolves their requirements, serves one
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test with its tier: browser (by file), app (by the fixtures that serve the app), slow (by name)."""
+    for item in items:
+        if item.path.name.startswith("test_browser"):
+            item.add_marker(pytest.mark.browser)
+        elif APP_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in ("test_app_queue.py",):
+            item.add_marker(pytest.mark.app)
+        if item.originalname in SLOW or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

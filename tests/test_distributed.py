@@ -16,6 +16,7 @@ import torch
 import torch.multiprocessing as tmp
 from safetensors.torch import load_file, save_file
 
+from core.train.config import ConfigError
 from core.train.distributed import DistInfo, add_patch_dropout, init_from_env
 from core.train.shapes_source import ShapesPairs
 from core.loss import siglip_loss
@@ -140,7 +141,7 @@ def test_siglip_and_options_train_end_to_end(tmp_path, micro_dir):
     train(cfg, start="resume")
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
-    with pytest.raises(ValueError, match="divide evenly"):
+    with pytest.raises(ConfigError, match="divide evenly"):
         train(cfg.replace(batch_size=9, output_dir=str(tmp_path / "bad")))
 
 

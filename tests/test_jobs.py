@@ -13,7 +13,7 @@ import core
 from demo.platform import gpu
 from demo.platform.config import AppConfig
 from demo.platform.context import AppContext
-from demo.platform.jobs import Jobs, JobStopped
+from demo.platform.jobs import Jobs, Stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_stop_ends_the_encoding_within_a_batch_and_caches_nothing(ctx):
         if len(batches) == 2:
             assert ctx.jobs.stop("s2", "zero_shot") == 1  # the user presses Stop during the second batch's report
 
-    with pytest.raises(JobStopped):
+    with pytest.raises(Stopped):
         ctx.services.zero_shot_head(clip, names, ["a {}."], progress=job.reporter(progress, "prompts"))
     assert len(batches) == 2  # the third batch never ran
     assert len(ctx.services.heads) == 0 or all(k[1] != tuple(names) for k in list(ctx.services.heads._data))

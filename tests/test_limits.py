@@ -283,14 +283,14 @@ def test_an_upload_is_usable_only_from_the_address_that_sent_it(url):
 
 
 def test_an_address_may_keep_only_its_allowance_of_uploads():
-    from demo.platform.uploads import MB, UploadLedger, UploadRefused
+    from demo.platform.uploads import MB, UploadLedger, OverQuota
 
     ledger = UploadLedger(ttl_s=60, per_visitor_mb=10, total_mb=15)
     ledger.admit("a", 8 * MB, now=0)
-    with pytest.raises(UploadRefused, match="the limit is 10 MB per visitor"):
+    with pytest.raises(OverQuota, match="the limit is 10 MB per visitor"):
         ledger.admit("a", 3 * MB, now=1)
     ledger.admit("b", 6 * MB, now=2)
-    with pytest.raises(UploadRefused, match="upload space .* is full"):
+    with pytest.raises(OverQuota, match="upload space .* is full"):
         ledger.admit("c", 2 * MB, now=3)
     ledger.admit("a", 9 * MB, now=61)  # the first upload has expired (the app deleted it)
     ledger.record("a", ["/tmp/x/one.png"])

@@ -23,6 +23,7 @@ from demo.platform.config import AppConfig
 from demo.platform.context import AppContext
 from demo.inputs import pairs as pairs_mod
 from demo.tabs.map import maps as em
+from demo.platform.contract import Call, endpoint, public_parameters
 from demo.tabs.map import tab as map_tab
 from demo.tabs.shared import map_figure as mf
 
@@ -197,35 +198,32 @@ def _tab(ctx):
 
 def test_handlers_named_documented_and_drawn_once(clip, counted):
     ctx = AppContext.create(AppConfig(default_model=model_source()))
-    fns = _tab(ctx)
-    draw = fns["embedding_map"]
-    params = [p for p in inspect.signature(draw.fn).parameters if p not in ("progress", "request")]
-    assert tuple(params) == em.INPUT_NAMES
-    assert all(inspect.signature(draw.fn).parameters[p].default is None for p in params)
-    doc = draw.fn.__doc__
+    params = [p.name for p in public_parameters(map_tab.embedding_map)]
+    assert set(map_tab.SETTINGS) <= set(params)
+    assert all(inspect.signature(map_tab.embedding_map).parameters[p].default is None for p in params)
+    doc = map_tab.embedding_map.__doc__
     assert "Args:" in doc and all(f"{p}:" in doc for p in params if p not in ("model_name", "map_state"))
-    args = dict(source="shapes world", n=200, seed=0, split="eval", method="PCA", dims="3", n_neighbors=10,
+    args = dict(source="shapes world", n=200, seed=0, split="eval", method="PCA", dims=3, n_neighbors=10,
                 min_dist=0.1, colour_by="colour", centred=False, links=True, model_name=model_source())
-    values = [args.get(k) for k in em.INPUT_NAMES]
-    fig, md, data, st = draw.fn(*values, progress=None)
+    call = Call(ctx)
+    fig, md, data, st = map_tab.embedding_map(call, **args)
     assert len(counted) == 1 and data["projection"]["dims"] == 3 and "raw embeddings" in md
-    values[-1] = st
-    again = draw.fn(*values, progress=None)  # same settings: the state's map, no new projection
+    again = map_tab.embedding_map(call, **args, map_state=st)  # same settings: the state's map, no new projection
     assert again[3] is st and len(counted) == 1
-    fns["redraw"].fn(st, "shape", False, False)
+    map_tab.redraw(call, st, "shape", False, False)
     assert len(counted) == 1
-    values[em.INPUT_NAMES.index("centred")] = True
-    fig_c, md_c, data_c, _ = fns["centre"].fn(*values, progress=None)
+    fig_c, md_c, data_c, _ = map_tab.centre(call, **{**args, "centred": True}, map_state=st)
     assert len(counted) == 2 and "centred (gap removed)" in md_c and "Settings changed" not in md_c
-    values[em.INPUT_NAMES.index("n_neighbors")] = 20  # a UMAP knob; the PCA request ignores nothing: stale
-    assert "Settings changed: press Draw map" in fns["mark"].fn(*values)
-    values[em.INPUT_NAMES.index("n_neighbors")] = 10
-    assert "Settings changed" not in fns["mark"].fn(*values)
-    assert fns["mark"].fn(*values[:-1], None) is not None  # no map yet: nothing to mark (a skip)
+    settings = {k: v for k, v in args.items() if k not in ("colour_by", "links")}
+    assert "Settings changed: press Draw map" in map_tab.mark(call, **{**settings, "n_neighbors": 20}, map_state=st)
+    assert "Settings changed" not in map_tab.mark(call, **settings, map_state=st)
+    assert "Settings changed: press Draw map" in map_tab.mark(call, **{**settings, "model_name": "other"}, map_state=st)
+    assert map_tab.mark(call, **settings, map_state=None) is not None  # no map yet: nothing to mark (a skip)
+    draw = endpoint(ctx, map_tab.embedding_map)  # what Gradio calls: the contract's checks and error channel
     with pytest.raises(gr.Error, match="between 200 and 5000"):
-        draw.fn(*[dict(args, n=100).get(k) for k in em.INPUT_NAMES], progress=None)
+        draw(**dict(args, n=100), progress=None)
     with pytest.raises(gr.Error, match="no class names"):
-        draw.fn(*[dict(args, use_prompts=True, n=300).get(k) for k in em.INPUT_NAMES], progress=None)
+        draw(**dict(args, use_prompts=True, n=300), progress=None)
 
 
 def test_map_embedding_cache(clip):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import UserInputError
 from core.projection import (ProjectionConfig, centre_modalities, cosine_knn, modality_gap, numba_cache_dir, pca,
                              project, umap_project)
 
@@ -37,11 +38,11 @@ def test_bad_inputs_raise_clear_errors():
         pca(np.zeros(5))
     with pytest.raises(ValueError, match="NaN"):
         pca(np.array([[np.nan, 1.0], [0.0, 1.0]]))
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(UserInputError, match="method"):
         ProjectionConfig(method="tsne")
-    with pytest.raises(ValueError, match="2 or 3"):
+    with pytest.raises(UserInputError, match="2 or 3"):
         ProjectionConfig(dims=4)
-    with pytest.raises(ValueError, match="n_neighbors"):
+    with pytest.raises(UserInputError, match="n_neighbors"):
         ProjectionConfig(n_neighbors=1)
     with pytest.raises(ValueError, match="paired"):
         modality_gap(np.ones((3, 4)), np.ones((2, 4)))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import core.train.step as step_mod
+from core.errors import UserInputError
 from core.encode import encode_images, encode_texts
 from core.evaluate import evaluate_shapes
 from core.model import load
@@ -77,7 +78,7 @@ def test_group_loss_adds_the_in_group_term_and_init_scale_is_for_presets(tmp_pat
     assert 0.5 * np.log(7) < grouped - plain < 2 * np.log(7)
     train(_cfg(tmp_path / "np", micro_dir, steps=1, batch_size=16, save_every=0, hard_negatives=0.0))
     assert no_groups == pytest.approx(_losses(tmp_path / "np")[0], abs=1e-6)
-    with pytest.raises(ValueError, match="from scratch"):
+    with pytest.raises(UserInputError, match="from scratch"):
         train(_cfg(tmp_path / "bad", micro_dir, steps=1, init_logit_scale=50.0))
 
 
@@ -121,7 +122,7 @@ def test_in_run_eval_is_the_evaluate_scripts_measure(tmp_path, micro_dir):
     reloaded = load(str(tmp_path / "run" / "model"))  # a new object: no zero-shot heads cached from step 1
     direct = evaluate_shapes(reloaded, n=40, seed=cfg.data.seed + 10_000, templates=template_presets()["shapes_world"])
     assert len(logged) == 2 and logged[-1] == {k: v["top1"] for k, v in direct.items() if "top1" in v}
-    with pytest.raises(ValueError, match="unknown eval template preset 'nope'"):
+    with pytest.raises(UserInputError, match="unknown eval template preset 'nope'"):
         train(_cfg(tmp_path / "bad", micro_dir, eval_every=2, eval_templates="nope"))
 
 

@@ -12,7 +12,7 @@ The library (`core.load`, `encode_*`, `classify`, `similarity`, the losses) impo
 """
 
 from .checkpoint import RunFolderError, latest_checkpoint, restore_checkpoint, save_checkpoint
-from .config import TrainConfig, flat_fields, read_recipe, recipe_names, validate
+from .config import ConfigError, TrainConfig, flat_fields, read_recipe, recipe_names, validate
 from .data import Batch, HFPairs, TextTokens, batch_stream, make_source
 from .hooks import Hook, MetricsLog, ProgressBar, Snapshot, StopAfter
 from .loop import train
@@ -20,7 +20,7 @@ from .shapes_source import ShapesEval, ShapesPairs
 from .step import (NonFiniteLossError, Towers, TrainState, enable_checkpointing, lr_at, make_optimizer, train_step,
                    wrap_towers)
 
-__all__ = ["Batch", "HFPairs", "Hook", "MetricsLog", "NonFiniteLossError", "ProgressBar", "RunFolderError",
+__all__ = ["Batch", "ConfigError", "HFPairs", "Hook", "MetricsLog", "NonFiniteLossError", "ProgressBar", "RunFolderError",
            "ShapesEval", "ShapesPairs", "Snapshot", "StopAfter", "TextTokens", "Towers", "TrainConfig", "TrainState",
            "batch_stream", "enable_checkpointing", "flat_fields", "latest_checkpoint", "lr_at", "make_optimizer",
            "make_source", "read_recipe", "recipe_names", "restore_checkpoint", "save_checkpoint", "train",

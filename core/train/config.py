@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserInputError
+
 PRESET_MODELS = ("tiny", "small", "base")
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "assets" / "recipes"
 
@@ -27,6 +29,10 @@ def _f(default: Any, help: str, resume: str = LOCKED, key: str | None = None, ch
     if key:
         meta["key"] = key
     return field(default=default, metadata=meta)
+
+
+class ConfigError(UserInputError):
+    """A training setting that cannot work (a recipe key, a value out of range): the message says what to change."""
 
 
 @dataclass
@@ -121,7 +127,7 @@ class TrainConfig:
         return cls().replace(**{**(values or {}), **more})
 
     def replace(self, **flat: Any) -> "TrainConfig":
-        """A copy with some flat keys changed; an unknown key is a ValueError naming it."""
+        """A copy with some flat keys changed; an unknown key is a ConfigError naming it."""
         specs = flat_fields()
         out = dataclasses.replace(self, **{s: dataclasses.replace(getattr(self, s)) for s in SECTIONS})
         for key, value in flat.items():
@@ -129,7 +135,7 @@ class TrainConfig:
                 out.output_dir = str(value)
                 continue
             if key not in specs:
-                raise ValueError(f"unknown config key {key!r}")
+                raise ConfigError(f"unknown config key {key!r}")
             spec = specs[key]
             setattr(getattr(out, spec.section), spec.name, coerce(value, spec.type, key))
         return out
@@ -179,13 +185,13 @@ def coerce(value: Any, typ: type, key: str = "") -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if typ is int and isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
     try:
         return typ(float(value)) if typ is int and isinstance(value, str) and "e" in value.lower() else typ(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected {typ.__name__}, got {value!r}") from None
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}") from None
 
 
 # ---- recipes ------------------------------------------------------------------------------------
@@ -207,7 +213,7 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     if not path.is_file():
         path = RECIPES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"no recipe {name_or_path!r}; known: {', '.join(recipe_names())} (or a .yaml path)")
+        raise ConfigError(f"no recipe {name_or_path!r}; known: {', '.join(recipe_names())} (or a .yaml path)")
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     flat: dict[str, Any] = {}
     for key, value in doc.items():
@@ -217,14 +223,14 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
             flat[key] = value
     unknown = sorted(set(flat) - set(flat_fields()))
     if unknown:
-        raise ValueError(f"recipe {path.name}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"recipe {path.name}: unknown key(s) {', '.join(unknown)}")
     return flat
 
 
 # ---- validation ---------------------------------------------------------------------------------
 
 def validate(cfg: TrainConfig, world_size: int = 1) -> None:
-    """The one check of a config; a ValueError with a one-line message on the first problem."""
+    """The one check of a config; a ConfigError with a one-line message on the first problem."""
     from ..zeroshot import template_presets
 
     m, d, o, lo, r, lg = cfg.model, cfg.data, cfg.optim, cfg.loss, cfg.runtime, cfg.log
@@ -253,7 +259,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     ]
     for bad, message in problems:
         if bad:
-            raise ValueError(message)
+            raise ConfigError(message)
 
 
 def resume_changes(stored: dict[str, Any], cfg: TrainConfig) -> tuple[list[str], list[str]]:

@@ -1,13 +1,13 @@
-"""Limits enforced before any work is done: request bodies, requests in flight per visitor, numbers.
+"""Checks of what a visitor sends, by the handler parameter they guard.
 
-`GuardMiddleware` sits in front of Gradio's routes (an ASGI middleware, passed to the FastAPI app
-through `launch(app_kwargs=...)`):
-- a request body larger than its route's limit is refused with 413 before it is read into memory
-  (by Content-Length, and by counting the bytes of a streamed body);
-- a visitor (a browser session, or an IP address: the Spaces proxy passes the client's address in
-  X-Forwarded-For) with `max_in_flight` requests already queued or running gets 429 for one more,
-  and an address may start at most `rate_per_minute` requests a minute (`burst` at once), so that
-  nobody can fill the queue, or keep it busy, and starve the others.
+`number` and `text` check one value. The factories below (`in_range`, `at_most_chars`,
+`at_most_items`) build the named checks that a handler declares in its contract
+(demo/platform/contract.py): `checks={"top_k": in_range("top-k", 1, 20, integer=True)}`. A check
+is `check(value, config) -> value`: it raises `UserInputError` naming the input, or returns the
+value to use (a whole number as an int, None replaced by the default). Limits may name an
+`AppConfig` field ("max_matrix_pairs"), so every limit lives in the configuration. The contract
+runs the checks when a request joins the queue (before it waits in line) and again when it runs,
+so a call that skips the queue (the API's /call route, MCP) is checked too.
 """
 
 from __future__ import annotations
@@ -69,4 +69,36 @@ def count_at_most(limit: int, what: str) -> Callable:
     def check(value) -> None:
         if value is not None and len(value) > limit:
             raise UserInputError(f"{len(value)} {what}; the limit is {limit} per request")
+    return check
+
+
+Check = Callable[[object, object], object]
+
+
+def _limit(value, config):
+    """A bound given as a number, or as the name of an AppConfig field."""
+    return getattr(config, value) if isinstance(value, str) else value
+
+
+def in_range(name: str, low, high, integer: bool = False, default=None) -> Check:
+    """A check that a number lies in [low, high] (bounds: numbers or AppConfig field names); None means `default`."""
+    def check(value, config):
+        if value in (None, "") and default is not None:
+            value = default
+        return number(value, name, _limit(low, config), _limit(high, config), integer)
+    return check
+
+
+def at_most_chars(name: str, limit="max_text_chars") -> Check:
+    """A check that a text has at most `limit` characters (a number or an AppConfig field name); None is ""."""
+    def check(value, config):
+        return text(value, name, _limit(limit, config))
+    return check
+
+
+def at_most_items(what: str, limit="max_upload_images") -> Check:
+    """A check that a list (uploaded files) has at most `limit` items; None is an empty list."""
+    def check(value, config):
+        count_at_most(_limit(limit, config), what)(value)
+        return value
     return check

@@ -10,7 +10,6 @@ from demo.platform.fair import address_of
 from demo.platform.jobs import Jobs
 from demo.platform.services import Services
 from demo.platform.uploads import UploadLedger
-from demo.tabs.train.runs import TrainRuns
 
 
 @dataclass
@@ -27,7 +26,7 @@ class AppContext:
     first_answer: threading.Event = field(default_factory=threading.Event)
     jobs: Jobs = field(default_factory=Jobs)  # running long requests, for the Stop buttons
     uploads: UploadLedger | None = None  # who uploaded which file, and how much (set by create)
-    runs: TrainRuns | None = None  # the Train tab's runs (set by create)
+    runs: object | None = None  # the Train tab's TrainRuns, made by that tab on first use (demo.tabs.train.tab.train_runs)
 
     @property
     def models(self):
@@ -39,10 +38,7 @@ class AppContext:
         """A context with fresh services for `config` (from the environment by default)."""
         config = config or AppConfig.from_env()
         uploads = UploadLedger(config.upload_ttl_s, config.upload_mb_per_visitor, config.upload_total_mb)
-        runs = TrainRuns(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
-                         60 * config.train_idle_minutes, chunked=config.train_chunk_s > 0,
-                         chunk_seconds=config.train_chunk_s or None)
-        return cls(config=config, services=Services(config, loader), uploads=uploads, runs=runs)
+        return cls(config=config, services=Services(config, loader), uploads=uploads)
 
     def check_own_uploads(self, request, *inputs) -> None:
         """Refuse files in these inputs (a path, a list of paths or FileData) that another address uploaded."""

@@ -1,98 +1,305 @@
-"""Glue every tab uses: one-line `gr.Error`s for expected failures, model lookup, the plot template."""
+"""The handler contract: one decorator gives every endpoint the app's conventions.
+
+A handler is a module-level function whose first parameter is a `Call`, followed by its inputs
+by name, and which returns its outputs:
+
+    @handler("zero_shot", checks={"top_k": in_range("top-k", 1, 20, integer=True)}, uploads=("image",))
+    def zero_shot(call: Call, image: str | None = None, top_k: float = 5, model: str | None = None):
+        clip = call.model(model)
+        ...
+
+`listen(ctx, on, fn, inputs, outputs)` wires it to events. From the declaration alone, every
+call then gets:
+- **input checks by name**: each check runs when the request joins the queue (Gradio's
+  `validator=`, so a refused request never waits in line) and again when it runs (so /call, the
+  API and MCP are checked too); the handler receives the checked values;
+- **upload ownership**: the files in the named parameters must be the visitor's own uploads;
+- **a fair turn, Stop and the time limit** (turn=True): the call waits for a slot of the fair
+  scheduler (demo/platform/fair.py), registers with the tab's Stop button, and `call.report(...)`
+  progress callbacks end it at the next batch after a Stop or past the time limit;
+- **progress with an ETA**: `call.report(desc, unit)` counts steps on the page's progress bar;
+- **the error channel**: demo/platform/errors.py's table (Stopped keeps the outputs and says
+  "Stopped.", a user's error is one line, a bug is logged and never blamed on the user);
+- **the first-answer signal** that the start-up warm-up waits for.
+
+Handlers never see Gradio's request or progress objects; tests call them by name with a `Call`.
+"""
 
 from __future__ import annotations
 
-import functools
+import inspect
 import logging
+import typing
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import gradio as gr
 import plotly.io as pio
 
-from core.errors import UserInputError
+from core.errors import UserFacingError
+from demo.platform.errors import Stopped, one_line
 from demo.platform.fair import visitor_of
-from demo.platform.jobs import JobStopped
+from demo.platform.jobs import Job
 
 log = logging.getLogger("clip_lab")
-# What the user can fix, shown as its one-line message: UserInputError and its family (ModelLoadError,
-# DataError, ImageInputError). Anything else is an operator error: logged in full, reported generically.
-USER_ERRORS = (UserInputError,)
 
 # Every figure of the app is drawn in plotly_white. As the default template plotly applies it when a
 # figure is serialised, without validating and copying it into each figure: ~7 ms instead of ~28 ms
 # for the zero-shot bar chart, the same JSON.
 pio.templates.default = "plotly_white"
+OUT_OF_MEMORY = ("the server ran out of memory for this request (not a fault of your input): "
+                 "try again in a minute, or ask for less at once")
 
 
-def user_errors(fn):
-    """Decorator: expected failures (bad input, unloadable model, unreadable data) become a
-    `gr.Error` with their one-line message; anything else is logged and reported generically.
-    A job ended by its Stop button changes no output."""
+@dataclass(frozen=True)
+class Contract:
+    """What a handler declares: its Stop group (`tab`), whether it takes a fair turn, its named
+    input checks, and the parameters that hold uploaded files."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    tab: str
+    turn: bool = True
+    checks: Mapping[str, Callable] = field(default_factory=dict)
+    uploads: tuple[str, ...] = ()
+
+
+def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | None = None,
+            uploads: tuple[str, ...] = ()) -> Callable:
+    """Decorator: put `fn(call, **inputs)` under the contract (see the module docstring).
+
+    tab: the Stop group (a Stop of this tab, or the closing of the page, ends the call).
+    turn: take a fair turn on the CPU, with Stop and the time limit; False for quick view changes
+        that compute nothing heavy (they still get the checks and the error channel).
+    checks: {parameter name: check(value, config) -> value} (demo/inputs/checks.py).
+    uploads: parameter names whose files must be the visitor's own uploads.
+    """
+    def decorate(fn):
+        names = list(inspect.signature(fn).parameters)
+        if not names or names[0] != "call":
+            raise TypeError(f"{fn.__name__}: a handler's first parameter is `call`")
+        unknown = (set(checks or {}) | set(uploads)) - set(names)
+        if unknown:
+            raise TypeError(f"{fn.__name__}: no parameter named {', '.join(sorted(unknown))}")
+        fn.contract = Contract(tab, turn, dict(checks or {}), tuple(uploads))
+        return fn
+    return decorate
+
+
+@dataclass
+class Call:
+    """What a handler receives besides its inputs: the app context, the request, its job and progress."""
+
+    ctx: object
+    request: object = None
+    progress: object = None
+    job: Job | None = None
+
+    @property
+    def config(self):
+        return self.ctx.config
+
+    def check(self) -> None:
+        """End here if Stop was pressed or the time limit passed (between two pieces of work)."""
+        if self.job is not None:
+            self.job.check()
+
+    def report(self, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
+        """A (done, total) callback for work in batches: checks Stop and the time limit, then shows
+        "desc: done of total unit" with Gradio's ETA."""
+        job = self.job or Job()
+        return job.reporter(self.progress, desc, unit)
+
+    def say(self, fraction: float, desc: str) -> None:
+        """Move the progress bar to `fraction` (0 to 1) with a message (and check Stop)."""
+        self.check()
+        if self.progress is not None:
+            self.progress(fraction, desc=desc)
+
+    def model(self, name: str | None = None):
+        """The model called `name` (the app's default when empty) from the shared cache, loading it if needed."""
+        name = (name or "").strip() or self.config.default_model
+
+        def loading(fraction: float, message: str) -> None:
+            if self.progress is not None:
+                self.progress(0.3 * fraction, desc=message)
+        return self.ctx.models.get(name, loading)
+
+    @property
+    def session(self) -> str:
+        return str(getattr(self.request, "session_hash", "") or "")
+
+
+def public_parameters(fn) -> list[inspect.Parameter]:
+    """A handler's inputs: its parameters after `call` (a `**settings` parameter included)."""
+    return list(inspect.signature(fn).parameters.values())[1:]
+
+
+def input_names(fn, inputs) -> list[str]:
+    """The parameter names that an event's inputs fill: a list fills fn's parameters in order; a dict
+    {parameter name: component} names them: fn takes those of its parameters that the dict holds
+    (and, with a `**settings` parameter, all the others too)."""
+    params = public_parameters(fn)
+    own = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    takes_more = any(p.kind == p.VAR_KEYWORD for p in params)
+    if isinstance(inputs, dict):
+        extra = [name for name in inputs if name not in own] if takes_more else []
+        return [name for name in own if name in inputs] + extra
+    if len(inputs) > len(own):
+        raise TypeError(f"{fn.__name__}: {len(inputs)} inputs for {len(own)} parameters")
+    return own[:len(inputs)]
+
+
+def endpoint(ctx, fn, names: list[str] | None = None, n_outputs: int = 1) -> Callable:
+    """The function Gradio calls for handler `fn`, whose inputs are the parameters `names` (all by
+    default), plus Gradio's request and progress, with the contract applied around fn. Its name,
+    docstring and parameters (hence the API's and MCP's documentation) are fn's."""
+    contract: Contract = fn.contract
+    params = {p.name: p for p in public_parameters(fn) if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    all_hints = typing.get_type_hints(fn)
+    event_data = [n for n in params if isinstance(all_hints.get(n), type) and issubclass(all_hints[n], gr.EventData)]
+    names = [n for n in (list(names) if names is not None else list(params)) if n not in event_data] + event_data
+    shown = [params[n].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) if n in params
+             else inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names]
+    shown = [p.replace(default=None) if p.name in event_data else p for p in shown]  # Gradio fills them in
+    hints = {k: v for k, v in all_hints.items() if k in names}
+    # Gradio injects the request and the progress tracker only into positional parameters, after the inputs
+    special = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
+               inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
+    signature = inspect.Signature(shown + special)
+
+    def run(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
-        except JobStopped:  # Stop pressed: the outputs keep what they showed, and nothing half-done was kept
-            gr.Info("Stopped.")
-            return gr.skip()
-        except gr.Error:
-            raise
-        except USER_ERRORS as e:
-            raise gr.Error(one_line(e), print_exception=False) from e
-        except Exception as e:
-            log.exception("unexpected failure in %s", fn.__name__)
-            raise gr.Error(f"internal error ({e.__class__.__name__}); the server log has details", print_exception=False) from e
+            values = dict(signature.bind(*args, **kwargs).arguments)
+            request, progress = values.pop("request", None), values.pop("progress", None)
+            for name, check in contract.checks.items():
+                if name in values:
+                    values[name] = check(values[name], ctx.config)
+            ctx.check_own_uploads(request, *(values[name] for name in contract.uploads if name in values))
+            with _turn(ctx, request, contract) as job:
+                return fn(Call(ctx, request, progress, job), **values)
+        except BaseException as e:
+            return _shown(e, fn.__name__, n_outputs)
+        finally:
+            if contract.turn:
+                ctx.first_answer.set()  # a first answer is out: the start-up warm-up goes on (app.start_warmup)
 
-    return wrapper
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message (its class name when it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else error.__class__.__name__
-
-
-def progress_callback(progress: gr.Progress | None, start: float = 0.0, end: float = 1.0):
-    """A (fraction, message) callback mapping [0, 1] into [start, end] of a gr.Progress bar."""
-    if progress is None:
-        return None
-
-    def report(fraction: float, message: str) -> None:
-        progress(start + (end - start) * fraction, desc=message)
-
-    return report
+    run.__name__ = run.__qualname__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    run.__module__ = fn.__module__
+    run.__signature__ = signature
+    run.__annotations__ = {**hints, "request": gr.Request}
+    run.contract = contract
+    run.handler = fn
+    return run
 
 
 @contextmanager
-def running(ctx, request, tab: str):
-    """Register a long job of this session's `tab` for its Stop button, and wait for its fair turn
-    on the CPU (demo/fair.py); yields the Job. A Stop or the time limit also ends the wait."""
+def _turn(ctx, request, contract: Contract):
+    """The job of one call: registered for its tab's Stop, and (turn=True) holding a fair slot."""
+    if not contract.turn:
+        yield None
+        return
     session = getattr(request, "session_hash", None)
-    job = ctx.jobs.start(session, tab, ctx.config.time_limit_s)
+    job = ctx.jobs.start(session, contract.tab, ctx.config.time_limit_s)
     try:
+        job.check()  # a Stop that came while the request waited in Gradio's queue
         with ctx.services.cpu.turn(visitor_of(request), job.check) as turn:
             job.turn = turn
             yield job
     finally:
-        ctx.jobs.finish(session, tab, job)
+        ctx.jobs.finish(session, contract.tab, job)
+
+
+def _shown(error: BaseException, name: str, n_outputs: int):
+    """Show an error the way its kind asks (demo/platform/errors.py); returns outputs that keep what was shown."""
+    keep = gr.skip() if n_outputs <= 1 else tuple(gr.skip() for _ in range(n_outputs))
+    if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise error
+    if isinstance(error, gr.Error):  # raised by Gradio or a library it runs (spaces' quota messages)
+        raise error
+    if isinstance(error, Stopped):
+        gr.Info("Stopped.")
+        return keep
+    if isinstance(error, UserFacingError):
+        kind = getattr(error, "shown_as", "error")
+        if kind == "warning":
+            gr.Warning(one_line(error))
+            return keep
+        raise gr.Error(one_line(error), print_exception=False) from error
+    if isinstance(error, MemoryError) or error.__class__.__name__ == "OutOfMemoryError":
+        log.exception("out of memory in %s", name)
+        raise gr.Error(OUT_OF_MEMORY, print_exception=False) from error
+    log.exception("unexpected failure in %s", name)
+    raise gr.Error(f"internal error ({error.__class__.__name__}); the server log has details",
+                   print_exception=False) from error
+
+
+def validator(ctx, fn, names: list[str]) -> Callable | None:
+    """Gradio's `validator=` for an event whose inputs fill fn's parameters `names`: the contract's
+    checks by name, run when the request joins the queue (no check among them: None)."""
+    checks = fn.contract.checks
+    if not any(name in checks for name in names):
+        return None
+
+    def validate(*values):
+        verdicts = []
+        for name, value in zip(names, values):
+            try:
+                if name in checks:
+                    checks[name](value, ctx.config)
+                verdicts.append(gr.validate(True, ""))
+            except UserFacingError as e:
+                verdicts.append(gr.validate(False, one_line(e)))
+        return verdicts
+
+    return validate
+
+
+def listen(ctx, on, fn, inputs: list | dict, outputs: list, *, api_name: str | None = None, **options):
+    """Wire handler `fn` to the events `on` (one listener such as `button.click`, a list for gr.on, or
+    None for the page load).
+
+    `inputs` fill fn's parameters: a list in order, or a dict {parameter name: component}. Calls
+    that take a turn run in the "inference" concurrency group, where the fair scheduler decides who
+    goes next; quick ones skip the queue. Without `api_name` the event is
+    private. Returns Gradio's dependency (for `.then`, `cancels=`).
+    """
+    if not hasattr(fn, "contract"):
+        raise TypeError(f"{getattr(fn, '__name__', fn)} is not a handler: decorate it with @handler")
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    names = input_names(fn, inputs)
+    inputs = [inputs[name] for name in names] if isinstance(inputs, dict) else list(inputs)
+    defaults = (dict(concurrency_id="inference", concurrency_limit=ctx.config.inference_threads())
+                if fn.contract.turn else dict(queue=False, show_progress="hidden"))
+    kwargs = {**defaults, **options}
+    if api_name:
+        kwargs["api_name"] = api_name
+    else:
+        kwargs.setdefault("api_visibility", "private")
+    check = validator(ctx, fn, names)
+    if check is not None and kwargs.get("queue", True):
+        kwargs["validator"] = check
+    target = endpoint(ctx, fn, names, len(outputs))
+    if on is None:  # the page load
+        return gr.on(None, target, inputs, outputs, **kwargs)
+    if callable(on) and not isinstance(on, (list, tuple)):
+        return on(target, inputs, outputs, **kwargs)
+    return gr.on(list(on), target, inputs, outputs, **kwargs)
+
+
+def stop_handler(tab: str):
+    """The handler of a tab's Stop button: it sets the Stop flags of this session's jobs on `tab`."""
+    def stop(call: Call) -> str:
+        return f"stopped {call.ctx.jobs.stop(call.session or None, tab)} job(s)"
+
+    stop.__name__ = stop.__qualname__ = f"stop_{tab}"
+    stop.__doc__ = f"Stop this session's running {tab.replace('_', '-')} job (its work ends after the current batch)."
+    return handler(tab, turn=False)(stop)
 
 
 def stop_button(ctx, button, tab: str, events: list) -> None:
     """Wire a Stop button: it cancels the events in the browser and stops their work on the server.
     It is also the API endpoint /stop_<tab>, for scripts: gradio_client's job.cancel() alone only
     stops waiting for the answer, while this stops the session's work."""
-    def stop(request: gr.Request) -> str:
-        n = ctx.jobs.stop(getattr(request, "session_hash", None), tab)
-        return f"stopped {n} job(s)"
-
-    stop.__doc__ = f"Stop this session's running {tab.replace('_', '-')} job (its work ends after the current batch)."
-    button.click(stop, None, gr.Textbox(visible=False, label="Stopped"), cancels=events, queue=False,
-                 api_name=f"stop_{tab}")
-
-
-def get_model(ctx, name: str, progress: gr.Progress | None = None):
-    """The session's model from the shared cache (ModelLoadError passes to `user_errors`)."""
-    return ctx.models.get(name or ctx.config.default_model, progress_callback(progress, 0.0, 0.3))
-
-
+    listen(ctx, button.click, stop_handler(tab), [], [gr.Textbox(visible=False, label="Stopped")], cancels=events,
+           api_name=f"stop_{tab}")

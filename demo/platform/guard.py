@@ -16,7 +16,7 @@ import json
 import time
 from typing import Callable
 
-from core.errors import UserInputError
+from core.errors import UserFacingError, UserInputError
 
 JOIN_SUFFIX = "/queue/join"
 CANCEL_SUFFIX = "/cancel"
@@ -47,9 +47,9 @@ def _event_ip(event) -> str:
 class GuardMiddleware:
     """ASGI middleware: body-size limits per route, and a cap on each visitor's requests in flight."""
 
-    def __init__(self, app, blocks=None, max_body: int = 1 << 20, max_upload_body: int = 128 << 20,
+    def __init__(self, app, blocks=None, ctx=None, max_body: int = 1 << 20, max_upload_body: int = 128 << 20,
                  max_in_flight: int = 4, per_ip: bool = True, rate_per_minute: float = 30, burst: int = 8):
-        self.app, self.blocks = app, blocks
+        self.app, self.blocks, self.ctx = app, blocks, ctx  # ctx: the AppContext (its jobs and upload ledger)
         self.max_body, self.max_upload_body = max_body, max_upload_body
         self.max_in_flight, self.per_ip = max_in_flight, per_ip
         self.rates = RateLimiter(rate_per_minute, burst)
@@ -76,19 +76,19 @@ class GuardMiddleware:
             if refusal:
                 return await _reply(send, 429, refusal)
             return await self.app(scope, _replay(body), send)
-        uploads = getattr(getattr(self.blocks, "clip_ctx", None), "uploads", None)
+        uploads = getattr(self.ctx, "uploads", None)
         ip = client_ip(scope)
         if path.endswith(UPLOAD_SUFFIX) and uploads is not None and ip:
             try:  # an address's uploads count against its allowance, and are recorded as its own
                 uploads.admit(ip, int(length) if length is not None and length.isdigit() else limit)
-            except UserInputError as e:
+            except UserFacingError as e:  # over the address's or the server's allowance
                 return await _reply(send, 429, str(e))
             return await self.app(scope, _counting(receive, limit), _recording(send, lambda paths: uploads.record(ip, paths)))
         return await self.app(scope, _counting(receive, limit), send)
 
     def stop_session(self, body: bytes) -> None:
         """A cancel from a client: set the Stop flags of that session's running jobs."""
-        jobs = getattr(getattr(self.blocks, "clip_ctx", None), "jobs", None)
+        jobs = getattr(self.ctx, "jobs", None)
         try:
             session = json.loads(body or b"{}").get("session_hash")
         except (ValueError, AttributeError):
@@ -106,7 +106,7 @@ class GuardMiddleware:
         events = list(getattr(queue, "event_ids_to_events", {}).values()) if queue else []
         ip = client_ip(scope) if self.per_ip else ""
         mine = [e for e in events if e.session_hash == session or (ip and _event_ip(e) == ip)]
-        jobs = getattr(getattr(self.blocks, "clip_ctx", None), "jobs", None)
+        jobs = getattr(self.ctx, "jobs", None)
         queued_ids = {e.session_hash for e in mine}
         # work whose event was cancelled but has not reached its next Stop check still counts
         orphans = jobs.running(session) if jobs is not None and session not in queued_ids else 0

@@ -2,7 +2,7 @@
 
 Gradio's `cancels=` only cancels the browser's side of an event; a plain function keeps running on
 the server. So every long handler registers itself here (`Jobs.start`), and its progress
-callback raises `JobStopped` once the session's Stop button (or the closing of its tab) has set
+callback raises `Stopped` once the session's Stop button (or the closing of its tab) has set
 the flag: encoding stops after the current batch, and nothing half-done is cached (the caches
 keep only values whose computation returned).
 """
@@ -13,15 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from core.errors import UserInputError
-
-
-class JobStopped(UserInputError):
-    """The user pressed Stop (or closed the tab): the job ends here."""
-
-
-class JobTimedOut(UserInputError):
-    """The request ran past the app's time limit (AppConfig.time_limit_s)."""
+from demo.platform.errors import Stopped, TimedOut
 
 
 class Job:
@@ -34,12 +26,12 @@ class Job:
         self.turn = None  # its demo.fair.Turn once it runs: heavy work steps aside there between batches
 
     def check(self) -> None:
-        """Raise JobStopped if Stop was pressed for this job, JobTimedOut past its deadline; a heavy job
+        """Raise Stopped if Stop was pressed for this job, TimedOut past its deadline; a heavy job
         then steps aside while someone else's quick request runs (demo/fair.py)."""
         if self.stopped.is_set():
-            raise JobStopped("stopped")
+            raise Stopped("stopped")
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise JobTimedOut(f"this request ran past the time limit of {self.time_limit_s:g} s and was stopped: "
+            raise TimedOut(f"this request ran past the time limit of {self.time_limit_s:g} s and was stopped: "
                               "ask for less at once (fewer classes, templates or pairs)")
         if self.turn is not None:
             self.turn.step_aside()

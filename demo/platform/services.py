@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 import torch
 
-from core.errors import UserInputError
 from core.zeroshot import ensemble_head, template_embeddings
 from demo.platform.disk_cache import DiskCache
+from demo.platform.errors import Busy
 from demo.platform.fair import FairScheduler, current_turn
 from demo.platform.gpu import embed_texts, use_models
 from demo.platform.models import ModelCache
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 MB = 1 << 20
 
-
-class ServerBusy(UserInputError):
-    """Every slot for big work is taken: the user is told to come back, at once."""
 
 
 def nbytes(value) -> int:
@@ -182,7 +179,7 @@ class Services:
         """One of the `concurrency` slots for big encodes; if none frees up within heavy_wait_s, a busy
         message (rather than holding a request slot while waiting, which would starve quick requests)."""
         if not self.heavy.acquire(timeout=self.config.heavy_wait_s):
-            raise ServerBusy(f"the server is busy with {self.config.concurrency} big requests (large class lists or "
+            raise Busy(f"the server is busy with {self.config.concurrency} big requests (large class lists or "
                              "map sets); try again in a minute, or ask for less")
         turn = current_turn()
         if turn is not None:

@@ -18,12 +18,10 @@ from collections import OrderedDict, deque
 from pathlib import Path
 
 from core.errors import UserInputError
+from demo.platform.errors import OverQuota
 
 MB = 1 << 20
 
-
-class UploadRefused(UserInputError):
-    """An upload over the visitor's or the server's allowance."""
 
 
 class UploadLedger:
@@ -51,16 +49,16 @@ class UploadLedger:
         return total
 
     def admit(self, address: str, nbytes: int, now: float | None = None) -> None:
-        """Raise UploadRefused if `nbytes` more from `address` would pass its allowance or the server's;
+        """Raise OverQuota if `nbytes` more from `address` would pass its allowance or the server's;
         otherwise count them."""
         now = time.monotonic() if now is None else now
         with self._lock:
             mine, everyone = self._live(address, now), self._live(None, now)
             if mine + nbytes > self.per_visitor:
-                raise UploadRefused(f"you have uploaded {mine / MB:,.0f} MB in the last {self.ttl_s / 60:g} minutes; "
+                raise OverQuota(f"you have uploaded {mine / MB:,.0f} MB in the last {self.ttl_s / 60:g} minutes; "
                                     f"the limit is {self.per_visitor / MB:,.0f} MB per visitor")
             if everyone + nbytes > self.total:
-                raise UploadRefused(f"the server's upload space ({self.total / MB:,.0f} MB) is full; "
+                raise OverQuota(f"the server's upload space ({self.total / MB:,.0f} MB) is full; "
                                     "try again in a few minutes")
             self._sent.setdefault(address, deque()).append((now, int(nbytes)))
 

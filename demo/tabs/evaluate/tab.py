@@ -1,9 +1,9 @@
 """Evaluate tab: zero-shot accuracy on a labelled set, where it goes wrong, and what prompts and a few labels buy.
 
 A labelled set (the shapes world, an uploaded zip or files with a labels.csv, or a `datasets`
-source: demo/labelled_sets.py) is encoded once per model and kept by the services. Its class names
+source: demo/inputs/labelled_sets.py) is encoded once per model and kept by the services. Its class names
 become prompts (renamed where asked), and templates come from the presets or the editor, as on the
-zero-shot tab. The results (demo/evaluate_view.py): top-1, top-5 and mean per-class recall, a
+zero-shot tab. The results (demo/tabs/evaluate/study.py): top-1, top-5 and mean per-class recall, a
 per-class table, the confusion heatmap, galleries of confident mistakes and correct examples, each
 template alone vs the ensemble, forward selection on one half scored on the other, and the
 few-shot linear probe against zero-shot, all downloadable as JSON and CSV.
@@ -11,20 +11,17 @@ few-shot linear probe against zero-shot, all downloadable as JSON and CSV.
 
 from __future__ import annotations
 
-import time
-import uuid
 import warnings
-from pathlib import Path
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 
 from core.errors import UserInputError
 from core.zeroshot import parse_templates
-from demo.inputs.checks import count_at_most, early_checks, number, text
+from demo.inputs.checks import at_most_chars, at_most_items, in_range, number
 from demo.inputs.labelled_sets import MAX_SET_IMAGES, SET_SOURCES, SHAPES_LABELS, SetSpec, encode_set, load_set
 from demo.inputs.presets import CUSTOM, DEFAULT_TEMPLATES, TEMPLATE_PRESETS, matching_preset, preset_text
-from demo.platform.contract import get_model, running, stop_button, user_errors
+from demo.platform.scratch import scratch_folder
+from demo.platform.contract import Call, handler, listen, stop_button
 from demo.tabs.evaluate.study import (
     CLASS_COLUMNS,
     GALLERY_CSS,
@@ -41,6 +38,7 @@ from demo.tabs.evaluate.study import (
     write_downloads,
 )
 from demo.tabs.evaluate.study import evaluate as evaluate_set
+from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.zero_shot_scores import vocabulary_notice
 
 # scikit-learn says so whenever a few-shot probe has more classes than half its examples: expected here
@@ -89,18 +87,106 @@ def study_reporter(job, progress):
     return report
 
 
-def downloads_folder(ttl_s: float) -> Path:
-    """A fresh folder inside Gradio's cache (its files are deleted with the cache, after the upload TTL);
-    empty folders of earlier results older than the TTL are removed here."""
-    base = Path(get_upload_folder()) / "clip-lab-evaluate"
-    if base.is_dir():
-        for old in base.iterdir():
-            try:
-                if old.is_dir() and time.time() - old.stat().st_mtime > ttl_s and not any(old.iterdir()):
-                    old.rmdir()
-            except OSError:
-                pass
-    return base / uuid.uuid4().hex
+CHECKS = {"n": in_range("N", MIN_N, MAX_SET_IMAGES, integer=True, default=DEFAULT_N),
+          "seed": in_range("seed", 0, 2**31 - 1, integer=True, default=0),
+          "files": at_most_items("files", MAX_SET_IMAGES + 1),
+          "prompt_names": at_most_chars("the prompt names"), "templates": at_most_chars("the templates")}
+
+
+@handler("evaluate", checks=CHECKS, uploads=("files",))
+def evaluate(call: Call, source: str | None = None, n: float | None = None, seed: float | None = None,
+             split: str | None = None, label: str | None = None, files: list | None = None, dataset: str | None = None,
+             dataset_split: str | None = None, image_column: str | None = None, label_column: str | None = None,
+             caption_column: str | None = None, prompt_names: str | None = None, templates: str | None = None,
+             select_templates: bool | None = None, linear_probe: bool | None = None, model: str | None = None):
+    """Zero-shot evaluate CLIP on a labelled image set: accuracy, per-class table, confusion matrix, mistakes,
+    each prompt template alone vs the ensemble, forward selection of templates, and a few-shot linear probe.
+
+    Args:
+        source: "shapes world" (synthetic), "uploaded zip or files" or "datasets source".
+        n: images for the shapes world or rows of a dataset, 10 to 5,000 (default 1,000).
+        seed: picks the shapes-world samples or dataset rows, and the half/half split of selection and probe.
+        split: shapes-world split, "eval" (every colour-shape pair) or "train".
+        label: what a shapes-world image is labelled by: "shape", "colour", "colour × shape" or "style".
+        files: for "uploaded zip or files": one zip of class folders (or with a labels.csv), or images plus a
+            labels.csv (columns filename,label); at most 5,000 images.
+        dataset: a Hub dataset name or an allowed local folder, for "datasets source".
+        dataset_split: the dataset's split, e.g. "train".
+        image_column: the dataset's image column.
+        label_column: the dataset's label column (ClassLabel names become the class names).
+        caption_column: optional caption column of the dataset, for retrieval recall@K.
+        prompt_names: optional renames, one per line as 'set name = prompt name' (e.g. 'crane = crane (bird)').
+        templates: prompt templates, one per line, each with {} for the class name; omitted: the shapes-world templates.
+        select_templates: run greedy forward selection of templates on one half, scored on the other (default true).
+        linear_probe: fit few-shot linear probes (k = 1, 2, 4, 8, 16 per class, 3 draws, and all) beside zero-shot (default true).
+    """
+    cfg = call.config
+    model = model or cfg.default_model
+    spec, kind = set_spec(source, n, seed, split, label, files, dataset, dataset_split, image_column, label_column,
+                          caption_column)
+    tpl_text = templates if (templates or "").strip() else preset_text("templates", DEFAULT_TEMPLATES)
+    templates_ = parse_templates(tpl_text)
+    clip = call.model(model)
+    enc = encoded(call.ctx, clip, spec, call.progress, call.job)
+    _, classnames, _ = enc.task(kind)
+    names, notices = prompt_names_for(classnames, prompt_names or "")
+    if len(names) * len(templates_) > cfg.max_prompts:
+        raise UserInputError(f"{len(names)} classes x {len(templates_)} templates = {len(names) * len(templates_):,} "
+                             f"prompts; the limit is {cfg.max_prompts:,}: use fewer templates")
+    head, _ = call.ctx.services.zero_shot_head(clip, names, templates_, progress=call.report("encoding prompts", "prompts"))
+    notices += [x for x in (vocabulary_notice(clip.source, names),) if x]
+    e = evaluate_set(enc, kind, names, head.template_emb, templates_, clip.logit_scale, model,
+                     select_templates is not False, linear_probe is not False, spec.seed, notices,
+                     progress=study_reporter(call.job, call.progress))
+    wrong, right = galleries(e)
+    paths = write_downloads(e, scratch_folder("evaluate", cfg.upload_ttl_s))
+    picked = e.study.selection.chosen_templates if e.study.selection is not None else None
+    summary = summary_markdown(e)
+    return (summary, per_class_frame(e), confusion_figure(e), wrong, right, selection_markdown(e),
+            templates_frame(e), probe_figure(e), paths, result_data(e, for_page=True), picked,
+            matching_preset("templates", tpl_text), (model, summary))
+
+
+@handler("evaluate", turn=False)
+def model_changed(call: Call, shown=None, model: str | None = None):
+    """The session's model changed: the summary says whose study is shown (nothing is recomputed)."""
+    if shown is None:
+        return gr.skip()
+    kept_model, summary = shown
+    notice = model_notice(kept_model, model, call.config.default_model, "Evaluate")
+    return "  \n".join(x for x in (notice, summary) if x)
+
+
+@handler("evaluate", turn=False)
+def templates_preset_picked(call: Call, name: str):
+    """The text of a picked template preset ('custom' keeps the box)."""
+    return gr.skip() if name == CUSTOM else preset_text("templates", name)
+
+
+@handler("evaluate", turn=False)
+def templates_preset_of(call: Call, text: str | None):
+    """The template preset that a typed list equals, or 'custom'."""
+    return matching_preset("templates", text)
+
+
+@handler("evaluate", turn=False)
+def default_templates(call: Call):
+    """The default templates, for the box on page load (a multi-line default would break the API page's snippet)."""
+    return preset_text("templates", DEFAULT_TEMPLATES)
+
+
+@handler("evaluate", turn=False)
+def use_chosen(call: Call, picked: list | None = None, own: dict | None = None):
+    """The chosen templates into the zero-shot tab, as a preset of this session."""
+    if not picked:
+        gr.Warning("Run an evaluation with forward selection first: there are no chosen templates yet.")
+        return gr.skip(), gr.skip(), gr.skip()
+    text = "\n".join(picked)
+    name = f"chosen in Evaluate ({len(picked)})"
+    own = {**(own or {}), name: text}
+    gr.Info(f"The {len(picked)} chosen template(s) are in the zero-shot tab, as the preset '{name}'.")
+    choices = list(TEMPLATE_PRESETS) + list(own) + [CUSTOM]
+    return text, gr.Dropdown(choices=choices, value=name), own
 
 
 def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None, zs_preset: gr.Dropdown | None = None,
@@ -159,105 +245,25 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
     selection = gr.Markdown(label="Forward selection", elem_id="ev-selection")
     tpl_table = gr.Dataframe(headers=TEMPLATE_COLUMNS, label="Each template alone vs the ensemble", wrap=True,
                              elem_id="ev-templates-table")
-    use = gr.Button("Use the chosen templates in the zero-shot tab", elem_id="ev-use", visible=zs_templates is not None)
+    use = gr.Button("Use the chosen templates in the zero-shot tab", elem_id="ev-use",
+                    visible=None not in (zs_templates, zs_preset, zs_saved))
     probe_plot = gr.Plot(label="Zero-shot vs few-shot linear probe", elem_id="ev-probe")
     downloads = gr.File(label="Downloads: results (JSON, per-class and per-image CSV), chosen templates (.txt)",
                         file_count="multiple", elem_id="ev-downloads")
     with gr.Accordion("All numbers (JSON)", open=False):
         data = gr.JSON(label="All numbers (JSON)", elem_id="ev-json")
 
-    @user_errors
-    def evaluate(source: str | None = None, n: float | None = None, seed: float | None = None, split: str | None = None,
-                 label: str | None = None, files: list | None = None, dataset: str | None = None,
-                 dataset_split: str | None = None, image_column: str | None = None, label_column: str | None = None,
-                 caption_column: str | None = None, prompt_names: str | None = None, templates: str | None = None,
-                 select_templates: bool | None = None, linear_probe: bool | None = None, model: str | None = None,
-                 request: gr.Request = None, progress=gr.Progress()):
-        """Zero-shot evaluate CLIP on a labelled image set: accuracy, per-class table, confusion matrix, mistakes,
-        each prompt template alone vs the ensemble, forward selection of templates, and a few-shot linear probe.
-
-        Args:
-            source: "shapes world" (synthetic), "uploaded zip or files" or "datasets source".
-            n: images for the shapes world or rows of a dataset, 10 to 5,000 (default 1,000).
-            seed: picks the shapes-world samples or dataset rows, and the half/half split of selection and probe.
-            split: shapes-world split, "eval" (every colour-shape pair) or "train".
-            label: what a shapes-world image is labelled by: "shape", "colour", "colour × shape" or "style".
-            files: for "uploaded zip or files": one zip of class folders (or with a labels.csv), or images plus a labels.csv (columns filename,label); at most 5,000 images.
-            dataset: a Hub dataset name or an allowed local folder, for "datasets source".
-            dataset_split: the dataset's split, e.g. "train".
-            image_column: the dataset's image column.
-            label_column: the dataset's label column (ClassLabel names become the class names).
-            caption_column: optional caption column of the dataset, for retrieval recall@K.
-            prompt_names: optional renames, one per line as 'set name = prompt name' (e.g. 'crane = crane (bird)').
-            templates: prompt templates, one per line, each with {} for the class name; omitted: the shapes-world templates.
-            select_templates: run greedy forward selection of templates on one half, scored on the other (default true).
-            linear_probe: fit few-shot linear probes (k = 1, 2, 4, 8, 16 per class, 3 draws, and all) beside zero-shot (default true).
-        """
-        ctx.check_own_uploads(request, files)
-        spec, kind = set_spec(source, n, seed, split, label, files, dataset, dataset_split, image_column, label_column,
-                              caption_column)
-        renames = text(prompt_names, "the prompt names", cfg.max_text_chars)
-        tpl_text = text(templates, "the templates", cfg.max_text_chars)
-        tpl_text = tpl_text if tpl_text.strip() else preset_text("templates", DEFAULT_TEMPLATES)
-        templates_ = parse_templates(tpl_text)
-        with running(ctx, request, "evaluate") as job:
-            clip = get_model(ctx, model or "", progress)
-            enc = encoded(ctx, clip, spec, progress, job)
-            _, classnames, _ = enc.task(kind)
-            names, notices = prompt_names_for(classnames, renames)
-            if len(names) * len(templates_) > cfg.max_prompts:
-                raise UserInputError(f"{len(names)} classes x {len(templates_)} templates = {len(names) * len(templates_):,} "
-                                     f"prompts; the limit is {cfg.max_prompts:,}: use fewer templates")
-            head, _ = ctx.services.zero_shot_head(clip, names, templates_,
-                                                  progress=job.reporter(progress, "encoding prompts", "prompts"))
-            notices += [x for x in (vocabulary_notice(clip.source, names),) if x]
-            e = evaluate_set(enc, kind, names, head.template_emb, templates_, clip.logit_scale, model or clip.source,
-                             select_templates is not False, linear_probe is not False, spec.seed, notices,
-                             progress=study_reporter(job, progress))
-            wrong, right = galleries(e)
-            paths = write_downloads(e, downloads_folder(cfg.upload_ttl_s))
-        picked = e.study.selection.chosen_templates if e.study.selection is not None else None
-        return (summary_markdown(e), per_class_frame(e), confusion_figure(e), wrong, right, selection_markdown(e),
-                templates_frame(e), probe_figure(e), paths, result_data(e, for_page=True), picked,
-                matching_preset("templates", tpl_text))
-
+    shown = gr.State(None, time_to_live=3600)  # (model, summary) of the study on the page
     inputs = [source, n, seed, split, label, files, ds_name, ds_split, img_col, lbl_col, cap_col, renames, templates,
               select, probe, model_state]
     outputs = [summary, classes, confusion, mistakes, correct, selection, tpl_table, probe_plot, downloads, data, chosen,
-               tpl_preset]
-    checks = early_checks({1: lambda v: number(v if v is not None else DEFAULT_N, "N", MIN_N, MAX_SET_IMAGES, integer=True),
-                           2: lambda v: number(v or 0, "seed", 0, 2**31 - 1, integer=True),
-                           5: count_at_most(MAX_SET_IMAGES + 1, "files"),
-                           11: lambda v: text(v, "the prompt names", cfg.max_text_chars),
-                           12: lambda v: text(v, "the templates", cfg.max_text_chars)})
-    event = run.click(evaluate, inputs, outputs, api_name="evaluate", concurrency_id="evaluate",
-                      concurrency_limit=cfg.concurrency, show_progress_on=[summary], validator=checks)
+               tpl_preset, shown]
+    event = listen(ctx, run.click, evaluate, inputs, outputs, api_name="evaluate", concurrency_id="evaluate",
+                   concurrency_limit=cfg.concurrency, show_progress_on=[summary])
     stop_button(ctx, stop, "evaluate", [event])
-
-    @user_errors
-    def on_templates_preset(name):
-        return gr.skip() if name == CUSTOM else preset_text("templates", name)
-
-    tpl_preset.input(on_templates_preset, tpl_preset, templates, api_visibility="private", queue=False)
-    gr.on([templates.blur, templates.submit], lambda t: matching_preset("templates", t), templates, tpl_preset,
-          api_visibility="private", queue=False)
-    # the box starts empty (a multi-line default would break the API page's snippet) and is filled on page load
-    gr.on(None, lambda: preset_text("templates", DEFAULT_TEMPLATES), None, templates, api_visibility="private", queue=False)
-
-    if zs_templates is not None:
-        def use_chosen(picked, own):
-            if not picked:
-                gr.Warning("Run an evaluation with forward selection first: there are no chosen templates yet.")
-                return gr.skip(), gr.skip(), gr.skip()
-            text = "\n".join(picked)
-            name = f"chosen in Evaluate ({len(picked)})"
-            own = {**(own or {}), name: text}
-            gr.Info(f"The {len(picked)} chosen template(s) are in the zero-shot tab, as the preset '{name}'.")
-            choices = list(TEMPLATE_PRESETS) + list(own) + [CUSTOM]
-            return text, gr.Dropdown(choices=choices, value=name), own
-
-        if zs_preset is not None and zs_saved is not None:
-            use.click(use_chosen, [chosen, zs_saved], [zs_templates, zs_preset, zs_saved], api_visibility="private",
-                      queue=False)
-        else:
-            use.click(lambda p: use_chosen(p, {})[0], chosen, zs_templates, api_visibility="private", queue=False)
+    listen(ctx, model_state.change, model_changed, [shown, model_state], summary)
+    listen(ctx, tpl_preset.input, templates_preset_picked, [tpl_preset], templates)
+    listen(ctx, [templates.blur, templates.submit], templates_preset_of, [templates], tpl_preset)
+    listen(ctx, None, default_templates, [], templates)  # on page load
+    if None not in (zs_templates, zs_preset, zs_saved):
+        listen(ctx, use.click, use_chosen, [chosen, zs_saved], [zs_templates, zs_preset, zs_saved])

@@ -93,7 +93,8 @@ def new_state(request: MapRequest, pairs: Pairs, img, txt, prompts=None, prompt_
     i_np, t_np = np.asarray(img, np.float32), np.asarray(txt, np.float32)
     p_np = np.asarray(prompts, np.float32) if prompts is not None and len(prompts) else np.zeros((0, i_np.shape[1]), np.float32)
     return MapState(request, list(pairs.captions), list(pairs.names), list(pairs.labels or []),
-                    thumbnail_atlas(pairs.images, atlas_tile(len(pairs))), list(prompt_names or []), (i_np, t_np, p_np), gap_figures(i_np, t_np))
+                    thumbnail_atlas(pairs.images, atlas_tile(len(pairs))), list(prompt_names or []), (i_np, t_np, p_np),
+                    gap_figures(i_np, t_np))
 
 
 def coordinates(state: MapState, centred: bool) -> np.ndarray:
@@ -163,14 +164,6 @@ def projection_message(config: ProjectionConfig, points: int, what: str = "") ->
         text += (" · the first UMAP after a start compiles its kernels once (about 30 s on a fresh machine, "
                  "a few seconds from the disk cache); later maps skip this")
     return text
-
-
-INPUT_NAMES = ("source", "n", "seed", "split", "files", "dataset", "dataset_split", "image_column", "text_column",
-               "use_prompts", "method", "dims", "n_neighbors", "min_dist", "colour_by", "centred", "links",
-               "classnames_text", "templates_text", "model_name", "map_state")
-
-
-REQUEST_NAMES = tuple(k for k in INPUT_NAMES if k not in ("colour_by", "centred", "links", "map_state"))
 
 
 def map_request(ctx, model_name, source, n, seed, split, files, dataset, dataset_split, image_column, text_column,

@@ -5,39 +5,129 @@ projected with UMAP (cosine) or PCA to 2D/3D. Images are circles, captions diamo
 linked to its caption. The modality gap (Liang et al. 2022) is measured, and the map can be
 redrawn with each modality centred, which removes the gap.
 
-The session keeps its projected map in a `MapState` (gr.State). "Draw map" projects; colour-by and
-the links redraw from the state at once; centring projects the centred embeddings once per map and
-keeps them, so toggling back and forth is instant after the first time. Changing what the map is
-made of (set, model, prompts, method, dims, UMAP settings) marks the map stale until "Draw map".
+The session keeps its projected map in a `MapState` (gr.State; logic in demo/tabs/map/maps.py).
+"Draw map" projects; colour-by and the links redraw from the state at once; centring projects the
+centred embeddings once per map and keeps them, so toggling back and forth is instant after the
+first time. Changing what the map is made of (set, model, prompts, method, dims, UMAP settings)
+marks the map stale until "Draw map". The handlers take their inputs by name; the settings that
+make a map are `SETTINGS`.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from demo.inputs.checks import count_at_most, early_checks, number, text
+from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, encoded_set
-from demo.platform.contract import get_model, running, stop_button, user_errors
-from demo.tabs.map.maps import (
-    INPUT_NAMES,
-    REQUEST_NAMES,
-    gap_markdown,
-    map_data,
-    map_request,
-    new_state,
-    projection_message,
-    prompt_embeddings,
-    render,
-)
+from demo.platform.contract import Call, handler, listen, stop_button
+from demo.tabs.map.maps import gap_markdown, map_data, map_request, new_state, projection_message, prompt_embeddings, render
 from demo.tabs.shared.map_figure import COLOUR_BY
 from demo.tabs.shared.source_inputs import upload_and_dataset_inputs
+
+# what a map is made of: a change of any marks the drawn map stale (the model too)
+SETTINGS = ("source", "n", "seed", "split", "files", "dataset", "dataset_split", "image_column", "text_column",
+            "use_prompts", "method", "dims", "n_neighbors", "min_dist", "classnames_text", "templates_text", "model_name")
+CHECKS = {"n": in_range("N", 1, "max_map_pairs", integer=True, default=DEFAULT_SET.n),
+          "seed": in_range("seed", 0, 2**31 - 1, integer=True, default=0), "files": at_most_items("images"),
+          "dims": in_range("dims", 2, 3, integer=True, default=2),
+          "n_neighbors": in_range("n_neighbors", 2, 100, integer=True, default=15),
+          "min_dist": in_range("min_dist", 0, 0.99, default=0.1),
+          "classnames_text": at_most_chars("the class names"), "templates_text": at_most_chars("the templates")}
+NOT_DRAWN = "No map yet: pick a set and press **Draw map** (progress shows here)."
+
+
+@handler("map", checks=CHECKS, uploads=("files",))
+def embedding_map(call: Call, source=None, n=None, seed=None, split=None, files=None, dataset=None, dataset_split=None,
+                  image_column=None, text_column=None, use_prompts=None, method=None, dims=None, n_neighbors=None,
+                  min_dist=None, colour_by=None, centred=None, links=None, classnames_text=None, templates_text=None,
+                  model_name=None, map_state=None):
+    """Project a set of (image, caption) pairs to a 2D/3D map and measure the modality gap.
+
+    Args:
+        source: where the pairs come from: "shapes world", "uploaded images" or "datasets source".
+        n: number of pairs for the shapes world or a dataset (between the app's limits, 200 to 5,000 by default).
+        seed: seed that picks the shapes-world samples or the dataset rows.
+        split: shapes-world split, "eval" (every colour-shape pair) or "train".
+        files: image files, for source "uploaded images" (captions come from the file names).
+        dataset: a Hub dataset name or an allowed local folder, for source "datasets source".
+        dataset_split: the dataset's split, e.g. "train".
+        image_column: the dataset's image column.
+        text_column: the dataset's caption column.
+        use_prompts: also place the zero-shot class prompts (needs classnames_text and templates_text).
+        method: projection, "UMAP" (cosine) or "PCA".
+        dims: 2 or 3 dimensions.
+        n_neighbors: UMAP's n_neighbors, 2 to 100.
+        min_dist: UMAP's min_dist, 0 to 0.99.
+        colour_by: "modality" or a label of the pairs: shape, colour, combo, style, count, size, position, background, held_out.
+        centred: draw the map of the centred embeddings (each modality minus its mean: the gap removed).
+        links: draw a line from each image to its caption.
+        classnames_text: class names, one per line or comma-separated (the zero-shot tab's box).
+        templates_text: prompt templates, one per line, each with {} for the class name.
+
+    Returns the map (plotly), the gap report (Markdown) and the map data (JSON: gap figures raw
+    and centred, projection settings, every point's kind, pair index, caption and coordinates).
+    """
+    wanted, spec = map_request(call.ctx, model_name, source, n, seed, split, files, dataset, dataset_split,
+                               image_column, text_column, use_prompts, method, dims, n_neighbors, min_dist,
+                               classnames_text, templates_text)
+    if map_state is None or map_state.request != wanted:
+        clip = call.model(wanted.model)
+        pairs, img, txt = encoded_set(call.ctx, clip, spec, call.progress, call.job)
+        if use_prompts:
+            call.say(0.55, "encoding the class prompts")
+        p_emb, p_names = prompt_embeddings(call.ctx, clip, *wanted.prompts) if use_prompts else (None, None)
+        map_state = new_state(wanted, pairs, img.numpy(), txt.numpy(), None if p_emb is None else p_emb.numpy(), p_names)
+    if bool(centred) not in map_state.coords:
+        call.say(0.6, projection_message(wanted.config, 2 * map_state.n + len(map_state.prompt_names)))
+    fig = render(map_state, colour_by or "modality", bool(centred), links is not False)
+    call.check()
+    return fig, gap_markdown(map_state.gap, bool(centred)), map_data(map_state, bool(centred)), map_state
+
+
+@handler("map", turn=False)
+def redraw(call: Call, map_state=None, colour_by: str = "modality", centred: bool = False, links: bool = True):
+    """Recolour or toggle the links of the drawn map, from the session's state (no projection)."""
+    if map_state is None:
+        return gr.skip()
+    return render(map_state, colour_by, bool(centred), bool(links))
+
+
+def is_stale(call: Call, map_state, settings: dict) -> bool:
+    """Whether the drawn map was made of other settings (or another model) than the tab's now."""
+    try:
+        wanted, _ = map_request(call.ctx, **{k: settings.get(k) for k in SETTINGS})
+    except Exception:  # settings that cannot be drawn are not the drawn ones
+        return True
+    return wanted != map_state.request
+
+
+@handler("map")
+def centre(call: Call, map_state=None, colour_by: str = "modality", centred: bool = False, links: bool = True,
+           **settings):
+    """Show the raw or the centred map of the drawn set (projected once per map, then kept)."""
+    if map_state is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    on = bool(centred)
+    if on not in map_state.coords:
+        call.say(0.3, projection_message(map_state.request.config, 2 * map_state.n + len(map_state.prompt_names),
+                                         "centred " if on else "raw "))
+    fig = render(map_state, colour_by, on, bool(links))
+    return fig, gap_markdown(map_state.gap, on, is_stale(call, map_state, settings)), map_data(map_state, on), map_state
+
+
+@handler("map", turn=False)
+def mark(call: Call, map_state=None, centred: bool = False, **settings):
+    """Mark the drawn map stale (or not) after a change of what it is made of, the session's model included."""
+    if map_state is None:
+        return gr.skip()
+    return gap_markdown(map_state.gap, bool(centred), is_stale(call, map_state, settings))
 
 
 def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_box: gr.Textbox) -> None:
     """The embedding-map tab (uses the zero-shot tab's class names and templates if asked)."""
     cfg = ctx.config
     state = gr.State(None, time_to_live=3600)
-    status = gr.Markdown("", label="Progress", elem_id="map-status")  # progress shows here, at the top of the tab
+    status = gr.Markdown(NOT_DRAWN, label="Progress", elem_id="map-status")  # progress shows here, at the top of the tab
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             source = gr.Radio(list(SOURCES), value="shapes world", label="Set")
@@ -50,7 +140,7 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
             prompts = gr.Checkbox(False, label="add the zero-shot tab's class prompts")
         with gr.Column(scale=1, min_width=300):
             method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="Projection", elem_id="map-method")
-            dims = gr.Radio(["2", "3"], value="2", label="dimensions", elem_id="map-dims")
+            dims = gr.Radio([("2", 2), ("3", 3)], value=2, label="dimensions", elem_id="map-dims")
             neighbors = gr.Slider(2, 100, value=15, step=1, label="UMAP n_neighbors")
             min_dist = gr.Slider(0.0, 0.99, value=0.1, step=0.01, label="UMAP min_dist")
             colour_by = gr.Dropdown(list(COLOUR_BY), value="modality", label="colour by (redraws at once)",
@@ -66,108 +156,16 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
     with gr.Accordion("Map data (JSON): gap figures, settings, every point's coordinates", open=False):
         data = gr.JSON(label="All numbers (JSON)", elem_id="map-data")
 
-    @user_errors
-    def embedding_map(source=None, n=None, seed=None, split=None, files=None, dataset=None, dataset_split=None,
-                      image_column=None, text_column=None, use_prompts=None, method=None, dims=None, n_neighbors=None,
-                      min_dist=None, colour_by=None, centred=None, links=None, classnames_text=None, templates_text=None,
-                      model_name=None, map_state=None, request: gr.Request = None, progress=gr.Progress()):
-        """Project a set of (image, caption) pairs to a 2D/3D map and measure the modality gap.
-
-        Args:
-            source: where the pairs come from: "shapes world", "uploaded images" or "datasets source".
-            n: number of pairs for the shapes world or a dataset (between the app's limits, 200 to 5,000 by default).
-            seed: seed that picks the shapes-world samples or the dataset rows.
-            split: shapes-world split, "eval" (every colour-shape pair) or "train".
-            files: image files, for source "uploaded images" (captions come from the file names).
-            dataset: a Hub dataset name or an allowed local folder, for source "datasets source".
-            dataset_split: the dataset's split, e.g. "train".
-            image_column: the dataset's image column.
-            text_column: the dataset's caption column.
-            use_prompts: also place the zero-shot class prompts (needs classnames_text and templates_text).
-            method: projection, "UMAP" (cosine) or "PCA".
-            dims: "2" or "3" dimensions.
-            n_neighbors: UMAP's n_neighbors, 2 to 100.
-            min_dist: UMAP's min_dist, 0 to 0.99.
-            colour_by: "modality" or a label of the pairs: shape, colour, combo, style, count, size, position, background, held_out.
-            centred: draw the map of the centred embeddings (each modality minus its mean: the gap removed).
-            links: draw a line from each image to its caption.
-            classnames_text: class names, one per line or comma-separated (the zero-shot tab's box).
-            templates_text: prompt templates, one per line, each with {} for the class name.
-
-        Returns the map (plotly), the gap report (Markdown) and the map data (JSON: gap figures raw
-        and centred, projection settings, every point's kind, pair index, caption and coordinates).
-        """
-        ctx.check_own_uploads(request, files)
-        wanted, spec = map_request(ctx, model_name, source, n, seed, split, files, dataset, dataset_split,
-                                    image_column, text_column, use_prompts, method, dims, n_neighbors, min_dist,
-                                    classnames_text, templates_text)
-        if map_state is None or map_state.request != wanted:
-            clip = get_model(ctx, wanted.model, progress)
-            with running(ctx, request, "map") as job:
-                pairs, img, txt = encoded_set(ctx, clip, spec, progress, job)
-            p_emb, p_names = prompt_embeddings(ctx, clip, *wanted.prompts) if use_prompts else (None, None)
-            map_state = new_state(wanted, pairs, img.numpy(), txt.numpy(),
-                                  None if p_emb is None else p_emb.numpy(), p_names)
-        if bool(centred) not in map_state.coords and progress is not None:
-            progress(0.6, desc=projection_message(wanted.config, 2 * map_state.n + len(map_state.prompt_names)))
-        fig = render(map_state, colour_by or "modality", bool(centred), links is not False)
-        return fig, gap_markdown(map_state.gap, bool(centred)), map_data(map_state, bool(centred)), map_state
-
-    @user_errors
-    def redraw(map_state, colour_by, centred, links):
-        """Recolour or toggle the links of the drawn map, from the session's state (no projection)."""
-        if map_state is None:
-            return gr.skip()
-        return render(map_state, colour_by, bool(centred), bool(links))
-
-    def named(args) -> dict:  # the values of `inputs`, by their names in embedding_map's signature
-        return dict(zip(INPUT_NAMES, args))
-
-    def stale(kw: dict) -> bool:
-        try:
-            request, _ = map_request(ctx, **{k: kw[k] for k in REQUEST_NAMES})
-        except Exception:  # settings that cannot be drawn are not the drawn ones
-            return True
-        return request != kw["map_state"].request
-
-    @user_errors
-    def centre(*args, progress=gr.Progress()):
-        """Show the raw or the centred map of the drawn set (projected once per map, then kept)."""
-        kw = named(args)
-        map_state, on = kw["map_state"], bool(kw["centred"])
-        if map_state is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        if on not in map_state.coords and progress is not None:
-            progress(0.3, desc=projection_message(map_state.request.config, 2 * map_state.n + len(map_state.prompt_names),
-                                                  "centred " if on else "raw "))
-        fig = render(map_state, kw["colour_by"], on, bool(kw["links"]))
-        return fig, gap_markdown(map_state.gap, on, stale(kw)), map_data(map_state, on), map_state
-
-    def mark(*args):
-        """Mark the drawn map stale (or not) after a change of what it is made of."""
-        kw = named(args)
-        if kw["map_state"] is None:
-            return gr.skip()
-        return gap_markdown(kw["map_state"].gap, bool(kw["centred"]), stale(kw))
-
-    inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors,
-              min_dist, colour_by, centred, links, classnames_box, templates_box, model_state, state]
-    checks = early_checks({1: lambda v: number(v if v is not None else DEFAULT_SET.n, "N", 1, cfg.max_map_pairs, integer=True),
-                           2: lambda v: number(v or 0, "seed", 0, 2**31 - 1, integer=True),
-                           4: count_at_most(cfg.max_upload_images, "images"),
-                           12: lambda v: number(v if v is not None else 15, "n_neighbors", 2, 100, integer=True),
-                           13: lambda v: number(v if v is not None else 0.1, "min_dist", 0, 0.99),
-                           17: lambda v: text(v, "the class names", cfg.max_text_chars),
-                           18: lambda v: text(v, "the templates", cfg.max_text_chars)})
-    drawn = run.click(embedding_map, inputs, [plot, gap, data, state], api_name="embedding_map", concurrency_id="map",
-                      validator=checks,
-                      concurrency_limit=1, show_progress_on=[status, plot])
+    named = dict(source=source, n=n, seed=seed, split=split, files=files, dataset=ds_name, dataset_split=ds_split,
+                 image_column=img_col, text_column=txt_col, use_prompts=prompts, method=method, dims=dims,
+                 n_neighbors=neighbors, min_dist=min_dist, colour_by=colour_by, centred=centred, links=links,
+                 classnames_text=classnames_box, templates_text=templates_box, model_name=model_state, map_state=state)
+    drawn = listen(ctx, run.click, embedding_map, named, [plot, gap, data, state], api_name="embedding_map",
+                   concurrency_id="map", concurrency_limit=1, show_progress_on=[status, plot])
     # a dropdown fires .input twice for one pick (on the pick and again on blur); .select fires once
-    gr.on([colour_by.select, links.input], redraw, [state, colour_by, centred, links], plot, api_visibility="private",
-          concurrency_id="map_view", concurrency_limit=4)
-    centring = centred.input(centre, inputs, [plot, gap, data, state], api_visibility="private", concurrency_id="map",
-                             concurrency_limit=1, show_progress_on=[status, plot])
+    listen(ctx, [colour_by.select, links.input], redraw, named, [plot])
+    centring = listen(ctx, centred.input, centre, named, [plot, gap, data, state], concurrency_id="map",
+                      concurrency_limit=1, show_progress_on=[status, plot])
     stop_button(ctx, stop, "map", [drawn, centring])
     settings = (source, n, seed, split, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors, min_dist)
-    gr.on([c.input for c in settings] + [files.change], mark, inputs, gap, api_visibility="private",
-          concurrency_id="map_view", concurrency_limit=4, show_progress="hidden")
+    listen(ctx, [c.input for c in settings] + [files.change, model_state.change], mark, named, [gap])

@@ -126,7 +126,8 @@ class MatrixBatch:
     source: str
     thumbnails: list[str]
     blobs: list[bytes] = field(default_factory=list)
-    model: tuple = ()
+    model: tuple = ()  # the model key its embeddings belong to
+    model_name: str = ""  # the model (as the session names it) the batch was built with
     image_emb: torch.Tensor | None = None
     caption_emb: dict[str, torch.Tensor] = field(default_factory=dict)
     stale: bool = False

@@ -1,13 +1,13 @@
 """Search tab: index a set of images, query it by text, by an image, or both, and see why a hit matched.
 
-Indexing reuses the Embedding map's set building and encoding (demo.embedding_map.encoded_set), so
+Indexing reuses the Embedding map's set building and encoding (demo.inputs.pairs.encoded_set), so
 the same model and set hit the same cache entry in either tab; the session keeps a `SearchIndex`
 that refers to that entry's embeddings and thumbnails. A query ("this image, but blue": a text and
 an image mixed by a weight) is exact: one product over the whole index (core.search). The results
 are a gallery of the top-k with their cosines and ranks, the histogram of every image's cosine with
 the hits marked, and, for a picked hit, a saliency map of where it matches the query and the rank
-of its own caption. The view logic is in demo/search_view.py, the saliency drawing in
-demo/saliency_view.py.
+of its own caption. The view logic is in demo/tabs/search/index.py, the saliency drawing in
+demo/tabs/shared/saliency.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import gradio as gr
 
 from core.errors import UserInputError
 from core.saliency import DEFAULT_METHOD
-from demo.inputs.checks import count_at_most, early_checks, number, text
+from demo.inputs.checks import at_most_chars, at_most_items, in_range, number
 from demo.inputs.images import open_image
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, SourceSpec, encoded_set, set_key
-from demo.platform.contract import get_model, running, stop_button, user_errors
+from demo.platform.contract import Call, handler, listen, stop_button
 from demo.platform.gpu import embed_images, embed_texts
 from demo.platform.services import model_key
 from demo.tabs.search.index import (
@@ -38,17 +38,9 @@ from demo.tabs.search.index import (
     retrieval_numbers,
     run_query,
 )
-from demo.tabs.shared.saliency import (
-    DEFAULT_OPACITY,
-    build_saliency_tool,
-    compute,
-    method_dropdown,
-    opacity_slider,
-    overlay,
-    reblend,
-    saliency_data,
-    saliency_note,
-)
+from demo.tabs.shared.saliency import DEFAULT_OPACITY, compute, overlay, saliency_data, saliency_note
+from demo.tabs.shared.saliency_panels import OPACITY, build_saliency_tool, method_dropdown, opacity_slider, reblend
+from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.source_inputs import upload_and_dataset_inputs
 
 MIN_N, MAX_N = 10, 10_000  # the map draws at most 5,000 pairs; search indexes twice as many
@@ -108,9 +100,147 @@ def same_model(index: SearchIndex, clip) -> None:
                              "this session's model has changed: press Index to index the set again")
 
 
+INDEX_CHECKS = {"n": in_range("N", MIN_N, MAX_N, integer=True, default=DEFAULT_SET.n),
+                "seed": in_range("seed", 0, 2**31 - 1, integer=True, default=0), "files": at_most_items("images")}
+
+
+@handler("search", checks=INDEX_CHECKS, uploads=("files",))
+def search_index(call: Call, source: str = DEFAULT_SET.source, n: float = DEFAULT_SET.n, seed: float = 0, split: str = "eval",
+                 files: list | None = None, dataset: str | None = None, dataset_split: str = "train",
+                 image_column: str = "image", text_column: str = "text", model_name: str | None = None):
+    """Index a set of images for search (encoded once per model and set, and cached).
+
+    Args:
+        source: "shapes world", "uploaded images" or "datasets source".
+        n: how many images for the shapes world or a dataset, 10 to 10,000.
+        seed: the seed that picks the shapes-world samples or the dataset rows.
+        split: the shapes-world split, "eval" (every colour-shape pair) or "train".
+        files: image files, for source "uploaded images" (at most 64).
+        dataset: a Hub dataset name or an allowed local folder, for source "datasets source".
+        dataset_split: the dataset's split, e.g. "train".
+        image_column: the dataset's image column.
+        text_column: the dataset's caption column.
+
+    Returns the index status and, for sets with captions (shapes world, datasets), retrieval
+    R@1/5/10 both ways. The index stays in the session for the search and search_hit endpoints.
+    """
+    spec = index_spec(source, n, seed, split, files, dataset, dataset_split, image_column, text_column)
+    clip = call.model(model_name)
+    index = build_index(call.ctx, clip, model_name or call.config.default_model, spec, call.progress, call.job)
+    return index_markdown(index), retrieval_markdown(index), index
+
+
+SEARCH_CHECKS = {"text_query": at_most_chars("the query", QUERY_MAX_CHARS), "k": in_range("top-k", 1, MAX_K, integer=True, default=12),
+                 "text_weight": in_range("the text weight", 0, 1, default=0.5)}
+
+
+@handler("search", checks=SEARCH_CHECKS, uploads=("image",))
+def search(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None, text_weight: float = 0.5, k: float = 12,
+           model_name: str | None = None, index: SearchIndex | None = None):
+    """Search the indexed images by a text, an image, or both ("this image, but blue"); exact, over the whole index.
+
+    Args:
+        text_query: the text to search for, e.g. "a red circle"; empty for an image-only query.
+        image: a query image file (optional); with a text, the query mixes both.
+        text_weight: with both a text and an image, the text's weight in the query, 0 to 1 (1 = text only).
+        k: how many hits to return, 1 to 50.
+
+    Without an index in the session, the default set (500 shapes-world images) is indexed first.
+    Returns the top-k gallery (captions: rank · cosine), the histogram of every indexed
+    image's cosine with the query, a summary, and JSON (every hit's rank, index, name, caption and
+    cosine; the histogram's counts and edges; timings).
+    """
+    t0 = time.perf_counter()
+    words = (text_query or "").strip()
+    if not words and not image:
+        raise UserInputError("give a text, an image, or both to search with")
+    clip = call.model(model_name)
+    notice = ""
+    if index is None:
+        index = build_index(call.ctx, clip, model_name or call.config.default_model, DEFAULT_SET, call.progress, call.job)
+        notice = f"Nothing was indexed, so the default set was: {index_markdown(index)}  \n"
+        t0 = time.perf_counter()  # the query's own time starts now
+    same_model(index, clip)
+    t1 = time.perf_counter()
+    t_emb = embed_texts(clip, [words])[0] if words else None
+    i_emb = embed_images(clip, [open_image(image)])[0] if image else None
+    encode_ms = 1000 * (time.perf_counter() - t1)
+    results, sims = run_query(index, t_emb, i_emb, text_weight, k, words)
+    results.timings_ms["encode_query"] = encode_ms
+    counts, edges = cosine_counts(sims)
+    items, fig = gallery_items(index, results), histogram_figure(counts, edges, results, index.n)
+    data = results_data(index, results, counts, edges)
+    results.timings_ms["handler"] = 1000 * (time.perf_counter() - t0)  # all of this handler's work
+    data["timings_ms"]["handler"] = round(results.timings_ms["handler"], 2)
+    summary = notice + results_markdown(index, results, results.timings_ms["handler"])
+    return items, fig, summary, data, results, index
+
+
+@handler("saliency", checks={"opacity": OPACITY})
+def search_hit(call: Call, rank: float = 1, method: str = DEFAULT_METHOD, opacity: float = DEFAULT_OPACITY,
+               model_name: str | None = None, index: SearchIndex | None = None, results=None):
+    """Explain one hit of the last search: where in its image it matches the query, and its caption's rank.
+
+    Args:
+        rank: the hit's rank in the last search, 1 = the best.
+        method: saliency method, "relevance" (the default), "patch_text", "rollout" or "centre".
+        opacity: the heatmap's opacity where the map peaks, 0 to 1 (lower values cover less).
+
+    Returns the saliency overlay (the map of the query embedding over the hit's image), a summary
+    (its cosine and, for captioned sets, the rank of its own caption among all captions and the
+    captions closest to it), and the map as JSON (grid, values, peak).
+    """
+    if results is None or index is None or results.set_key != index.set_key:
+        raise UserInputError("search first, then pick a hit")
+    rank = number(rank if rank is not None else 1, "rank", 1, len(results.hits), integer=True)
+    i = results.hits[rank - 1]
+    clip = call.model(model_name)
+    same_model(index, clip)
+    view = compute(clip, hit_image(index, i), results.query, method, f"the query ({results.describe()})", index.names[i])
+    return (overlay(view, opacity), hit_markdown(index, results, rank) + "  \n" + saliency_note(view),
+            saliency_data(view), view)
+
+
+@handler("saliency", checks={"opacity": OPACITY})
+def rehit(call: Call, rank: float = 1, method: str = DEFAULT_METHOD, opacity: float = DEFAULT_OPACITY,
+          model_name: str | None = None, index: SearchIndex | None = None, results=None, shown=None):
+    """The picked hit again with another method (nothing to do before a hit is shown)."""
+    if shown is None or results is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return search_hit(call, rank, method, opacity, model_name, index, results)
+
+
+@handler("search", turn=False)
+def after_index(call: Call):
+    """A new index: the last results and the hit panel no longer apply."""
+    return None, [], None, None, "", NOT_YET, None, None, None
+
+
+@handler("search", turn=False)
+def after_search(call: Call, index: SearchIndex | None = None):
+    """The status line (the query may have indexed the default set) and a fresh hit panel."""
+    if index is None:
+        return [gr.skip()] * 6
+    return index_markdown(index), retrieval_markdown(index), None, NOT_YET, None, None
+
+
+@handler("search", turn=False)
+def picked_hit(call: Call, evt: gr.SelectData):
+    """The rank of the clicked gallery item."""
+    return evt.index + 1
+
+
+@handler("search", turn=False)
+def model_changed(call: Call, index: SearchIndex | None = None, model: str | None = None):
+    """The session's model changed: the index status says whose index is kept (nothing is re-indexed)."""
+    if index is None:
+        return gr.skip()
+    notice = model_notice(index.model, model, call.config.default_model, "Index")
+    return "  \n".join(x for x in (notice, index_markdown(index)) if x)
+
+
 def build_tab(ctx, model_state: gr.State) -> None:
     """The Search tab."""
-    cfg = ctx.config
     index_state = gr.State(None, time_to_live=3600)
     results_state = gr.State(None, time_to_live=3600)
     hit_view = gr.State(None, time_to_live=3600)
@@ -160,148 +290,21 @@ def build_tab(ctx, model_state: gr.State) -> None:
     with gr.Accordion("Where does a text match in any image? (the /saliency endpoint)", open=False):
         build_saliency_tool(ctx, model_state)
 
-    @user_errors
-    def search_index(source: str = DEFAULT_SET.source, n: float = DEFAULT_SET.n, seed: float = 0, split: str = "eval",
-                     files: list | None = None, dataset: str | None = None, dataset_split: str = "train",
-                     image_column: str = "image", text_column: str = "text", model_name: str | None = None,
-                     request: gr.Request = None, progress=gr.Progress()):
-        """Index a set of images for search (encoded once per model and set, and cached).
-
-        Args:
-            source: "shapes world", "uploaded images" or "datasets source".
-            n: how many images for the shapes world or a dataset, 10 to 10,000.
-            seed: the seed that picks the shapes-world samples or the dataset rows.
-            split: the shapes-world split, "eval" (every colour-shape pair) or "train".
-            files: image files, for source "uploaded images" (at most 64).
-            dataset: a Hub dataset name or an allowed local folder, for source "datasets source".
-            dataset_split: the dataset's split, e.g. "train".
-            image_column: the dataset's image column.
-            text_column: the dataset's caption column.
-
-        Returns the index status and, for sets with captions (shapes world, datasets), retrieval
-        R@1/5/10 both ways. The index stays in the session for the search and search_hit endpoints.
-        """
-        ctx.check_own_uploads(request, files)
-        spec = index_spec(source, n, seed, split, files, dataset, dataset_split, image_column, text_column)
-        clip = get_model(ctx, model_name or "", progress)
-        with running(ctx, request, "search") as job:
-            index = build_index(ctx, clip, model_name or cfg.default_model, spec, progress, job)
-        return index_markdown(index), retrieval_markdown(index), index
-
-    @user_errors
-    def search(text_query: str = DEFAULT_QUERY, image: str | None = None, text_weight: float = 0.5, k: float = 12,
-               model_name: str | None = None, index: SearchIndex | None = None, request: gr.Request = None,
-               progress=gr.Progress()):
-        """Search the indexed images by a text, an image, or both ("this image, but blue"); exact, over the whole index.
-
-        Args:
-            text_query: the text to search for, e.g. "a red circle"; empty for an image-only query.
-            image: a query image file (optional); with a text, the query mixes both.
-            text_weight: with both a text and an image, the text's weight in the query, 0 to 1 (1 = text only).
-            k: how many hits to return, 1 to 50.
-
-        Without an index in the session, the default set (500 shapes-world images) is indexed first.
-        Returns the top-k gallery (captions: rank · cosine), the histogram of every indexed
-        image's cosine with the query, a summary, and JSON (every hit's rank, index, name, caption and
-        cosine; the histogram's counts and edges; timings).
-        """
-        t0 = time.perf_counter()
-        ctx.check_own_uploads(request, image)
-        words = text(text_query, "the query", QUERY_MAX_CHARS).strip()
-        k = number(k, "top-k", 1, MAX_K, integer=True)
-        w = number(text_weight if text_weight is not None else 0.5, "the text weight", 0, 1)
-        if not words and not image:
-            raise UserInputError("give a text, an image, or both to search with")
-        with running(ctx, request, "search") as job:
-            clip = get_model(ctx, model_name or "")
-            notice = ""
-            if index is None:
-                index = build_index(ctx, clip, model_name or cfg.default_model, DEFAULT_SET, progress, job)
-                notice = f"Nothing was indexed, so the default set was: {index_markdown(index)}  \n"
-                t0 = time.perf_counter()  # the query's own time starts now
-            same_model(index, clip)
-            t1 = time.perf_counter()
-            t_emb = embed_texts(clip, [words])[0] if words else None
-            i_emb = embed_images(clip, [open_image(image)])[0] if image else None
-            encode_ms = 1000 * (time.perf_counter() - t1)
-            results, sims = run_query(index, t_emb, i_emb, w, k, words)
-        results.timings_ms["encode_query"] = encode_ms
-        counts, edges = cosine_counts(sims)
-        items, fig = gallery_items(index, results), histogram_figure(counts, edges, results, index.n)
-        data = results_data(index, results, counts, edges)
-        results.timings_ms["handler"] = 1000 * (time.perf_counter() - t0)  # all of this handler's work
-        data["timings_ms"]["handler"] = round(results.timings_ms["handler"], 2)
-        summary = notice + results_markdown(index, results, results.timings_ms["handler"])
-        return items, fig, summary, data, results, index
-
-    @user_errors
-    def search_hit(rank: float = 1, method: str = DEFAULT_METHOD, opacity: float = DEFAULT_OPACITY,
-                   model_name: str | None = None, index: SearchIndex | None = None, results=None, request: gr.Request = None):
-        """Explain one hit of the last search: where in its image it matches the query, and its caption's rank.
-
-        Args:
-            rank: the hit's rank in the last search, 1 = the best.
-            method: saliency method, "relevance" (the default), "patch_text", "rollout" or "centre".
-            opacity: the heatmap's opacity where the map peaks, 0 to 1 (lower values cover less).
-
-        Returns the saliency overlay (the map of the query embedding over the hit's image), a summary
-        (its cosine and, for captioned sets, the rank of its own caption among all captions and the
-        captions closest to it), and the map as JSON (grid, values, peak).
-        """
-        if results is None or index is None or results.set_key != index.set_key:
-            raise UserInputError("search first, then pick a hit")
-        rank = number(rank if rank is not None else 1, "rank", 1, len(results.hits), integer=True)
-        i = results.hits[rank - 1]
-        with running(ctx, request, "saliency"):
-            clip = get_model(ctx, model_name or "")
-            same_model(index, clip)
-            view = compute(clip, hit_image(index, i), results.query, method, f"the query ({results.describe()})",
-                           index.names[i])
-        return (overlay(view, opacity), hit_markdown(index, results, rank) + "  \n" + saliency_note(view),
-                saliency_data(view), view)
-
-    @user_errors
-    def rehit(rank, method_name, opacity_value, model_name, index, results, shown, request: gr.Request = None):
-        """The picked hit again with another method (nothing to do before a hit is shown)."""
-        if shown is None or results is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return search_hit(rank, method_name, opacity_value, model_name, index, results, request)
-
-    def after_index():  # a new index: the last results and the hit panel no longer apply
-        return None, [], None, None, "", NOT_YET, None, None, None
-
-    def after_search(index):  # the status line (the query may have indexed the default set) and a fresh hit panel
-        if index is None:
-            return [gr.skip()] * 6
-        return index_markdown(index), retrieval_markdown(index), None, NOT_YET, None, None
-
     index_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, model_state]
-    indexing = index_btn.click(search_index, index_inputs, [status, retrieval, index_state],
-                               api_name="search_index", concurrency_id="search_index", concurrency_limit=2,
-                               show_progress_on=[status], validator=early_checks({
-                                   1: lambda v: number(v if v is not None else DEFAULT_SET.n, "N", MIN_N, MAX_N, integer=True),
-                                   2: lambda v: number(v or 0, "seed", 0, 2**31 - 1, integer=True),
-                                   4: count_at_most(cfg.max_upload_images, "images")}))
-    indexing.success(after_index, None, [results_state, gallery, histogram, data, info, hit_info, hit_picture, hit_data,
-                                         hit_view], api_visibility="private", queue=False)
+    indexing = listen(ctx, index_btn.click, search_index, index_inputs, [status, retrieval, index_state],
+                      api_name="search_index", concurrency_id="search_index", concurrency_limit=2,
+                      show_progress_on=[status])
+    listen(ctx, indexing.success, after_index, [], [results_state, gallery, histogram, data, info, hit_info, hit_picture,
+                                                    hit_data, hit_view])
     stop_button(ctx, stop, "search", [indexing])
-    search_io = dict(inputs=[query, query_image, weight, k, model_state, index_state],
-                     outputs=[gallery, histogram, info, data, results_state, index_state],
-                     concurrency_id="inference", concurrency_limit=cfg.inference_threads(), show_progress_on=[gallery, info])
-    checks = early_checks({0: lambda v: text(v, "the query", QUERY_MAX_CHARS),
-                           2: lambda v: number(v if v is not None else 0.5, "the text weight", 0, 1),
-                           3: lambda v: number(v, "top-k", 1, MAX_K, integer=True)})
-    searching = gr.on([run.click, query.submit], search, api_name="search", validator=checks, **search_io)
-    searching.success(after_search, index_state, [status, retrieval, hit_picture, hit_info, hit_data, hit_view],
-                      api_visibility="private", queue=False)
-
-    def pick(evt: gr.SelectData):
-        return evt.index + 1
-
-    hit_io = dict(inputs=[hit_rank, method, opacity, model_state, index_state, results_state],
-                  outputs=[hit_picture, hit_info, hit_data, hit_view], concurrency_id="inference",
-                  concurrency_limit=cfg.inference_threads(), show_progress_on=[hit_picture])
-    gallery.select(pick, None, hit_rank, api_visibility="private", queue=False).then(
-        search_hit, api_name="search_hit", **hit_io)
-    method.input(rehit, **{**hit_io, "inputs": hit_io["inputs"] + [hit_view]}, api_visibility="private")
-    opacity.release(reblend, [hit_view, opacity], hit_picture, api_visibility="private", queue=False)
+    searching = listen(ctx, [run.click, query.submit], search, [query, query_image, weight, k, model_state, index_state],
+                       [gallery, histogram, info, data, results_state, index_state], api_name="search",
+                       show_progress_on=[gallery, info])
+    listen(ctx, searching.success, after_search, [index_state], [status, retrieval, hit_picture, hit_info, hit_data, hit_view])
+    hit_inputs = [hit_rank, method, opacity, model_state, index_state, results_state]
+    hit_outputs = [hit_picture, hit_info, hit_data, hit_view]
+    picked = listen(ctx, gallery.select, picked_hit, [], hit_rank)
+    listen(ctx, picked.then, search_hit, hit_inputs, hit_outputs, api_name="search_hit", show_progress_on=[hit_picture])
+    listen(ctx, method.input, rehit, hit_inputs + [hit_view], hit_outputs, show_progress_on=[hit_picture])
+    listen(ctx, opacity.release, reblend, [hit_view, opacity], hit_picture)
+    listen(ctx, model_state.change, model_changed, [index_state, model_state], status)

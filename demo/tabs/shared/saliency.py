@@ -8,14 +8,14 @@ opacity slider re-blends without running the model again.
 
 Three places use it: the Search tab's selected hit (for the query), the zero-shot tab's accordion
 "Where does the model look?" (for a class's template ensemble), and the /saliency endpoint (any image
-and text), whose panel sits in the Search tab.
+and text), whose panel sits in the Search tab. The panels are in saliency_panels.py; this module
+has no Gradio import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gradio as gr
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -23,15 +23,11 @@ from PIL import Image, ImageDraw
 from core.errors import UserInputError
 from core.pointing import refined_peaks
 from core.saliency import DEFAULT_METHOD, METHODS, TEXT_FREE_METHODS, saliency_map, to_unit, upsample
-from core.zeroshot import ensemble_head, template_embeddings
-from demo.inputs.checks import text as checked_text
-from demo.inputs.images import display_name, open_image
 from demo.platform.config import EXAMPLES_DIR
-from demo.platform.contract import get_model, running, user_errors
-from demo.platform.gpu import ZERO_GPU, _resolve, embed_texts, on_gpu
-from demo.platform.services import model_key
+from demo.platform.gpu import ZERO_GPU, _resolve, on_gpu
 
-METHOD_INFO = {"relevance": "gradient-weighted attention relevance (Chefer et al.): the default, best of the text-dependent maps in our pointing game",
+METHOD_INFO = {"relevance": "gradient-weighted attention relevance (Chefer et al.): the default, "
+                            "best of the text-dependent maps in our pointing game",
                "patch_text": "each patch token's cosine with the text (cheap; weak on CLIP)",
                "rollout": "attention rollout: ignores the text (where the model looks at all)",
                "centre": "a centre bump: the baseline any map must beat"}
@@ -150,148 +146,3 @@ def saliency_note(view: SaliencyView) -> str:
             f"({g} × {g}), scaled to [0, 1] for this image: **pale yellow = most**, through red and purple, to "
             "uncoloured = least. The ring marks its peak, located within the patch from its neighbours (the "
             "pointing game's peak). The image is the square the model sees (photos are centre-cropped).")
-
-
-def method_dropdown(elem_id: str) -> gr.Dropdown:
-    """The method picker, relevance first."""
-    return gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="saliency method", elem_id=elem_id,
-                       info="relevance is the default (pointing game: 88% of its peaks on the named object)")
-
-
-def opacity_slider(elem_id: str) -> gr.Slider:
-    return gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity",
-                     info="at the map's peak; lower values cover less", elem_id=elem_id)
-
-
-def reblend(view, opacity):
-    """Redraw an overlay at another opacity (no model call); nothing to do before a map exists."""
-    return gr.skip() if view is None else overlay(view, opacity)
-
-
-def class_choices(scores) -> tuple[list[tuple[str, str]], str]:
-    """The zero-shot classes ranked by the first image's probability (at the model's scale): choices and the top one."""
-    probs = (scores.model_scale * scores.cosines[0]).softmax(-1)  # [C]
-    order = probs.argsort(descending=True).tolist()[:200]
-    return [(f"{scores.classnames[j]} · {float(probs[j]):.0%}", scores.classnames[j]) for j in order], scores.classnames[order[0]]
-
-
-def class_vector(ctx, clip, scores, class_name: str) -> torch.Tensor:
-    """A class's template ensemble [D]: its row of the zero-shot head when that is still in the services'
-    memory cache, else encoded now from its templates alone (a few prompts; no new cache entry)."""
-    cached = ctx.services.heads.get((model_key(clip), tuple(scores.classnames), tuple(scores.templates)))
-    if cached is not None:
-        return cached.head[cached.classnames.index(class_name)]
-    return ensemble_head(template_embeddings(clip, [class_name], list(scores.templates), encode=embed_texts))[0]
-
-
-def build_zero_shot_saliency(ctx, model_state: gr.State, image: gr.Image, files: gr.File, scores: gr.State) -> None:
-    """The zero-shot tab's accordion "Where does the model look?": the saliency of the top class (or a
-    picked one) for the first image, for the class's template ensemble (the vector that scored it).
-    It is computed only while the accordion is open: on opening, after each classification, and on a pick."""
-    is_open, view = gr.State(False), gr.State(None, time_to_live=3600)
-    with gr.Accordion("Where does the model look? (saliency of a class on the first image)", open=False,
-                      elem_id="zs-saliency") as accordion:
-        with gr.Row():
-            with gr.Column(scale=1, min_width=260):
-                classname = gr.Dropdown([], label="class (ranked by probability)", elem_id="zs-sal-class")
-                method = method_dropdown("zs-sal-method")
-                opacity = opacity_slider("zs-sal-opacity")
-                note = gr.Markdown("Classify an image first; the map of its top class shows here.", label="About the map",
-                                   elem_id="zs-sal-note")
-            with gr.Column(scale=1, min_width=260):
-                picture = gr.Image(None, type="pil", label="saliency over the image", interactive=False, height=340,
-                                   elem_id="zs-sal-image", buttons=["download"])
-
-    def first_image(image_path, file_list):
-        items = ([image_path] if image_path else []) + list(file_list or [])
-        return items[0] if items else None
-
-    @user_errors
-    def show(scores_, image_path, file_list, class_name, method_name, opacity_value, model_name, opened,
-             request: gr.Request = None):
-        if not opened or scores_ is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        first = first_image(image_path, file_list)
-        if first is None or display_name(first) != scores_.names[0]:
-            return gr.skip(), "The image changed since it was classified: press **Classify** first.", gr.skip()
-        class_name = class_name if class_name in scores_.classnames else class_choices(scores_)[1]
-        ctx.check_own_uploads(request, first)
-        with running(ctx, request, "zero_shot_saliency"):
-            clip = get_model(ctx, model_name or "")
-            v = compute(clip, open_image(first), class_vector(ctx, clip, scores_, class_name), method_name,
-                        f'the class "{class_name}" (its {len(scores_.templates)}-template ensemble)', scores_.names[0])
-        return overlay(v, opacity_value), saliency_note(v), v
-
-    def refresh(scores_, image_path, file_list, method_name, opacity_value, model_name, opened,
-                request: gr.Request = None):
-        """After a classification: the ranked classes, and (only while open) the top class's map. It skips
-        Gradio's queue, so a classification with the accordion closed still sends one queued request;
-        the work, when there is any, still waits for its fair turn (demo/fair.py) inside `show`."""
-        if scores_ is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        choices, top = class_choices(scores_)
-        if not opened:  # drawn on opening, for this classification
-            return gr.Dropdown(choices=choices, value=top), None, "Open to see the map of the top class.", None
-        shown = show(scores_, image_path, file_list, top, method_name, opacity_value, model_name, opened, request)
-        return (gr.Dropdown(choices=choices, value=top), *(shown if isinstance(shown, tuple) else [gr.skip()] * 3))
-
-    io = dict(inputs=[scores, image, files, classname, method, opacity, model_state, is_open], outputs=[picture, note, view],
-              api_visibility="private", concurrency_id="inference", concurrency_limit=ctx.config.inference_threads(),
-              show_progress_on=[picture])
-    scores.change(refresh, [scores, image, files, method, opacity, model_state, is_open], [classname, picture, note, view],
-                  api_visibility="private", queue=False)
-    accordion.expand(lambda: True, None, is_open, api_visibility="private", queue=False).then(show, **io)
-    accordion.collapse(lambda: False, None, is_open, api_visibility="private", queue=False)
-    gr.on([classname.input, method.input], show, **io)
-    opacity.release(reblend, [view, opacity], picture, api_visibility="private", queue=False)
-
-
-def build_saliency_tool(ctx, model_state: gr.State) -> None:
-    """A panel for any image and text, which is also the /saliency endpoint (an MCP tool)."""
-    view = gr.State(None, time_to_live=3600)
-    with gr.Row():
-        with gr.Column(scale=1, min_width=260):
-            image = gr.Image(EXAMPLE if EXAMPLE.is_file() else None, type="filepath", label="image", height=240,
-                             elem_id="sal-image-in", sources=["upload", "clipboard"])
-            query = gr.Textbox(EXAMPLE_TEXT, label="text to locate", max_lines=2, elem_id="sal-text")
-            method = method_dropdown("sal-method")
-            opacity = opacity_slider("sal-opacity")
-            run = gr.Button("Show where it matches", variant="primary", elem_id="sal-run")
-        with gr.Column(scale=1, min_width=260):
-            picture = gr.Image(None, type="pil", label="saliency over the image", interactive=False, height=340,
-                               elem_id="sal-image-out", buttons=["download"])
-            note = gr.Markdown(label="About the map", elem_id="sal-note")
-            with gr.Accordion("The map (JSON)", open=False):
-                data = gr.JSON(label="saliency map (JSON)", elem_id="sal-json")
-
-    @user_errors
-    def saliency(image: str | None = None, text: str = EXAMPLE_TEXT, method: str = DEFAULT_METHOD,
-                 opacity: float = DEFAULT_OPACITY, model_name: str | None = None, request: gr.Request = None):
-        """Where in an image does a text match? A saliency heatmap over the image, and the map itself.
-
-        Args:
-            image: an image file (path or URL).
-            text: the text to locate, e.g. "a purple star" (ignored by the text-free methods rollout and centre).
-            method: "relevance" (gradient-weighted attention relevance, the default), "patch_text", "rollout" or "centre".
-            opacity: the heatmap's opacity where the map peaks, 0 to 1 (lower values cover less).
-
-        Returns the overlay (the square the model sees, photos centre-cropped) and the map as JSON:
-        method, grid [g, g] (the model's patch grid), min, max, peak cell and every value (row 0 at the top).
-        """
-        if not image:
-            raise UserInputError("no image: upload or paste one first")
-        ctx.check_own_uploads(request, image)
-        words = checked_text(text, "the text", MAX_TEXT_CHARS).strip()
-        if not words and method not in TEXT_FREE_METHODS:
-            raise UserInputError("type a text to locate in the image")
-        with running(ctx, request, "saliency"):
-            clip = get_model(ctx, model_name or "")
-            v = compute(clip, open_image(image), words, method, f'the text "{words}"' if words else "the image",
-                        display_name(image))
-        return overlay(v, opacity), saliency_note(v), saliency_data(v), v
-
-    gr.on([run.click, query.submit], saliency, [image, query, method, opacity, model_state], [picture, note, data, view],
-          api_name="saliency", concurrency_id="inference", concurrency_limit=ctx.config.inference_threads(),
-          show_progress_on=[picture])
-    opacity.release(reblend, [view, opacity], picture, api_visibility="private", queue=False)
-

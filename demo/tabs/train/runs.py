@@ -195,6 +195,35 @@ class TrainRuns:
             raise UserInputError("the run has no weights yet: wait for its first steps")
         return ckpt
 
+    def stable_weights(self, run: TrainRun, keep: int = 4) -> Path:
+        """A folder of the run's weights now that nothing prunes while the run lives: a copy of
+        `current_weights` in runs/app-<id>/exports/step-<N> (the trainer prunes checkpoints/ and
+        rewrites current/, so a session pointed at either would later find other weights, or none).
+        The `keep` latest exports stay; all go with the run's folder."""
+        folder = self.current_weights(run)
+        step = run.recorder.view().last_step
+        exports = run.run_dir / "exports"
+        dest = exports / f"step-{max(step, 0):07d}"
+        if not (dest / "config.json").is_file():
+            exports.mkdir(parents=True, exist_ok=True)
+            tmp = exports / f".tmp-{secrets.token_hex(4)}"
+            tmp.mkdir()
+            for path in Path(folder).iterdir():
+                if path.is_file() and path.suffix in (".json", ".safetensors", ".txt"):
+                    shutil.copy2(path, tmp / path.name)
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+        for old in sorted(p for p in exports.iterdir() if p.name.startswith("step-"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return dest
+
+    @classmethod
+    def from_config(cls, config) -> "TrainRuns":
+        """The app's runs, with the limits of an AppConfig."""
+        return cls(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
+                   60 * config.train_idle_minutes, chunked=config.train_chunk_s > 0,
+                   chunk_seconds=config.train_chunk_s or None)
+
     def _pump(self) -> None:
         """Start queued runs while places are free."""
         with self._lock:

@@ -2,14 +2,14 @@
 clustering, the zero-shot curves rising.
 
 Handlers are thin: they build a `TrainConfig` from a recipe file and the knobs, hand it to the
-app's `TrainRuns` (demo/train_runs.py: one worker thread per run, a line when the app is busy),
-and draw what the run's `LiveRecorder` holds (demo/train_view.py) on a timer. A page reload finds
+app's `TrainRuns` (demo/tabs/train/runs.py: one worker thread per run, a line when the app is busy),
+and draw what the run's `LiveRecorder` holds (demo/tabs/train/figures.py) on a timer. A page reload finds
 the run again through the id and key kept in the browser (gr.BrowserState).
 """
 
 from __future__ import annotations
 
-import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +18,15 @@ import gradio as gr
 
 from core.errors import UserInputError
 from core.train import TrainConfig, read_recipe, recipe_names
-from demo.inputs.checks import number, text
+from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.images import display_name, open_image
 from demo.inputs.pairs import check_dataset_source
-from demo.platform.contract import get_model, user_errors
+from demo.platform.contract import Call, handler, listen
+from demo.platform.scratch import scratch_folder
 from demo.platform.models import shown_path
+from demo.tabs.shared.picker import describe_model
 from demo.tabs.shared.zero_shot_scores import render, score
+from demo.tabs.train.runs import TrainRuns
 from demo.tabs.train.figures import accuracy_figure, curves_figure, frame_at, gap_figure, map_frame_figure, probe_figure, status_line
 
 SCRATCH, FINETUNE = "from scratch on the shapes world", "fine-tune the current model"
@@ -50,8 +53,9 @@ def build_config(recipe: str, knobs: dict, mode: str, model: str, data: str | No
     resolved); fine-tuning trains `model` on `data`."""
     cfg = TrainConfig.from_flat(read_recipe(recipe)).replace(**knobs, num_workers=0, device=device)
     if mode == FINETUNE:
+        # a loaded model keeps its learned logit scale: a recipe's init_logit_scale (from scratch) does not apply
         cfg = cfg.replace(model=model, data=data, lock_image=lock_image, lock_text=lock_text, streaming=streaming,
-                          eval_every=0)
+                          eval_every=0, init_logit_scale=0.0)
     elif cfg.data.source != "shapes":
         raise UserInputError(f"recipe {recipe!r} trains on {cfg.data.source!r}; from scratch, the tab trains on the shapes world")
     return cfg
@@ -77,17 +81,212 @@ def pairs_folder(files: list, folder: Path) -> str:
 
 @dataclass
 class TrainHandles:
-    """How a reloaded page finds its run: reconnect(ticket) -> views and knobs, wired to the ticket's
-    change (the browser restores it after the page's load event, so a load event would see none)."""
+    """How a reloaded page finds its run: the ticket kept in the browser, and the views and knobs that
+    `reconnect` fills on the ticket's change (the browser restores it after the page's load event)."""
 
-    reconnect: object
     owned: gr.BrowserState
     views: list
 
 
-def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.Markdown, describe_model) -> TrainHandles:
-    cfg_app = ctx.config
-    runs = ctx.runs
+VIEWS = 8  # status, curves, accuracy, probe, map, gap, replay slider, timer
+
+
+_RUNS_LOCK = threading.Lock()
+
+
+def train_runs(ctx) -> TrainRuns:
+    """The app's training runs (made on first use, with the limits of ctx.config)."""
+    with _RUNS_LOCK:
+        if ctx.runs is None:
+            ctx.runs = TrainRuns.from_config(ctx.config)
+        return ctx.runs
+
+
+def lookup(call: Call, ticket: dict | None):
+    """The run a ticket ({'id', 'key'}, as train_start returned it and the browser keeps it) names."""
+    ticket = ticket if isinstance(ticket, dict) else {}
+    return train_runs(call.ctx).get(ticket.get("id"), ticket.get("key"))
+
+
+def draw(call: Call, run, at_step=None) -> list:
+    """The live views of a run: status, curves, accuracy, probe matrix, map, gap, the replay slider, the timer."""
+    runs = train_runs(call.ctx)
+    view = run.recorder.view()
+    frame = frame_at(view, at_step)
+    steps_ = [f.step for f in view.frames] or [0]
+    live = run.status in ("queued", "running")
+    return [status_line(run.status, runs.place(run), view, run.stop_reason, run.error, run.gpu_calls,
+                        runs.chunk_seconds), curves_figure(view),
+            accuracy_figure(view), probe_figure(frame), map_frame_figure(view, frame), gap_figure(view),
+            gr.Slider(minimum=steps_[0], maximum=max(steps_[-1], steps_[0] + 1), value=frame.step if frame else 0),
+            gr.Timer(active=live)]
+
+
+CHECKS = {"steps": in_range("steps", 1, "max_train_steps", integer=True, default=400),
+          "batch_size": in_range("batch size", 2, 512, integer=True, default=64),
+          "lr": in_range("learning rate", 1e-7, 1.0, default=1e-3),
+          "init_logit_scale": in_range("initial logit scale", 0, 100, default=0),
+          "hard_negatives": in_range("hard negatives", 0, 1, default=0),
+          "group_loss": in_range("in-group loss weight", 0, 10, default=0),
+          "seed": in_range("seed", 0, 2**31 - 1, integer=True, default=0),
+          "files": at_most_items("images"), "dataset": at_most_chars("the dataset", 500)}
+
+
+@handler("train", turn=False, checks=CHECKS, uploads=("files",))
+def start_run(call: Call, mode: str = SCRATCH, recipe: str = "quick-demo", steps: float = 400, batch_size: float = 64,
+              lr: float = 1e-3, init_logit_scale: float = 0.0, learn_logit_scale: bool = True,
+              hard_negatives: float = 0.0, group_loss: float = 0.0, loss: str = "clip", seed: float = 0,
+              files: list | None = None, dataset: str | None = None, lock_image: bool = True, lock_text: bool = False,
+              model=None, ticket: dict | None = None):
+    """Start a training run (it waits in line while the app's run slots are taken); returns its live views.
+
+    Args:
+        mode: 'from scratch on the shapes world' or 'fine-tune the current model'.
+        recipe: a recipe of assets/recipes/ ('quick-demo', 'shapes-tiny', ...); the knobs below override it.
+        steps: optimisation steps (at most the app's max_train_steps).
+        batch_size: pairs per batch, 2 to 512.
+        lr: peak learning rate.
+        init_logit_scale: the logit scale at step 0 (0: the paper's 1/0.07); from scratch only.
+        learn_logit_scale: learn the temperature (the paper) or keep it fixed.
+        hard_negatives: share of each shapes batch made of same-colour groups holding every shape, 0 to 1.
+        group_loss: weight of the extra contrastive loss inside each group (what teaches shape).
+        loss: 'clip' (softmax InfoNCE) or 'siglip' (pairwise sigmoid).
+        seed: seed of the weights and the data order.
+        files: fine-tuning: image files, each captioned by its file name.
+        dataset: fine-tuning: a datasets source with image and text columns (Hub name or an allowed folder).
+        lock_image: fine-tuning: freeze the image tower (LiT).
+        lock_text: fine-tuning: freeze the text tower.
+    """
+    cfg_app = call.config
+    knobs = {"steps": steps, "batch_size": batch_size, "lr": lr, "init_logit_scale": init_logit_scale,
+             "learn_logit_scale": bool(learn_logit_scale), "hard_negatives": hard_negatives, "group_loss": group_loss,
+             "loss": loss if loss in ("clip", "siglip") else "clip", "seed": seed}
+    if recipe not in recipe_names():
+        raise UserInputError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipe_choices())}")
+    data, streaming = None, False
+    if mode == FINETUNE:
+        if files:
+            data = pairs_folder(files, scratch_folder("fine-tune-pairs", cfg_app.upload_ttl_s))
+        else:
+            data = check_dataset_source(dataset or "", cfg_app.data_dirs)
+            streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
+    config = build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text, streaming,
+                          cfg_app.torch_device())
+    run = train_runs(call.ctx).submit(config, meta={"mode": mode, "recipe": recipe})
+    return [{"id": run.id, "key": run.key}] + draw(call, run)[:-1]
+
+
+@handler("train", turn=False)
+def recipe_knobs(call: Call, recipe: str):
+    """The knobs' values as a picked recipe sets them."""
+    return knob_values(recipe)
+
+
+@handler("train", turn=False)
+def reconnect(call: Call, ticket=None):
+    """A reloaded page: the run's views, and the knobs it was started with (not the recipe's)."""
+    try:
+        run = lookup(call, ticket)
+    except UserInputError:
+        return [gr.skip()] * (VIEWS + len(KNOBS) + 2)
+    flat = run.cfg.flat()
+    return draw(call, run) + [run.meta.get("mode", SCRATCH), run.meta.get("recipe", recipe_choices()[0])] + [flat[k] for k in KNOBS]
+
+
+@handler("train_view", turn=False)
+def tick(call: Call, ticket=None, follow: bool = True, replay: float = 0):
+    """The live views now (the timer's tick)."""
+    return draw(call, lookup(call, ticket), None if follow else replay)
+
+
+@handler("train_view", turn=False)
+def show_frame(call: Call, ticket=None, replay: float = 0):
+    """The probe matrix and map at a replayed step (and stop following the latest frame)."""
+    out = draw(call, lookup(call, ticket), replay)
+    return out[3], out[4], False
+
+
+@handler("train", turn=False)
+def run_summary(call: Call, ticket: dict | None = None) -> dict:
+    """Where this browser's run stands, as JSON: status, step, frames, the last probe loss and accuracy, evals."""
+    runs = train_runs(call.ctx)
+    run = lookup(call, ticket)
+    view = run.recorder.view()
+    last = view.frames[-1] if view.frames else None
+    return {"id": run.id, "status": run.status, "place": runs.place(run), "step": view.last_step,
+            "steps": view.total_steps, "frames": len(view.frames), "frame_steps": [f.step for f in view.frames],
+            "probe_loss": last.probe.loss if last else None, "probe_accuracy": last.probe.accuracy if last else None,
+            "modality_gap": last.map.gap if last else None, "evals": [{"step": s, **e} for s, e in view.evals],
+            "run_dir": run.run_dir.name, "error": run.error, "stop_reason": run.stop_reason}
+
+
+@handler("train", turn=False)
+def stop_run(call: Call, ticket: dict | None = None):
+    """Stop this browser's run cleanly (a checkpoint is written; Resume goes on from it)."""
+    train_runs(call.ctx).stop(lookup(call, ticket))
+    gr.Info("Stopping after the current step (a checkpoint is written).")
+
+
+@handler("train", turn=False)
+def resume_run(call: Call, ticket: dict | None = None):
+    """Resume this browser's stopped run from its latest checkpoint."""
+    run = lookup(call, ticket)
+    train_runs(call.ctx).resume(run)
+    return draw(call, run)[:-1]
+
+
+@handler("train", turn=False)
+def use_model(call: Call, ticket: dict | None = None):
+    """Make the run's current weights this session's model in every tab (a copy that pruning never deletes)."""
+    run = lookup(call, ticket)
+    name = shown_path(train_runs(call.ctx).stable_weights(run))
+    call.model(name)
+    return name, gr.Dropdown(choices=sorted(set(call.ctx.models.choices()) | {name}), value=name), describe_model(call.ctx, name)
+
+
+@handler("train", turn=False)
+def download_model(call: Call, ticket: dict | None = None):
+    """A zip of the run's current weights as a Hugging Face folder (CLIPModel.from_pretrained opens it)."""
+    run = lookup(call, ticket)
+    folder = train_runs(call.ctx).current_weights(run)
+    out = scratch_folder("model-zips", call.config.upload_ttl_s) / f"clip-lab-{run.id}-step{run.recorder.view().last_step}.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file() and path.suffix in (".json", ".safetensors", ".txt"):
+                zf.write(path, path.name)
+    return gr.File(str(out), visible=True)
+
+
+@handler("zero_shot", checks={"classnames": at_most_chars("the class names")}, uploads=("image",))
+def try_current(call: Call, ticket: dict | None = None, image: str | None = None, classnames: str | None = None):
+    """Zero-shot classify an image with the run's current weights (an image, class names one per line)."""
+    if not image:
+        raise UserInputError("add an image to classify")
+    run = lookup(call, ticket)
+    name = shown_path(train_runs(call.ctx).stable_weights(run))
+    clip = call.model(name)
+    names = [c.strip() for c in (classnames or "").splitlines() if c.strip()]
+    if len(names) < 2:
+        raise UserInputError("give at least 2 class names, one per line")
+    head, _ = call.ctx.services.zero_shot_head(clip, names, ["a photo of a {}."])
+    s = score(clip, head, [open_image(image)], ["image"], name, [])
+    return render(s, 5, s.model_scale).label
+
+
+@handler("train", turn=False)
+def started(call: Call, ticket=None):
+    """After a start: the browser keeps the ticket, and the timer draws the views."""
+    return ticket, gr.Timer(active=True)
+
+
+@handler("train", turn=False)
+def timer_on(call: Call):
+    return gr.Timer(active=True)
+
+
+def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.Markdown) -> TrainHandles:
+    """The Train tab; "Use this model" sets the session's model (`model_state`), the picker and its status line."""
+    runs = train_runs(ctx)
     owned = gr.BrowserState({}, storage_key="clip-lab-train-run")
     names = recipe_choices()
     first = knob_values(names[0])
@@ -147,176 +346,25 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
     timer = gr.Timer(2.0, active=False)
     views = [status, curves, accuracy, probe, moving, gap, replay, timer]
 
-    def lookup(ticket: dict | None):
-        """The run a ticket ({'id', 'key'}, as train_start returned it and the browser keeps it) names."""
-        ticket = ticket if isinstance(ticket, dict) else {}
-        return runs.get(ticket.get("id"), ticket.get("key"))
-
-    def draw(run, at_step=None) -> list:
-        view = run.recorder.view()
-        frame = frame_at(view, at_step)
-        steps_ = [f.step for f in view.frames] or [0]
-        live = run.status in ("queued", "running")
-        return [status_line(run.status, runs.place(run), view, run.stop_reason, run.error, run.gpu_calls,
-                            runs.chunk_seconds), curves_figure(view),
-                accuracy_figure(view), probe_figure(frame), map_frame_figure(view, frame), gap_figure(view),
-                gr.Slider(minimum=steps_[0], maximum=max(steps_[-1], steps_[0] + 1), value=frame.step if frame else 0),
-                gr.Timer(active=live)]
-
-    @user_errors
-    def start_run(mode: str = SCRATCH, recipe: str = "quick-demo", steps: float = 400, batch_size: float = 64,
-                  lr: float = 1e-3, init_logit_scale: float = 0.0, learn_logit_scale: bool = True,
-                  hard_negatives: float = 0.0, group_loss: float = 0.0, loss: str = "clip", seed: float = 0,
-                  files: list | None = None, dataset: str | None = None, lock_image: bool = True, lock_text: bool = False,
-                  model=None, ticket: dict | None = None, request: gr.Request = None):
-        """Start a training run (it waits in line while the app's run slots are taken); returns its live views.
-
-        Args:
-            mode: 'from scratch on the shapes world' or 'fine-tune the current model'.
-            recipe: a recipe of assets/recipes/ ('quick-demo', 'shapes-tiny', ...); the knobs below override it.
-            steps: optimisation steps (at most the app's max_train_steps).
-            batch_size: pairs per batch, 2 to 512.
-            lr: peak learning rate.
-            init_logit_scale: the logit scale at step 0 (0: the paper's 1/0.07).
-            learn_logit_scale: learn the temperature (the paper) or keep it fixed.
-            hard_negatives: share of each shapes batch made of same-colour groups holding every shape, 0 to 1.
-            group_loss: weight of the extra contrastive loss inside each group (what teaches shape).
-            loss: 'clip' (softmax InfoNCE) or 'siglip' (pairwise sigmoid).
-            seed: seed of the weights and the data order.
-            files: fine-tuning: image files, each captioned by its file name.
-            dataset: fine-tuning: a datasets source with image and text columns (Hub name or an allowed folder).
-            lock_image: fine-tuning: freeze the image tower (LiT).
-            lock_text: fine-tuning: freeze the text tower.
-        """
-        ctx.check_own_uploads(request, files)
-        knobs = {"steps": number(steps, "steps", 1, runs.max_steps, integer=True),
-                 "batch_size": number(batch_size, "batch size", 2, 512, integer=True),
-                 "lr": number(lr, "learning rate", 1e-7, 1.0),
-                 "init_logit_scale": number(init_logit_scale, "initial logit scale", 0, 100),
-                 "learn_logit_scale": bool(learn_logit_scale),
-                 "hard_negatives": number(hard_negatives, "hard negatives", 0, 1),
-                 "group_loss": number(group_loss, "in-group loss weight", 0, 10),
-                 "loss": loss if loss in ("clip", "siglip") else "clip",
-                 "seed": number(seed, "seed", 0, 2**31 - 1, integer=True)}
-        if recipe not in recipe_names():
-            raise UserInputError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipe_choices())}")
-        data, streaming = None, False
-        if mode == FINETUNE:
-            if files:
-                data = pairs_folder(files, Path(tempfile.mkdtemp(prefix="clip-lab-pairs-")))
-            else:
-                data = check_dataset_source(text(dataset, "the dataset", 500), cfg_app.data_dirs)
-                streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
-        run = runs.submit(build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text,
-                                       streaming, cfg_app.torch_device()), meta={"mode": mode, "recipe": recipe})
-        return [{"id": run.id, "key": run.key}] + draw(run)[:-1]
-
     knob_boxes = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed]
 
-    def reconnect(ticket):
-        """A reloaded page: the run's views, and the knobs it was started with (not the recipe's)."""
-        try:
-            run = lookup(ticket)
-        except UserInputError:
-            return [gr.skip()] * (len(views) + len(knob_boxes))
-        flat = run.cfg.flat()
-        return draw(run) + [run.meta.get("mode", SCRATCH), run.meta.get("recipe", names[0])] + [flat[k] for k in KNOBS]
-
-    @user_errors
-    def tick(ticket, follow_, replay_):
-        run = lookup(ticket)
-        return draw(run, None if follow_ else replay_)
-
-    @user_errors
-    def show_frame(ticket, replay_):
-        run = lookup(ticket)
-        out = draw(run, replay_)
-        return out[3], out[4], False
-
-    @user_errors
-    def run_summary(ticket: dict | None = None) -> dict:
-        """Where this browser's run stands, as JSON: status, step, frames, the last probe loss and accuracy, evals."""
-        run = lookup(ticket)
-        view = run.recorder.view()
-        last = view.frames[-1] if view.frames else None
-        return {"id": run.id, "status": run.status, "place": runs.place(run), "step": view.last_step,
-                "steps": view.total_steps, "frames": len(view.frames), "frame_steps": [f.step for f in view.frames],
-                "probe_loss": last.probe.loss if last else None, "probe_accuracy": last.probe.accuracy if last else None,
-                "modality_gap": last.map.gap if last else None, "evals": [{"step": s, **e} for s, e in view.evals],
-                "run_dir": run.run_dir.name, "error": run.error, "stop_reason": run.stop_reason}
-
-    @user_errors
-    def stop_run(ticket: dict | None = None):
-        """Stop this browser's run cleanly (a checkpoint is written; Resume goes on from it)."""
-        runs.stop(lookup(ticket))
-        gr.Info("Stopping after the current step (a checkpoint is written).")
-
-    @user_errors
-    def resume_run(ticket: dict | None = None):
-        """Resume this browser's stopped run from its latest checkpoint."""
-        run = lookup(ticket)
-        runs.resume(run)
-        return draw(run)[:-1]
-
-    @user_errors
-    def use_model(ticket: dict | None = None, progress=gr.Progress()):
-        """Make the run's current weights this session's model in every tab."""
-        run = lookup(ticket)
-        name = shown_path(runs.current_weights(run))
-        get_model(ctx, name, progress)
-        return name, gr.Dropdown(choices=sorted(set(ctx.models.choices()) | {name}), value=name), describe_model(ctx, name)
-
-    @user_errors
-    def download_model(ticket: dict | None = None):
-        """A zip of the run's current weights as a Hugging Face folder (CLIPModel.from_pretrained opens it)."""
-        run = lookup(ticket)
-        folder = runs.current_weights(run)
-        out = Path(tempfile.mkdtemp(prefix="clip-lab-model-")) / f"clip-lab-{run.id}-step{run.recorder.view().last_step}.zip"
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(Path(folder).iterdir()):
-                if path.is_file() and path.suffix in (".json", ".safetensors", ".txt"):
-                    zf.write(path, path.name)
-        return gr.File(str(out), visible=True)
-
-    @user_errors
-    def try_current(ticket: dict | None = None, image: str | None = None, classnames: str | None = None,
-                    request: gr.Request = None):
-        """Zero-shot classify an image with the run's current weights (an image, class names one per line)."""
-        ctx.check_own_uploads(request, image)
-        if not image:
-            raise UserInputError("add an image to classify")
-        run = lookup(ticket)
-        name = shown_path(runs.current_weights(run))
-        clip = get_model(ctx, name)
-        classnames = [c.strip() for c in text(classnames, "the class names", cfg_app.max_text_chars).splitlines() if c.strip()]
-        if len(classnames) < 2:
-            raise UserInputError("give at least 2 class names, one per line")
-        head, _ = ctx.services.zero_shot_head(clip, classnames, ["a photo of a {}."])
-        s = score(clip, head, [open_image(image)], ["image"], name, [])
-        return render(s, 5, s.model_scale).label
-
-    recipe.input(lambda r: knob_values(r), recipe, [steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed],
-                  queue=False, api_visibility="private")
+    listen(ctx, recipe.input, recipe_knobs, [recipe], [steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed])
     knob_inputs = [mode, recipe, steps, batch, lr, init_scale, learn_scale, hard, group, loss, seed, files, dataset,
                    lock_image, lock_text, model_state, owned]
     shown = views[:-1]  # the API's outputs: all labelled (the timer and the browser's ticket follow privately)
-    start.click(start_run, knob_inputs, [ticket_box] + shown, api_name="train_start", concurrency_id="train_control",
-                concurrency_limit=4).success(lambda t: (t, gr.Timer(active=True)), ticket_box, [owned, timer],
-                                             api_visibility="private", queue=False)
-    stop.click(stop_run, owned, None, api_name="train_stop", queue=False)
-    gr.Button(visible=False).click(run_summary, owned, summary, api_name="train_status", queue=False)  # for scripts
-    resume.click(resume_run, owned, shown, api_name="train_resume", concurrency_id="train_control",
-                 concurrency_limit=4).success(lambda: gr.Timer(active=True), None, timer, api_visibility="private",
-                                              queue=False)
-    timer.tick(tick, [owned, follow, replay], views, api_visibility="private", concurrency_id="train_view",
-               concurrency_limit=4, show_progress="hidden")
-    replay.release(show_frame, [owned, replay], [probe, moving, follow], api_visibility="private",
-                   concurrency_id="train_view", concurrency_limit=4, show_progress="hidden")
-    use.click(use_model, owned, [model_state, picker, model_status], api_name="train_use_model", concurrency_id="model_load",
-              concurrency_limit=1)
-    download.click(download_model, owned, archive, api_name="train_download", concurrency_id="train_control",
-                   concurrency_limit=4)
-    try_run.click(try_current, [owned, try_image, try_names], try_label, api_name="train_try", concurrency_id="inference",
-                  concurrency_limit=cfg_app.inference_threads())
-    owned.change(reconnect, owned, views + knob_boxes, api_visibility="private", show_progress="hidden", queue=False)
-    return TrainHandles(reconnect, owned, views + knob_boxes)
+    control = dict(queue=True, concurrency_id="train_control", concurrency_limit=4)
+    begun = listen(ctx, start.click, start_run, knob_inputs, [ticket_box] + shown, api_name="train_start", **control)
+    listen(ctx, begun.success, started, [ticket_box], [owned, timer])
+    listen(ctx, stop.click, stop_run, [owned], [], api_name="train_stop")
+    listen(ctx, gr.Button(visible=False).click, run_summary, [owned], summary, api_name="train_status")  # for scripts
+    resumed = listen(ctx, resume.click, resume_run, [owned], shown, api_name="train_resume", **control)
+    listen(ctx, resumed.success, timer_on, [], timer)
+    viewing = dict(queue=True, concurrency_id="train_view", concurrency_limit=4)
+    listen(ctx, timer.tick, tick, [owned, follow, replay], views, **viewing)
+    listen(ctx, replay.release, show_frame, [owned, replay], [probe, moving, follow], **viewing)
+    listen(ctx, use.click, use_model, [owned], [model_state, picker, model_status], api_name="train_use_model",
+           queue=True, concurrency_id="model_load", concurrency_limit=1, show_progress="full")
+    listen(ctx, download.click, download_model, [owned], archive, api_name="train_download", **control)
+    listen(ctx, try_run.click, try_current, [owned, try_image, try_names], try_label, api_name="train_try")
+    listen(ctx, owned.change, reconnect, [owned], views + knob_boxes)
+    return TrainHandles(owned, views + knob_boxes)

@@ -2,7 +2,7 @@
 
 Class names and templates are edited in the browser. The result shows the ensemble's top-k, each
 template's own verdict with its cosines and logits, and a logit-scale slider that re-renders the
-probabilities at once from the kept cosines (see demo/zero_shot_view.py for the logic).
+probabilities at once from the kept cosines (see demo/tabs/shared/zero_shot_scores.py for the logic).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import gradio as gr
 
 from core.errors import UserInputError
 from core.zeroshot import parse_templates
-from demo.inputs.checks import count_at_most, early_checks, number, text
+from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.images import display_name, open_image
 from demo.inputs.presets import (
     CLASSNAME_PRESETS,
@@ -26,8 +26,8 @@ from demo.inputs.presets import (
     preset_text,
 )
 from demo.platform.config import EXAMPLES_DIR
-from demo.platform.contract import get_model, running, stop_button, user_errors
-from demo.tabs.shared.saliency import build_zero_shot_saliency
+from demo.platform.contract import Call, handler, listen, stop_button
+from demo.tabs.shared.saliency_panels import build_zero_shot_saliency
 from demo.tabs.shared.zero_shot_scores import (
     BATCH_COLUMNS,
     MAX_SCALE,
@@ -39,6 +39,7 @@ from demo.tabs.shared.zero_shot_scores import (
     score,
     vocabulary_notice,
 )
+from demo.tabs.shared.session_model import model_notice
 
 PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
 
@@ -64,6 +65,123 @@ def examples() -> tuple[list[list], list[str], list[list], list[str]]:
     return shapes, shape_labels, photos, labels
 
 
+CHECKS = {"images": at_most_items("images"), "classnames": at_most_chars("the class names"),
+          "templates": at_most_chars("the templates"), "top_k": in_range("top-k", 1, 20, integer=True, default=5),
+          "logit_scale": in_range("the logit scale", MIN_SCALE, MAX_SCALE, default=MAX_SCALE)}
+VIEW_OUTPUTS = 7  # label, plot, info, templates table, heatmap, batch table, JSON
+
+
+@handler("zero_shot", checks=CHECKS, uploads=("image", "images"))
+def zero_shot(call: Call, image: str | None = None, images: list | None = None, classnames: str | None = None,
+              templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
+              use_model_scale: bool = True, model: str | None = None):
+    """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
+
+    Args:
+        image: one image file (path or URL).
+        images: more image files; each gets a row in the per-image table (at most 64 images in all).
+        classnames: class names, one per line or comma-separated; omitted: the shapes-world shapes.
+        templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
+        top_k: how many classes to list, 1 to 20.
+        logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 100.
+        use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
+    """
+    cfg = call.config
+    model = model or cfg.default_model
+    clip = call.model(model)
+    images_, names = gather_images(image, images, cfg.max_upload_images)
+    classnames = classnames if (classnames or "").strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
+    templates = templates if (templates or "").strip() else preset_text("templates", DEFAULT_TEMPLATES)
+    names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
+    head, _ = call.ctx.services.zero_shot_head(clip, names_, templates_, progress=call.report("encoding prompts", "prompts"))
+    notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
+    s = score(clip, head, images_, names, model, notices, progress=call.report("encoding images", "images"))
+    scale = s.model_scale if use_model_scale or logit_scale is None else logit_scale
+    v = render(s, top_k, scale)
+    return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(scale, 2),
+            matching_preset("classnames", classnames), matching_preset("templates", templates))
+
+
+def shown(call: Call, scores, top_k: int, scale: float, model: str | None) -> tuple:
+    """The view outputs for kept scores at a scale, with a notice when they belong to another model."""
+    v = render(scores, top_k, scale)
+    notice = model_notice(scores.model_name, model, call.config.default_model, "Classify")
+    return v.label, v.figure, "  \n".join(x for x in (notice, v.info) if x), v.templates, v.heatmap, v.batch, v.data
+
+
+@handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
+def rescale(call: Call, scores=None, top_k: float = 5, logit_scale: float = MAX_SCALE, use_model_scale: bool = True,
+            model: str | None = None):
+    """Re-render the kept cosines at another top-k or scale (encodes nothing); the model's own scale when
+    use_model_scale. Outputs: the view, the scale shown on the slider, the checkbox."""
+    if scores is None:
+        return (gr.skip(),) * (VIEW_OUTPUTS + 2)
+    scale = scores.model_scale if use_model_scale else logit_scale
+    return (*shown(call, scores, top_k, scale, model), round(scale, 2), use_model_scale)
+
+
+@handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
+def rescale_by_hand(call: Call, scores=None, top_k: float = 5, logit_scale: float = MAX_SCALE, model: str | None = None):
+    """The slider (or its number box) moved: render at that scale, and stop following the model's."""
+    return rescale(call, scores, top_k, logit_scale, False, model)
+
+
+@handler("zero_shot", turn=False)
+def model_changed(call: Call, scores=None, model: str | None = None):
+    """The session's model changed: the kept scores stay, said to belong to their model (no request to the model)."""
+    if scores is None:
+        return gr.skip()
+    return shown(call, scores, 5, scores.model_scale, model)[2]
+
+
+@handler("zero_shot", turn=False)
+def classnames_preset_picked(call: Call, name: str):
+    """The text of a picked class-name preset ('custom' keeps the box)."""
+    return gr.skip() if name == CUSTOM else preset_text("classnames", name)
+
+
+@handler("zero_shot", turn=False)
+def templates_preset_picked(call: Call, name: str, own: dict | None = None):
+    """The text of a picked template preset, or of one of this session's own presets."""
+    if name in (own or {}):
+        return own[name]
+    return gr.skip() if name == CUSTOM else preset_text("templates", name)
+
+
+@handler("zero_shot", turn=False)
+def classnames_preset_of(call: Call, text: str | None):
+    """The class-name preset that a typed list equals, or 'custom'."""
+    return matching_preset("classnames", text)
+
+
+@handler("zero_shot", turn=False)
+def templates_preset_of(call: Call, text: str | None, own: dict | None = None):
+    """The template preset (or the session's own preset) that a typed list equals, or 'custom' (also for
+    a list that does not parse: the error shows when it is used)."""
+    found = matching_preset("templates", text)
+    if found == CUSTOM:
+        try:
+            entries = parse_templates(text or "") if (text or "").strip() else []
+        except UserInputError:
+            return CUSTOM
+        found = next((n for n, t in (own or {}).items() if _parses_to(t, entries)), CUSTOM)
+    return found
+
+
+def _parses_to(text: str, entries: list[str]) -> bool:
+    try:
+        return parse_templates(text) == entries
+    except UserInputError:
+        return False
+
+
+@handler("zero_shot", turn=False)
+def fill_defaults(call: Call):
+    """The default presets' texts, for the boxes on page load."""
+    return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES)
+
+
+
 @dataclass
 class ZeroShotHandles:
     """What the zero-shot tab offers the app: its class-name and template boxes (the map uses them),
@@ -82,13 +200,12 @@ class ZeroShotHandles:
 def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     """The zero-shot tab. The text boxes start empty and are filled on page load (see ZeroShotHandles),
     so the API's defaults are single-line (None: the shapes-world presets)."""
-    cfg = ctx.config
     scores = gr.State(None, time_to_live=3600)
     shape_rows, shape_labels, photo_rows, photo_labels = examples()
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(shape_rows[0][0] if shape_rows else None, type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=280,
-                             elem_id="zs-image")
+            image = gr.Image(shape_rows[0][0] if shape_rows else None, type="filepath",
+                             sources=["upload", "clipboard", "webcam"], label="Image", height=280, elem_id="zs-image")
             files = gr.File(file_count="multiple", file_types=["image"], label="…or several images (gives a table)",
                             height=180)
             top_k = gr.Slider(1, 20, value=5, step=1, label="top-k")
@@ -110,7 +227,8 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
             templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
                                    elem_id="zs-templates")
     with gr.Row():
-        shape_ex = gr.Examples(shape_rows, inputs=[image], example_labels=shape_labels, label="Shapes-world examples (for the bundled model): click one to classify it",
+        shape_ex = gr.Examples(shape_rows, inputs=[image], example_labels=shape_labels,
+                               label="Shapes-world examples (for the bundled model): click one to classify it",
                                examples_per_page=12, elem_id="zs-examples")
         photo_ex = gr.Examples(photo_rows, inputs=[image, classnames, templates], example_labels=photo_labels,
                                label="Synthetic photos (for Hub CLIP models)", examples_per_page=12, elem_id="zs-photo-examples")
@@ -128,102 +246,23 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     with gr.Accordion("All numbers (JSON: probabilities, per-template cosines, logits and probabilities)", open=False):
         data = gr.JSON(label="All numbers (JSON)", elem_id="zs-json")
     view_outputs = [label, plot, info, table, heatmap, batch, data]
-
-    @user_errors
-    def zero_shot(image: str | None = None, images: list | None = None, classnames: str | None = None,
-                  templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
-                  use_model_scale: bool = True, model: str | None = None, request: gr.Request = None,
-                  progress=gr.Progress()):
-        """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
-
-        Args:
-            image: one image file (path or URL).
-            images: more image files; each gets a row in the per-image table (at most 64 images in all).
-            classnames: class names, one per line or comma-separated; omitted: the shapes-world shapes.
-            templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
-            top_k: how many classes to list, 1 to 20.
-            logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 100.
-            use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
-        """
-        try:
-            ctx.check_own_uploads(request, image, images)
-            with running(ctx, request, "zero_shot") as job:
-                clip = get_model(ctx, model or "", progress)
-                images_, names = gather_images(image, images, cfg.max_upload_images)
-                classnames, templates = (text(classnames, "the class names", cfg.max_text_chars),
-                                         text(templates, "the templates", cfg.max_text_chars))
-                classnames = classnames if classnames.strip() else preset_text("classnames", DEFAULT_CLASSNAMES)
-                templates = templates if templates.strip() else preset_text("templates", DEFAULT_TEMPLATES)
-                top_k = number(top_k, "top-k", 1, 20, integer=True)
-                names_, templates_ = check_inputs(images_, classnames, templates, cfg.max_prompts)
-                head, _ = ctx.services.zero_shot_head(clip, names_, templates_,
-                                                      progress=job.reporter(progress, "encoding prompts", "prompts"))
-                notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
-                s = score(clip, head, images_, names, model or clip.source, notices,
-                          progress=job.reporter(progress, "encoding images", "images"))
-                scale_ = s.model_scale if use_model_scale or logit_scale is None else logit_scale
-                v = render(s, top_k, scale_)
-                return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data,
-                        round(s.model_scale, 2) if use_model_scale else gr.skip(),
-                        matching_preset("classnames", classnames), matching_preset("templates", templates))
-        finally:
-            ctx.first_answer.set()  # lets the start-up map warm-up begin (app.start_warmup)
-
     run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
-    checks = early_checks({1: count_at_most(cfg.max_upload_images, "images"),
-                           2: lambda v: text(v, "the class names", cfg.max_text_chars),
-                           3: lambda v: text(v, "the templates", cfg.max_text_chars),
-                           4: lambda v: number(v, "top-k", 1, 20, integer=True),
-                           5: lambda v: number(v, "the logit scale", MIN_SCALE, MAX_SCALE)})
-    event = run.click(zero_shot, run_inputs, run_outputs, api_name="zero_shot", concurrency_id="inference",
-                      concurrency_limit=cfg.inference_threads(), show_progress_on=[label, plot, info], validator=checks)
+    event = listen(ctx, run.click, zero_shot, run_inputs, run_outputs, api_name="zero_shot",
+                   show_progress_on=[label, plot, info])
     stop_button(ctx, stop, "zero_shot", [event])
     for ex in (shape_ex, photo_ex):
-        ex.load_input_event.then(zero_shot, run_inputs, run_outputs, api_visibility="private", concurrency_id="inference",
-                                 concurrency_limit=cfg.inference_threads(), show_progress_on=[label, plot, info])
-
-    @user_errors
-    def rescale(s, top_k, scale, follow):
-        """Re-render the kept cosines at another top-k or scale (encodes nothing)."""
-        if s is None:
-            return [gr.skip()] * (len(view_outputs) + 2)
-        scale = s.model_scale if follow else scale
-        v = render(s, top_k, scale)
-        return v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(scale, 2), follow
-
-    rescale_io = dict(inputs=[scores, top_k, scale, follow], outputs=view_outputs + [scale, follow],
-                      api_visibility="private", queue=False)
-    scale.release(lambda s, k, x: rescale(s, k, x, False), **{**rescale_io, "inputs": [scores, top_k, scale]})
-    gr.on([top_k.release, follow.input], rescale, **rescale_io)
-
-    @user_errors
-    def on_classnames_preset(name):
-        return gr.skip() if name == CUSTOM else preset_text("classnames", name)
-
+        listen(ctx, ex.load_input_event.then, zero_shot, run_inputs, run_outputs, show_progress_on=[label, plot, info])
+    rescaled = view_outputs + [scale, follow]
+    listen(ctx, [top_k.release, follow.input], rescale, [scores, top_k, scale, follow, model_state], rescaled)
+    # the number box beside the slider fires `input` as it is typed in (Enter itself fires nothing), a drag
+    # fires it as it moves, and `release` when it ends: each renders the kept cosines at the new scale
+    listen(ctx, [scale.input, scale.release], rescale_by_hand, [scores, top_k, scale, model_state], rescaled,
+           trigger_mode="always_last")
+    listen(ctx, model_state.change, model_changed, [scores, model_state], info)
     saved = gr.State({}, time_to_live=3600)  # this session's own template presets (e.g. chosen in the Evaluate tab)
-
-    @user_errors
-    def on_templates_preset(name, own):
-        if name in (own or {}):
-            return own[name]
-        return gr.skip() if name == CUSTOM else preset_text("templates", name)
-
-    def templates_preset_of(text, own):
-        found = matching_preset("templates", text)
-        if found == CUSTOM:
-            entries = parse_templates(text or "") if (text or "").strip() else []
-            found = next((n for n, t in (own or {}).items() if parse_templates(t) == entries), CUSTOM)
-        return found
-
-    cls_preset.input(on_classnames_preset, cls_preset, classnames, api_visibility="private", queue=False)
-    tpl_preset.input(on_templates_preset, [tpl_preset, saved], templates, api_visibility="private", queue=False)
-    gr.on([classnames.blur, classnames.submit], lambda text: matching_preset("classnames", text), classnames, cls_preset,
-          api_visibility="private", queue=False)
-    gr.on([templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset,
-          api_visibility="private", queue=False)
-
-    def fill_defaults():
-        return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES)
-
+    listen(ctx, cls_preset.input, classnames_preset_picked, [cls_preset], classnames)
+    listen(ctx, tpl_preset.input, templates_preset_picked, [tpl_preset, saved], templates)
+    listen(ctx, [classnames.blur, classnames.submit], classnames_preset_of, [classnames], cls_preset)
+    listen(ctx, [templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset)
     return ZeroShotHandles(classnames, templates, fill_defaults, tpl_preset, saved)
