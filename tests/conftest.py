@@ -2,7 +2,7 @@
 
 Tiers (markers, pyproject.toml): `pytest` alone runs the fast tier, the unit and logic tests.
 `app` tests serve the app (a fixture that starts it: `url`, `client`, `app`, `mcp_url`), `browser`
-tests drive it in Chromium (tests/test_browser*.py), `slow` ones take over 30 s on 2 cores.
+tests drive it in Chromium (tests/test_browser*.py), `slow` ones take over 10 s on 2 cores (training runs, killed processes, studies).
 `bash scripts/test.sh` runs every tier.
 """
 
@@ -53,7 +53,11 @@ def bundled() -> Clip:
 
 APP_FIXTURES = {"url", "client", "app", "mcp_url"}  # fixtures that start the app (tests/conftest_app.running_app)
 SLOW = {"test_an_uploaded_image_folder_zip_matches_the_transformers_pipeline", "test_two_gloo_processes_give_the_global_batch_gradients",
-        "test_siglip_and_options_train_end_to_end", "test_torchrun_two_cpu_processes_train_and_resume"}
+        "test_siglip_and_options_train_end_to_end", "test_torchrun_two_cpu_processes_train_and_resume",
+        "test_a_run_cut_into_gpu_chunks_ends_with_the_weights_of_an_uninterrupted_run",
+        "test_kill_9_at_random_points_then_resume_matches_an_uninterrupted_run", "test_train_cli_on_an_image_folder",
+        "test_one_run_at_a_time_others_wait_in_line_and_a_stopped_run_resumes",
+        "test_a_run_started_in_the_tab_resumes_with_the_cli", "test_ctrl_c_stops_with_a_checkpoint_and_prints_the_resume_command"}
 SLOW_FILES = {"test_deploy_space.py"}  # builds Space bundles, resolves their requirements, serves one
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from core.train import TrainConfig, flat_fields, read_recipe, recipe_names, validate
+from core.train import ConfigError, TrainConfig, flat_fields, read_recipe, recipe_names, validate
 
 sys.path.insert(0, "scripts")
 
@@ -56,11 +56,11 @@ def test_every_recipe_loads_and_validates():
 def test_unknown_keys_and_bad_values_are_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: 1e-3\n  learning_rate: 2\n")
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(ConfigError, match="learning_rate"):
         read_recipe(str(bad))
-    with pytest.raises(ValueError, match="no recipe 'nope'"):
+    with pytest.raises(ConfigError, match="no recipe 'nope'"):
         read_recipe("nope")
-    with pytest.raises(ValueError, match="batch_size: expected int"):
+    with pytest.raises(ConfigError, match="batch_size: expected int"):
         TrainConfig.from_flat(batch_size="many")
     assert TrainConfig.from_flat(lr="5e-4", lock_image="true", steps="2e3").flat()["steps"] == 2000
 

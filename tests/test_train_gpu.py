@@ -19,6 +19,7 @@ from demo.platform.config import AppConfig
 from demo.platform.context import AppContext
 from demo.tabs.train.gpu_chunks import train_chunk, train_in_chunks
 from demo.tabs.train.runs import TrainRuns
+from demo.tabs.train.tab import train_runs
 
 
 class CountedChunks:
@@ -93,8 +94,8 @@ def test_a_run_in_forked_gpu_workers_shows_frames_stops_exports_and_resumes(tmp_
 def test_the_app_trains_in_chunks_on_zero_gpu_or_when_asked(tmp_path):
     plain = AppContext.create(AppConfig.from_env({"CLIP_LAB_RUNS_DIR": str(tmp_path)}))
     asked = AppContext.create(AppConfig.from_env({"CLIP_LAB_RUNS_DIR": str(tmp_path), "CLIP_LAB_TRAIN_CHUNK_S": "20"}))
-    assert not plain.runs.chunked
-    assert asked.runs.chunked and asked.runs.chunk_seconds == 20.0
+    assert not train_runs(plain).chunked
+    assert train_runs(asked).chunked and train_runs(asked).chunk_seconds == 20.0
 
 
 def test_a_gpu_call_refused_by_zero_gpu_fails_the_run_with_its_message(tmp_path):

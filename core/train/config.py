@@ -205,7 +205,7 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
     """A recipe's flat keys: a name from assets/recipes/ or a YAML file path.
 
     The file has one mapping per section (`optim: {lr: 5e-4}`) or flat keys at the top; both read
-    the same. Unknown keys are a ValueError that names them.
+    the same. Unknown keys are a ConfigError that names them.
     """
     import yaml
 

@@ -188,8 +188,7 @@ def endpoint(ctx, fn, names: list[str] | None = None, n_outputs: int = 1) -> Cal
     run.__module__ = fn.__module__
     run.__signature__ = signature
     run.__annotations__ = {**hints, "request": gr.Request}
-    run.contract = contract
-    run.handler = fn
+    run.contract, run.handler, run.ctx = contract, fn, ctx
     return run
 
 
@@ -280,6 +279,9 @@ def listen(ctx, on, fn, inputs: list | dict, outputs: list, *, api_name: str | N
     if check is not None and kwargs.get("queue", True):
         kwargs["validator"] = check
     target = endpoint(ctx, fn, names, len(outputs))
+    if api_name:
+        target._mcp_type = "api"  # on the API page, not an MCP tool: those are demo/platform/mcp.py's
+        target.__name__ = target.__qualname__ = f"{fn.__name__}_ui"  # MCP names tools after functions: leave the name free
     if on is None:  # the page load
         return gr.on(None, target, inputs, outputs, **kwargs)
     if callable(on) and not isinstance(on, (list, tuple)):

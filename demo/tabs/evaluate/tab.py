@@ -20,8 +20,9 @@ from core.zeroshot import parse_templates
 from demo.inputs.checks import at_most_chars, at_most_items, in_range, number
 from demo.inputs.labelled_sets import MAX_SET_IMAGES, SET_SOURCES, SHAPES_LABELS, SetSpec, encode_set, load_set
 from demo.inputs.presets import CUSTOM, DEFAULT_TEMPLATES, TEMPLATE_PRESETS, matching_preset, preset_text
+from demo.platform.contract import Call, handler, input_names, listen, stop_button
+from demo.platform.mcp import mcp_tool
 from demo.platform.scratch import scratch_folder
-from demo.platform.contract import Call, handler, listen, stop_button
 from demo.tabs.evaluate.study import (
     CLASS_COLUMNS,
     GALLERY_CSS,
@@ -261,6 +262,7 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
     event = listen(ctx, run.click, evaluate, inputs, outputs, api_name="evaluate", concurrency_id="evaluate",
                    concurrency_limit=cfg.concurrency, show_progress_on=[summary])
     stop_button(ctx, stop, "evaluate", [event])
+    mcp_tool(ctx, evaluate, input_names(evaluate, inputs), pick=9, n_outputs=len(outputs))
     listen(ctx, model_state.change, model_changed, [shown, model_state], summary)
     listen(ctx, tpl_preset.input, templates_preset_picked, [tpl_preset], templates)
     listen(ctx, [templates.blur, templates.submit], templates_preset_of, [templates], tpl_preset)

@@ -19,7 +19,8 @@ import gradio as gr
 
 from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, encoded_set
-from demo.platform.contract import Call, handler, listen, stop_button
+from demo.platform.contract import Call, handler, input_names, listen, stop_button
+from demo.platform.mcp import mcp_tool
 from demo.tabs.map.maps import gap_markdown, map_data, map_request, new_state, projection_message, prompt_embeddings, render
 from demo.tabs.shared.map_figure import COLOUR_BY
 from demo.tabs.shared.source_inputs import upload_and_dataset_inputs
@@ -167,5 +168,7 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
     centring = listen(ctx, centred.input, centre, named, [plot, gap, data, state], concurrency_id="map",
                       concurrency_limit=1, show_progress_on=[status, plot])
     stop_button(ctx, stop, "map", [drawn, centring])
+    mcp_tool(ctx, embedding_map, [n for n in input_names(embedding_map, named) if n not in ("map_state", "colour_by", "links")],
+             pick=2, n_outputs=4)
     settings = (source, n, seed, split, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors, min_dist)
     listen(ctx, [c.input for c in settings] + [files.change, model_state.change], mark, named, [gap])

@@ -14,7 +14,8 @@ import gradio as gr
 from core.errors import UserInputError
 from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.pairs import SOURCES, SourceSpec, build_pairs
-from demo.platform.contract import Call, handler, listen, stop_button
+from demo.platform.contract import Call, handler, input_names, listen, stop_button
+from demo.platform.mcp import mcp_tool
 from demo.tabs.matrix.batch import (
     LOSS_COLUMNS,
     VIEWS,
@@ -166,6 +167,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
                      [batch_state, table, extra, view, model_state], [batch_state, plot, figures, losses, data, stale],
                      api_name="similarity_matrix", trigger_mode="always_last")
     stop_button(ctx, stop, "matrix", [built, redrawn])
+    mcp_tool(ctx, build_batch, [n for n in input_names(build_batch, build_inputs)], pick=5, n_outputs=7)
     listen(ctx, model_state.change, model_changed, [batch_state, model_state], stale)
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)
     gr.on([source.input, n.release, seed.input, split.input, files.upload, files.clear, ds_name.input, ds_split.input,

@@ -21,8 +21,9 @@ from core.saliency import DEFAULT_METHOD
 from demo.inputs.checks import at_most_chars, at_most_items, in_range, number
 from demo.inputs.images import open_image
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, SourceSpec, encoded_set, set_key
-from demo.platform.contract import Call, handler, listen, stop_button
+from demo.platform.contract import Call, handler, listen, public_parameters, stop_button
 from demo.platform.gpu import embed_images, embed_texts
+from demo.platform.mcp import mcp_tool
 from demo.platform.services import model_key
 from demo.tabs.search.index import (
     SearchIndex,
@@ -176,6 +177,35 @@ def search(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None
     return items, fig, summary, data, results, index
 
 
+@handler("search", checks={**INDEX_CHECKS, **SEARCH_CHECKS}, uploads=("image", "files"))
+def search_images(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None, text_weight: float = 0.5,
+                  k: float = 12, source: str = DEFAULT_SET.source, n: float = DEFAULT_SET.n, seed: float = 0,
+                  split: str = "eval", files: list | None = None, dataset: str | None = None, dataset_split: str = "train",
+                  image_column: str = "image", text_column: str = "text", model_name: str | None = None):
+    """Search a set of images by a text, an image, or both: the set is indexed (once per model and set, then
+    cached) and queried exactly. Returns JSON: the query, every hit's rank, index, name, caption and cosine,
+    the whole set's cosine histogram, and timings.
+
+    Args:
+        text_query: the text to search for, e.g. "a red circle"; empty for an image-only query.
+        image: a query image file (optional); with a text, the query mixes both.
+        text_weight: with both a text and an image, the text's weight in the query, 0 to 1 (1 = text only).
+        k: how many hits to return, 1 to 50.
+        source: the set: "shapes world", "uploaded images" or "datasets source".
+        n: how many images for the shapes world or a dataset, 10 to 10,000.
+        seed: the seed that picks the shapes-world samples or the dataset rows.
+        split: the shapes-world split, "eval" or "train".
+        files: image files, for source "uploaded images".
+        dataset: a Hub dataset name or an allowed local folder, for source "datasets source".
+        dataset_split: the dataset's split.
+        image_column: the dataset's image column.
+        text_column: the dataset's caption column.
+    """
+    spec = index_spec(source, n, seed, split, files, dataset, dataset_split, image_column, text_column)
+    index = build_index(call.ctx, call.model(model_name), model_name or call.config.default_model, spec, call.progress, call.job)
+    return search(call, text_query, image, text_weight, k, model_name, index)[3]
+
+
 @handler("saliency", checks={"opacity": OPACITY})
 def search_hit(call: Call, rank: float = 1, method: str = DEFAULT_METHOD, opacity: float = DEFAULT_OPACITY,
                model_name: str | None = None, index: SearchIndex | None = None, results=None):
@@ -297,6 +327,7 @@ def build_tab(ctx, model_state: gr.State) -> None:
     listen(ctx, indexing.success, after_index, [], [results_state, gallery, histogram, data, info, hit_info, hit_picture,
                                                     hit_data, hit_view])
     stop_button(ctx, stop, "search", [indexing])
+    mcp_tool(ctx, search_images, [p.name for p in public_parameters(search_images)], pick=0, n_outputs=1)
     searching = listen(ctx, [run.click, query.submit], search, [query, query_image, weight, k, model_state, index_state],
                        [gallery, histogram, info, data, results_state, index_state], api_name="search",
                        show_progress_on=[gallery, info])

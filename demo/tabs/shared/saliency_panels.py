@@ -16,6 +16,7 @@ from demo.inputs.checks import at_most_chars, in_range
 from demo.inputs.images import display_name, open_image
 from demo.platform.contract import Call, handler, listen
 from demo.platform.gpu import embed_texts
+from demo.platform.mcp import mcp_tool
 from demo.platform.services import model_key
 from demo.tabs.shared.saliency import (
     DEFAULT_OPACITY,
@@ -178,4 +179,5 @@ def build_saliency_tool(ctx, model_state: gr.State) -> None:
                 data = gr.JSON(label="saliency map (JSON)", elem_id="sal-json")
     listen(ctx, [run.click, query.submit], saliency, [image, query, method, opacity, model_state],
            [picture, note, data, view], api_name="saliency", show_progress_on=[picture])
+    mcp_tool(ctx, saliency, ["image", "text", "method", "opacity", "model_name"], pick=2, n_outputs=4)
     listen(ctx, opacity.release, reblend, [view, opacity], picture)

@@ -60,7 +60,8 @@ def probe_figure(frame: Frame | None) -> go.Figure:
     k = len(p.cosine)
     ticks = [str(i + 1) for i in range(k)]
     fig.add_trace(go.Heatmap(z=p.cosine, x=ticks, y=ticks, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
-                             colorbar={"x": 0.39, "len": 0.9, "thickness": 12}, hovertemplate="image %{y}, caption %{x}: %{z:.3f}<extra></extra>"),
+                             colorbar={"x": 0.39, "len": 0.9, "thickness": 12},
+                             hovertemplate="image %{y}, caption %{x}: %{z:.3f}<extra></extra>"),
                   1, 1)
     fig.add_trace(go.Heatmap(z=p.probs_rows, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Viridis",
                              colorbar={"thickness": 12}, hovertemplate="image %{y} → caption %{x}: %{z:.3f}<extra></extra>"), 1, 2)

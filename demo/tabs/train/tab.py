@@ -22,12 +22,12 @@ from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.images import display_name, open_image
 from demo.inputs.pairs import check_dataset_source
 from demo.platform.contract import Call, handler, listen
-from demo.platform.scratch import scratch_folder
 from demo.platform.models import shown_path
+from demo.platform.scratch import scratch_folder
 from demo.tabs.shared.picker import describe_model
 from demo.tabs.shared.zero_shot_scores import render, score
-from demo.tabs.train.runs import TrainRuns
 from demo.tabs.train.figures import accuracy_figure, curves_figure, frame_at, gap_figure, map_frame_figure, probe_figure, status_line
+from demo.tabs.train.runs import TrainRuns
 
 SCRATCH, FINETUNE = "from scratch on the shapes world", "fine-tune the current model"
 FIRST_RECIPES = ("quick-demo", "shapes-tiny")

@@ -27,7 +27,9 @@ from demo.inputs.presets import (
 )
 from demo.platform.config import EXAMPLES_DIR
 from demo.platform.contract import Call, handler, listen, stop_button
+from demo.platform.mcp import mcp_tool
 from demo.tabs.shared.saliency_panels import build_zero_shot_saliency
+from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.zero_shot_scores import (
     BATCH_COLUMNS,
     MAX_SCALE,
@@ -39,7 +41,6 @@ from demo.tabs.shared.zero_shot_scores import (
     score,
     vocabulary_notice,
 )
-from demo.tabs.shared.session_model import model_notice
 
 PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
 
@@ -251,6 +252,8 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     event = listen(ctx, run.click, zero_shot, run_inputs, run_outputs, api_name="zero_shot",
                    show_progress_on=[label, plot, info])
     stop_button(ctx, stop, "zero_shot", [event])
+    mcp_tool(ctx, zero_shot, ["image", "images", "classnames", "templates", "top_k", "logit_scale", "use_model_scale", "model"],
+             pick=7, n_outputs=len(run_outputs))
     for ex in (shape_ex, photo_ex):
         listen(ctx, ex.load_input_event.then, zero_shot, run_inputs, run_outputs, show_progress_on=[label, plot, info])
     rescaled = view_outputs + [scale, follow]
