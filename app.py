@@ -26,7 +26,7 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from demo.inputs import pairs  # noqa: E402
-from demo.platform.config import AppConfig
+from demo.platform.config import EXAMPLES_DIR, AppConfig
 from demo.platform.context import AppContext  # noqa: E402
 from demo.platform.contract import Call, endpoint, handler, listen  # noqa: E402
 from demo.platform.guard import GuardMiddleware  # noqa: E402
@@ -143,7 +143,7 @@ def main() -> None:
     app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS,
-               js=HOVER_JS, mcp_server=True,
+               js=HOVER_JS, mcp_server=True, allowed_paths=[str(EXAMPLES_DIR)],
                theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
 
 

@@ -89,6 +89,9 @@ class AppConfig:
     preload: tuple[str, ...] = ()  # models loaded at start besides the default (CLIP_LAB_PRELOAD, comma-separated)
     # serving
     server_name: str = "127.0.0.1"
+    # where a client reaches the app: the API page's example files point here, so its snippets run as
+    # pasted [https://$SPACE_HOST on a Space, else http://127.0.0.1:$GRADIO_SERVER_PORT]
+    public_url: str = "http://127.0.0.1:7860"
     queue_size: int = 128  # each visitor holds at most max_in_flight_per_visitor of these places
     concurrency: int = 2
     warm_umap: bool = True
@@ -125,6 +128,8 @@ class AppConfig:
         cfg.warm_umap = env.get("CLIP_LAB_WARMUP", "1") not in ("0", "false", "no")
         cfg.warmup_delay = max(0.0, float(env.get("CLIP_LAB_WARMUP_DELAY", cfg.warmup_delay)))
         cfg.server_name = env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else cfg.server_name)
+        cfg.public_url = (f"https://{env['SPACE_HOST']}" if env.get("SPACE_HOST")
+                          else f"http://127.0.0.1:{env.get('GRADIO_SERVER_PORT') or 7860}")
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
         for name, attr in (("CLIP_LAB_MAX_RUNS", "max_runs"), ("CLIP_LAB_MAX_TRAIN_STEPS", "max_train_steps")):

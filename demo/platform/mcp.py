@@ -42,7 +42,9 @@ def mcp_tool(ctx, fn, names: list[str], pick: int, n_outputs: int) -> None:
     files = [n for n in target.contract.uploads if n in names]
     # the tool's parameters: the inputs (each with a type hint, as gr.api needs) and the request; no progress
     hints = {**{n: typing.Optional[str] for n in names}, **target.__annotations__}
-    params = [p.replace(annotation=hints[p.name]) for p in target.__signature__.parameters.values() if p.name != "progress"]
+    # a text parameter with a text default is typed `str` (the API page quotes only plain `str` defaults)
+    params = [p.replace(annotation=str if isinstance(p.default, str) else hints[p.name])
+              for p in target.__signature__.parameters.values() if p.name != "progress"]
     signature = inspect.Signature(params, return_annotation=str)
 
     def tool(*args, **kwargs) -> str:

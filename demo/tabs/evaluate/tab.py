@@ -17,6 +17,7 @@ import gradio as gr
 
 from core.errors import UserInputError
 from core.zeroshot import parse_templates
+from demo.tabs.shared.api_examples import no_example
 from demo.inputs.checks import at_most_chars, at_most_items, in_range, number
 from demo.inputs.labelled_sets import MAX_SET_IMAGES, SET_SOURCES, SHAPES_LABELS, SetSpec, encode_set, load_set
 from demo.inputs.presets import CUSTOM, DEFAULT_TEMPLATES, TEMPLATE_PRESETS, matching_preset, preset_text
@@ -205,8 +206,9 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
                 seed = gr.Number(0, precision=0, label="seed (the sample and the half/half split)")
                 split = gr.Dropdown(["eval", "train"], value="eval", label="shapes-world split")
             label = gr.Radio(list(SHAPES_LABELS), value="shape", label="shapes-world label", elem_id="ev-label")
-            files = gr.File(file_count="multiple", file_types=[".zip", ".csv", "image"], height=150, elem_id="ev-files",
-                            label="a zip of class folders (or with a labels.csv), or images + labels.csv")
+            files = no_example(gr.File(file_count="multiple", file_types=[".zip", ".csv", "image"], height=150,
+                                       elem_id="ev-files",
+                                       label="a zip of class folders (or with a labels.csv), or images + labels.csv"))
             with gr.Accordion("datasets source", open=False):
                 ds_name = gr.Textbox(label="dataset (Hub name or allowed local folder)")
                 with gr.Row():

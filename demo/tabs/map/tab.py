@@ -38,10 +38,13 @@ NOT_DRAWN = "No map yet: pick a set and press **Draw map** (progress shows here)
 
 
 @handler("map", checks=CHECKS, uploads=("files",))
-def embedding_map(call: Call, source=None, n=None, seed=None, split=None, files=None, dataset=None, dataset_split=None,
-                  image_column=None, text_column=None, use_prompts=None, method=None, dims=None, n_neighbors=None,
-                  min_dist=None, colour_by=None, centred=None, links=None, classnames_text=None, templates_text=None,
-                  model_name=None, map_state=None):
+def embedding_map(call: Call, source: str | None = None, n: float | None = None, seed: float | None = None,
+                  split: str | None = None, files: list | None = None, dataset: str | None = None,
+                  dataset_split: str | None = None, image_column: str | None = None, text_column: str | None = None,
+                  use_prompts: bool | None = None, method: str | None = None, dims: float | None = None,
+                  n_neighbors: float | None = None, min_dist: float | None = None, colour_by: str | None = None,
+                  centred: bool | None = None, links: bool | None = None, classnames_text: str | None = None,
+                  templates_text: str | None = None, model_name: str | None = None, map_state=None):
     """Project a set of (image, caption) pairs to a 2D/3D map and measure the modality gap.
 
     Args:
@@ -56,7 +59,7 @@ def embedding_map(call: Call, source=None, n=None, seed=None, split=None, files=
         text_column: the dataset's caption column.
         use_prompts: also place the zero-shot class prompts (needs classnames_text and templates_text).
         method: projection, "UMAP" (cosine) or "PCA".
-        dims: 2 or 3 dimensions.
+        dims: 2 or 3 dimensions (a number, or "2" / "3").
         n_neighbors: UMAP's n_neighbors, 2 to 100.
         min_dist: UMAP's min_dist, 0 to 0.99.
         colour_by: "modality" or a label of the pairs: shape, colour, combo, style, count, size, position, background, held_out.
@@ -141,7 +144,9 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
             prompts = gr.Checkbox(False, label="add the zero-shot tab's class prompts")
         with gr.Column(scale=1, min_width=300):
             method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="Projection", elem_id="map-method")
-            dims = gr.Radio([("2", 2), ("3", 3)], value=2, label="dimensions", elem_id="map-dims")
+            # a dropdown that takes 2, "2", 3 or "3": the contract's check refuses anything else with a message
+            # (a radio would refuse an API call's int 2 with a bare HTTP 400 before any check of ours)
+            dims = gr.Dropdown(["2", "3"], value="2", allow_custom_value=True, label="dimensions", elem_id="map-dims")
             neighbors = gr.Slider(2, 100, value=15, step=1, label="UMAP n_neighbors")
             min_dist = gr.Slider(0.0, 0.99, value=0.1, step=0.01, label="UMAP min_dist")
             colour_by = gr.Dropdown(list(COLOUR_BY), value="modality", label="colour by (redraws at once)",

@@ -18,6 +18,7 @@ import gradio as gr
 
 from core.errors import UserInputError
 from core.saliency import DEFAULT_METHOD
+from demo.tabs.shared.api_examples import no_example
 from demo.inputs.checks import at_most_chars, at_most_items, in_range, number
 from demo.inputs.images import open_image
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, SourceSpec, encoded_set, set_key
@@ -216,12 +217,13 @@ def search_hit(call: Call, rank: float = 1, method: str = DEFAULT_METHOD, opacit
         method: saliency method, "relevance" (the default), "patch_text", "rollout" or "centre".
         opacity: the heatmap's opacity where the map peaks, 0 to 1 (lower values cover less).
 
+    Without a search in the session, the default query ("a red circle") is searched first.
     Returns the saliency overlay (the map of the query embedding over the hit's image), a summary
     (its cosine and, for captioned sets, the rank of its own caption among all captions and the
     captions closest to it), and the map as JSON (grid, values, peak).
     """
-    if results is None or index is None or results.set_key != index.set_key:
-        raise UserInputError("search first, then pick a hit")
+    if results is None or index is None or results.set_key != index.set_key:  # nothing searched yet in this session
+        _, _, _, _, results, index = search(call, DEFAULT_QUERY, None, 0.5, 12, model_name, index)
     rank = number(rank if rank is not None else 1, "rank", 1, len(results.hits), integer=True)
     i = results.hits[rank - 1]
     clip = call.model(model_name)
@@ -292,8 +294,9 @@ def build_tab(ctx, model_state: gr.State) -> None:
         with gr.Column(scale=1, min_width=300):
             query = gr.Textbox(DEFAULT_QUERY, label="Text query", max_lines=2, elem_id="search-text",
                                placeholder="a red circle · a hand-drawn star in the top left · …")
-            query_image = gr.Image(None, type="filepath", label="Image query (optional: with a text, 'this image, but …')",
-                                   height=200, sources=["upload", "clipboard"], elem_id="search-image")
+            query_image = no_example(gr.Image(None, type="filepath", height=200, sources=["upload", "clipboard"],
+                                              label="Image query (optional: with a text, 'this image, but …')",
+                                              elem_id="search-image"))
             weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="text weight (with both: 1 = text only, 0 = image only)",
                                elem_id="search-weight")
             k = gr.Slider(1, MAX_K, value=12, step=1, label="top-k", elem_id="search-k")

@@ -12,6 +12,7 @@ import torch
 from core.errors import UserInputError
 from core.saliency import DEFAULT_METHOD, METHODS, TEXT_FREE_METHODS
 from core.zeroshot import ensemble_head, template_embeddings
+from demo.tabs.shared.api_examples import served_example
 from demo.inputs.checks import at_most_chars, in_range
 from demo.inputs.images import display_name, open_image
 from demo.platform.contract import Call, handler, listen
@@ -165,8 +166,9 @@ def build_saliency_tool(ctx, model_state: gr.State) -> None:
     view = gr.State(None, time_to_live=3600)
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
-            image = gr.Image(EXAMPLE if EXAMPLE.is_file() else None, type="filepath", label="image", height=240,
-                             elem_id="sal-image-in", sources=["upload", "clipboard"])
+            image = served_example(gr.Image(EXAMPLE if EXAMPLE.is_file() else None, type="filepath", label="image",
+                                            height=240, elem_id="sal-image-in", sources=["upload", "clipboard"]),
+                                   ctx.config, EXAMPLE)
             query = gr.Textbox(EXAMPLE_TEXT, label="text to locate", max_lines=2, elem_id="sal-text")
             method = method_dropdown("sal-method")
             opacity = opacity_slider("sal-opacity")

@@ -18,6 +18,8 @@ import gradio as gr
 
 from core.errors import UserInputError
 from core.train import TrainConfig, read_recipe, recipe_names
+from core.zeroshot import parse_classnames
+from demo.tabs.shared.api_examples import EXAMPLE_IMAGE, no_example, served_example
 from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.images import display_name, open_image
 from demo.inputs.pairs import check_dataset_source
@@ -258,16 +260,17 @@ def download_model(call: Call, ticket: dict | None = None):
 
 
 @handler("zero_shot", checks={"classnames": at_most_chars("the class names")}, uploads=("image",))
-def try_current(call: Call, ticket: dict | None = None, image: str | None = None, classnames: str | None = None):
-    """Zero-shot classify an image with the run's current weights (an image, class names one per line)."""
+def try_current(call: Call, ticket: dict | None = None, image: str | None = str(EXAMPLE_IMAGE),
+                classnames: str | None = "red shape, green shape, blue shape, purple shape"):
+    """Zero-shot classify an image with the run's current weights (an image, class names one per line or comma-separated)."""
     if not image:
         raise UserInputError("add an image to classify")
     run = lookup(call, ticket)
     name = shown_path(train_runs(call.ctx).stable_weights(run))
     clip = call.model(name)
-    names = [c.strip() for c in (classnames or "").splitlines() if c.strip()]
+    names = parse_classnames(classnames or "")
     if len(names) < 2:
-        raise UserInputError("give at least 2 class names, one per line")
+        raise UserInputError("give at least 2 class names, one per line or comma-separated")
     head, _ = call.ctx.services.zero_shot_head(clip, names, ["a photo of a {}."])
     s = score(clip, head, [open_image(image)], ["image"], name, [])
     return render(s, 5, s.model_scale).label
@@ -295,21 +298,23 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
             mode = gr.Radio([SCRATCH, FINETUNE], value=SCRATCH, label="Mode", elem_id="tr-mode")
             recipe = gr.Dropdown(names, value=names[0], label="Recipe (assets/recipes/)", elem_id="tr-recipe")
             with gr.Row():
-                steps = gr.Number(first[0], label="steps", precision=0, minimum=1, maximum=runs.max_steps, elem_id="tr-steps")
-                batch = gr.Number(first[1], label="batch size", precision=0, minimum=2, maximum=512)
+                # no minimum/maximum on the boxes: Gradio would refuse an API call with a bare HTTP 400; the
+                # contract's checks (CHECKS) refuse it with a message naming the box and its range
+                steps = gr.Number(first[0], label=f"steps (1 to {runs.max_steps:,})", precision=0, elem_id="tr-steps")
+                batch = gr.Number(first[1], label="batch size (2 to 512)", precision=0)
                 lr = gr.Number(first[2], label="learning rate")
             with gr.Row():
-                init_scale = gr.Number(first[3], label="initial logit scale (0: 1/0.07)", minimum=0, maximum=100)
+                init_scale = gr.Number(first[3], label="initial logit scale (0: 1/0.07; up to 100)")
                 learn_scale = gr.Checkbox(first[4], label="learn the temperature")
             with gr.Row():
                 hard = gr.Slider(0, 1, value=first[5], step=0.25, label="hard negatives (share of each batch)")
                 group = gr.Slider(0, 2, value=first[6], step=0.25, label="in-group loss weight (teaches shape)")
             with gr.Row():
                 loss = gr.Radio(["clip", "siglip"], value=first[7], label="loss (softmax / sigmoid)")
-                seed = gr.Number(first[8], label="seed", precision=0, minimum=0)
+                seed = gr.Number(first[8], label="seed", precision=0)
             with gr.Accordion("fine-tuning data", open=False):
-                files = gr.File(file_count="multiple", file_types=["image"], label="image–caption pairs (caption = file name)",
-                                height=140)
+                files = no_example(gr.File(file_count="multiple", file_types=["image"], height=140,
+                                           label="image–caption pairs (caption = file name)"))
                 dataset = gr.Textbox(label="…or a datasets source (Hub name or allowed folder; image + text columns)")
                 with gr.Row():
                     lock_image = gr.Checkbox(True, label="lock the image tower (LiT)")
@@ -337,8 +342,9 @@ def build_tab(ctx, model_state: gr.State, picker: gr.Dropdown, model_status: gr.
     gap = gr.Plot(label="modality gap", elem_id="tr-gap")
     with gr.Accordion("Try the current weights", open=False):
         with gr.Row():
-            try_image = gr.Image(type="filepath", label="image", height=160)
-            try_names = gr.Textbox("red shape\ngreen shape\nblue shape\npurple shape", lines=4, label="class names")
+            try_image = served_example(gr.Image(str(EXAMPLE_IMAGE), type="filepath", label="image", height=160), ctx.config)
+            try_names = gr.Textbox("red shape, green shape, blue shape, purple shape", lines=2,
+                                   label="class names (one per line, or comma-separated)")
             try_label = gr.Label(label="zero-shot (current weights)", elem_id="tr-try-label")
         try_run = gr.Button("Classify with the current weights")
     summary = gr.JSON(visible=False, label="run summary")

@@ -28,6 +28,7 @@ from demo.inputs.presets import (
 from demo.platform.config import EXAMPLES_DIR
 from demo.platform.contract import Call, handler, listen, stop_button
 from demo.platform.mcp import mcp_tool
+from demo.tabs.shared.api_examples import EXAMPLE_IMAGE, no_example, served_example
 from demo.tabs.shared.saliency_panels import build_zero_shot_saliency
 from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.zero_shot_scores import (
@@ -73,13 +74,13 @@ VIEW_OUTPUTS = 7  # label, plot, info, templates table, heatmap, batch table, JS
 
 
 @handler("zero_shot", checks=CHECKS, uploads=("image", "images"))
-def zero_shot(call: Call, image: str | None = None, images: list | None = None, classnames: str | None = None,
+def zero_shot(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: list | None = None, classnames: str | None = None,
               templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
               use_model_scale: bool = True, model: str | None = None):
     """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
 
     Args:
-        image: one image file (path or URL).
+        image: one image file (path or URL); omitted: the app's example, a purple star.
         images: more image files; each gets a row in the per-image table (at most 64 images in all).
         classnames: class names, one per line or comma-separated; omitted: the shapes-world shapes.
         templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
@@ -205,10 +206,11 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     shape_rows, shape_labels, photo_rows, photo_labels = examples()
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(shape_rows[0][0] if shape_rows else None, type="filepath",
-                             sources=["upload", "clipboard", "webcam"], label="Image", height=280, elem_id="zs-image")
-            files = gr.File(file_count="multiple", file_types=["image"], label="…or several images (gives a table)",
-                            height=180)
+            image = served_example(gr.Image(str(EXAMPLE_IMAGE), type="filepath",
+                                            sources=["upload", "clipboard", "webcam"], label="Image", height=280,
+                                            elem_id="zs-image"), ctx.config)
+            files = no_example(gr.File(file_count="multiple", file_types=["image"],
+                                       label="…or several images (gives a table)", height=180))
             top_k = gr.Slider(1, 20, value=5, step=1, label="top-k")
             with gr.Row():
                 scale = gr.Slider(MIN_SCALE, MAX_SCALE, value=MAX_SCALE, step=0.01, label="logit scale (1 / temperature)",
