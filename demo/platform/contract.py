@@ -251,6 +251,7 @@ def validator(ctx, fn, names: list[str]) -> Callable | None:
                 verdicts.append(gr.validate(False, one_line(e)))
         return verdicts
 
+    validate.checks_of = fn  # Gradio registers it as a function of its own: this says whose checks it runs
     return validate
 
 
