@@ -115,9 +115,7 @@ def start_warmup(ctx: AppContext) -> threading.Thread:
         answered = ctx.first_answer.wait(ctx.config.warmup_delay)
         log.info("warm-up: map part starts after %.1f s (%s)", time.perf_counter() - t0,
                  "first zero-shot answer out" if answered else "no request yet")
-        from core.projection import start_umap_warmup
-
-        start_umap_warmup()
+        threading.Thread(target=warm_umap, name="umap-warmup", daemon=True).start()
         try:
             pairs.prewarm(ctx)
             log.info("warm-up: default map set encoded after %.1f s", time.perf_counter() - t0)
@@ -127,6 +125,19 @@ def start_warmup(ctx: AppContext) -> threading.Thread:
     thread = threading.Thread(target=run, name="warmup", daemon=True)
     thread.start()
     return thread
+
+
+def warm_umap(points: int = 300) -> None:
+    """Compile (or load from numba's disk cache) UMAP's kernels with a tiny fit; failures only cost time later."""
+    import numpy as np
+
+    from core.projection import umap_project
+
+    try:
+        umap_project(np.random.default_rng(0).normal(size=(points, 16)).astype(np.float32), dims=2, n_neighbors=10,
+                     n_epochs=20)
+    except Exception as e:
+        logging.getLogger("clip_lab").warning("warm-up: UMAP's kernels failed to compile: %s", e)
 
 
 def main() -> None:

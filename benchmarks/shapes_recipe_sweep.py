@@ -140,7 +140,7 @@ def render_pool(out: Path, n_random: int, n_groups: int, n_curriculum: int, work
 
 # ---- training one config -----------------------------------------------------------------------
 
-def sincos_positions(num_patches_side: int, dim: int) -> "torch.Tensor":
+def sincos_positions(num_patches_side: int, dim: int) -> "torch.Tensor":  # noqa: F821 (torch is imported inside)
     """2-D sin-cos position table [1 + side*side, dim] (row 0, the CLS token, is zero)."""
     import torch
 

@@ -64,7 +64,6 @@ if __name__ == "__main__":  # before huggingface_hub is imported: it reads these
 
 import torch  # noqa: E402
 from standin import (  # noqa: E402,F401
-    HUB_ID,
     app_context,
     build_standin,
     check_standin,
@@ -108,7 +107,7 @@ def zero_shot_rows(clip, snapshot: Path, tmp: Path, q: dict, out: dict) -> None:
     warm, ref, ratios = [], [], []
     for r in range(q["pipeline_calls"]):
         sides = [("ours", lambda: zero_shot_call(ctx, clip, image, imagenet, t7)),
-                 ("pipeline", lambda: pipe(image, candidate_labels=imagenet, hypothesis_template="a photo of a {}."))]
+                 ("pipeline", lambda: pipe(image, candidate_labels=imagenet, hypothesis_template="a photo of a {}."))]  # noqa: F821
         times = {name: seconds(fn) for name, fn in (sides if r % 2 == 0 else sides[::-1])}
         warm.append(times["ours"])
         ref.append(times["pipeline"])

@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import UserInputError
+from .errors import UserFacingError, UserInputError
 from .model import looks_like_path
+
+
+class SourceUnavailable(UserFacingError):
+    """A dataset that could not be reached (the Hub, a network or disk failure): an outage, not bad input."""
 
 
 class DataError(UserInputError):
@@ -24,8 +28,13 @@ class DataError(UserInputError):
 
 def open_dataset(source: str, split: str = "train", streaming: bool = False):
     """Open a `datasets` source: a save_to_disk directory, a local image folder (imagefolder with
-    a caption column in metadata.csv / metadata.jsonl), or a Hub dataset name."""
+    a caption column in metadata.csv / metadata.jsonl), or a Hub dataset name.
+
+    Raises DataError for what the user can change (no such dataset, split or folder; a format it
+    cannot read) and SourceUnavailable when the Hub or the disk fails; anything else is a bug and
+    propagates as it is."""
     import datasets
+    from datasets.exceptions import DatasetsError
 
     path = Path(source).expanduser()
     try:
@@ -43,8 +52,11 @@ def open_dataset(source: str, split: str = "train", streaming: bool = False):
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except DataError:
         raise
-    except Exception as e:  # datasets raises many types; the user needs one line
-        raise DataError(f"{source}: could not open dataset ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+    except (DatasetsError, FileNotFoundError, ValueError) as e:  # no such dataset, split or file; a format it cannot read
+        raise DataError(f"{source}: could not open dataset ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from e
+    except (ConnectionError, TimeoutError, OSError) as e:  # the Hub or the disk failed: not the user's input
+        raise SourceUnavailable(f"{source}: the dataset could not be reached ({e.__class__.__name__}); "
+                                "try again later, or use a local folder") from e
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

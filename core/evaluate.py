@@ -123,7 +123,8 @@ def evaluate_dataset(clip: Clip, dataset, classnames: Sequence[str] | None = Non
     results: dict = {}
     if has_labels:
         feature = dataset.features.get(label_column)
-        names = list(classnames) if classnames else (list(feature.names) if hasattr(feature, "names") else sorted({str(l) for l in raw_labels}))
+        names = (list(classnames) if classnames else
+                 list(feature.names) if hasattr(feature, "names") else sorted({str(l) for l in raw_labels}))
         if all(isinstance(l, (int, np.integer)) for l in raw_labels):
             y = [int(l) for l in raw_labels]
         else:

@@ -135,7 +135,8 @@ def group_contrastive_loss(image_features: torch.Tensor, text_features: torch.Te
     return (loss_i + loss_t) / 2
 
 
-def similarity(image_features: torch.Tensor, text_features: torch.Tensor, scale: float | torch.Tensor = INIT_LOGIT_SCALE) -> ContrastiveOutput:
+def similarity(image_features: torch.Tensor, text_features: torch.Tensor,
+               scale: float | torch.Tensor = INIT_LOGIT_SCALE) -> ContrastiveOutput:
     """The full matrix view of a batch, for display and teaching (no gradients needed).
 
     image_features [n, d] and text_features [m, d]; when n == m, row i and column i are a pair and

@@ -157,7 +157,7 @@ def _check_clip_config(config_path: Path, source: str) -> None:
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{source}: config.json is unreadable ({e.__class__.__name__})") from None
+        raise ModelLoadError(f"{source}: config.json is unreadable ({e.__class__.__name__})") from e
     kind = config.get("model_type")
     if kind != "clip":
         raise ModelLoadError(f"{source} is not a CLIP model (model_type={kind!r}); CLIP Lab loads model_type 'clip' only")
@@ -182,7 +182,8 @@ def _resolve(source: str, max_bytes: int | None = None) -> tuple[Path, str]:
         raise ModelLoadError(f"{source}: no such model directory")
     if not HUB_ID.match(source):
         known = ", ".join(bundled_models()) or "none"
-        raise ModelLoadError(f"{source!r} is neither a bundled model ({known}), a local directory, nor a Hub id like 'openai/clip-vit-base-patch32'")
+        raise ModelLoadError(f"{source!r} is neither a bundled model ({known}), a local directory, "
+                             "nor a Hub id like 'openai/clip-vit-base-patch32'")
     return _download(source, max_bytes), source
 
 
@@ -206,16 +207,17 @@ def _download(repo_id: str, max_bytes: int | None = None) -> Path:
             raise ModelLoadError(f"{repo_id} is not in the local Hugging Face cache and the Hub cannot be reached "
                                  f"({e.__class__.__name__}); download it once online or pass a local directory") from e
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
         why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
-        raise ModelLoadError(f"{repo_id} is not in the local Hugging Face cache and {why}; download it once online or pass a local directory") from None
-    except GatedRepoError:
-        raise ModelLoadError(f"{repo_id} is gated on the Hub; log in with `hf auth login` after accepting its terms") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"{repo_id} was not found on the Hugging Face Hub") from None
+        raise ModelLoadError(f"{repo_id} is not in the local Hugging Face cache and {why}; "
+                             "download it once online or pass a local directory") from e
+    except GatedRepoError as e:
+        raise ModelLoadError(f"{repo_id} is gated on the Hub; log in with `hf auth login` after accepting its terms") from e
+    except RepositoryNotFoundError as e:
+        raise ModelLoadError(f"{repo_id} was not found on the Hugging Face Hub") from e
     except OSError as e:
-        raise ModelLoadError(f"{repo_id}: download failed ({str(e).splitlines()[0][:200]})") from None
+        raise ModelLoadError(f"{repo_id}: download failed ({str(e).splitlines()[0][:200]})") from e
 
 
 def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -241,10 +243,10 @@ def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype:
         check_loaded_weights(list(info.get("missing_keys", [])), label)
         tokenizer = CLIPTokenizerFast.from_pretrained(directory) if _has_tokenizer(directory) else load_tokenizer()
         processor = _load_processor(directory, int(model.config.vision_config.image_size))
-    except UserInputError:
+    except (UserInputError, torch.OutOfMemoryError):  # out of memory is the server's limit, not a bad model
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ModelLoadError(f"{label}: could not be loaded ({str(e).splitlines()[0][:200]})") from None
+        raise ModelLoadError(f"{label}: could not be loaded ({str(e).splitlines()[0][:200]})") from e
     model.to(device).eval()
     return Clip(model, tokenizer, processor, source=label, revision=weights_revision(directory))
 

@@ -41,8 +41,8 @@ def check_preprocessor(directory: Path, label: str) -> None:
         return
     try:
         cfg = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise ModelLimitError(f"{label}: preprocessor_config.json is unreadable") from None
+    except (OSError, ValueError) as e:
+        raise ModelLimitError(f"{label}: preprocessor_config.json is unreadable") from e
     for key in ("size", "crop_size"):
         value = cfg.get(key)
         sides = value.values() if isinstance(value, dict) else [value]

@@ -6,8 +6,8 @@
   call its numba cosine once per pair from Python below 4,096 points, and run NN-descent above).
   umap's numba kernels compile on first use (20–70 s on a small CPU). `import_umap()` imports umap
   with numba's on-disk cache switched on for every kernel, so only the very first process on a
-  machine pays the compile; `start_umap_warmup()` runs a tiny fit in a background thread so that
-  an app hides the rest.
+  machine pays the compile; an app hides the rest by running a tiny fit in a thread of its own
+  (app.py's warm-up): nothing here starts a thread.
 - `modality_gap(img, txt)`: the distance between the image and the text centroids (Liang et al.
   2022, "Mind the Gap"), and `centre_modalities` removes it by centring each modality.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,50 +233,9 @@ def centre_modalities(image_emb, text_emb, extra_text=None):
     return _normalise(img - ci), _normalise(txt - ct), extra
 
 
-@dataclass
-class WarmupState:
-    """Progress of the background UMAP warm-up."""
-
-    started: float = 0.0
-    finished: float = 0.0
-    error: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.finished > 0
-
-
-_warmup = WarmupState()
-_warmup_thread: threading.Thread | None = None
-_umap_runs = [0]  # UMAP fits finished in this process
-
-
-def start_umap_warmup(points: int = 300) -> threading.Thread:
-    """Compile umap's kernels in a daemon thread (once per process); returns the thread."""
-    global _warmup_thread
-    if _warmup_thread is not None:
-        return _warmup_thread
-
-    def run() -> None:
-        _warmup.started = time.time()
-        try:
-            rng = np.random.default_rng(0)
-            x = rng.normal(size=(points, 16)).astype(np.float32)
-            umap_project(x, dims=2, n_neighbors=10, n_epochs=20)
-        except Exception as e:  # a failed warm-up only costs time later
-            _warmup.error = f"{e.__class__.__name__}: {e}"
-        _warmup.finished = time.time()
-
-    _warmup_thread = threading.Thread(target=run, name="umap-warmup", daemon=True)
-    _warmup_thread.start()
-    return _warmup_thread
+_umap_runs = [0]  # UMAP fits finished in this process (the app's warm-up is one)
 
 
 def umap_compiled() -> bool:
     """Whether UMAP has run in this process (so its kernels are compiled or loaded from the disk cache)."""
-    return _warmup.done and not _warmup.error or _umap_runs[0] > 0
-
-
-def warmup_state() -> WarmupState:
-    """The warm-up's state (started/finished timestamps, error)."""
-    return _warmup
+    return _umap_runs[0] > 0

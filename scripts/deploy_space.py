@@ -177,7 +177,8 @@ def make_requirements(hw: Hardware, gradio_version: str, root: Path = ROOT) -> s
                 "# --extra-index-url line selects PyTorch's wheels); PyPI's torch is the multi-GB CUDA build.",
                 f"--extra-index-url {TORCH_CPU_INDEX}"]
     elif hw.kind == "zerogpu":
-        out += [f"# spaces-zerogpu.md, 'Supported Versions': PyTorch 2.8.0, 2.9.1, 2.10.0, 2.11.0 (2.{TORCH_PIN.split('.')[1]} is not listed);",
+        out += [f"# spaces-zerogpu.md, 'Supported Versions': PyTorch 2.8.0, 2.9.1, 2.10.0, 2.11.0 "
+                f"(2.{TORCH_PIN.split('.')[1]} is not listed);",
                 "# `spaces` provides @spaces.GPU (spaces-zerogpu.md, 'Getting started': 'Import the spaces module')."]
     else:
         out += ["# PyPI's torch is the CUDA build, which a GPU Space wants (CLIP_LAB_DEVICE=auto runs the models on CUDA)."]

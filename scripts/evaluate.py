@@ -46,8 +46,8 @@ def _named_or_file(value: str, presets: dict[str, list[str]], what: str) -> list
 def _shots(text: str) -> tuple[int, ...]:
     try:
         shots = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ValueError(f"--shots must be comma-separated whole numbers, got {text!r}") from None
+    except ValueError as e:
+        raise ValueError(f"--shots must be comma-separated whole numbers, got {text!r}") from e
     if not shots or min(shots) < 1:
         raise ValueError(f"--shots must list whole numbers of at least 1, got {text!r}")
     return shots
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 found = _study(clip, samples, templates, a, shots)
                 study_seconds = round(time.perf_counter() - t1, 2)
         else:
-            names = parse_classnames("\n".join(_named_or_file(a.classnames, classname_presets(), "class-name set"))) if a.classnames else None
+            names = (parse_classnames("\n".join(_named_or_file(a.classnames, classname_presets(), "class-name set")))
+                     if a.classnames else None)
             ds = open_dataset(a.data, split=a.split)
             results = evaluate_dataset(clip, ds, names, templates, a.image_column, a.label_column, a.text_column, limit=a.n)
     except (ModelLoadError, DataError, ValueError) as e:

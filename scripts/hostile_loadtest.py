@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = rss_mb(proc.pid)
         clients = [None] * len(roles)  # attackers make theirs in their thread; the good visitors live in a child process
         print(f"app up; {len(roles)} clients; floor p50 {statistics.median(floor):.3f} s; "
-              f"one 20,000-prompt head alone {big_alone:.1f} s; RSS {rss_start:.0f} MB; disk {disk_start[0] / 1e6:.2f} MB in {disk_start[1]} files", flush=True)
+              f"one 20,000-prompt head alone {big_alone:.1f} s; RSS {rss_start:.0f} MB; "
+              f"disk {disk_start[0] / 1e6:.2f} MB in {disk_start[1]} files", flush=True)
 
         def sample() -> None:
             last_cpu, last_t = cpu_seconds(proc.pid), time.perf_counter()

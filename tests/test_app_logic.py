@@ -22,8 +22,6 @@ from demo.platform.context import AppContext
 from demo.platform.models import ModelCache
 from demo.platform.services import ByteLRU
 from demo.inputs import pairs as pairs_mod
-from demo.tabs.map import maps as em
-from demo.tabs.map import tab as map_tab
 from demo.tabs.matrix import batch as mv
 from demo.tabs.shared import zero_shot_scores as zv
 from demo.inputs import presets
@@ -279,12 +277,11 @@ def test_non_square_and_edits(clip):
 
 def test_startup_warmup_waits_for_the_first_answer(monkeypatch):
     import app
-    import core.projection
 
     assert AppConfig.from_env({"CLIP_LAB_WARMUP_DELAY": "2.5"}).warmup_delay == 2.5
     ctx = AppContext.create(AppConfig(default_model=model_source(), warmup_delay=60))
     events = []
-    monkeypatch.setattr(core.projection, "start_umap_warmup", lambda: events.append("umap"))
+    monkeypatch.setattr(app, "warm_umap", lambda: events.append("umap"))
     monkeypatch.setattr(pairs_mod, "prewarm", lambda c: events.append("map set"))
     thread = app.start_warmup(ctx)
     deadline = time.time() + 60

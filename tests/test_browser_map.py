@@ -87,7 +87,8 @@ def test_colour_by_colour_redraws_at_once_with_one_request(page):
 
 def test_hover_card_shows_the_hovered_pairs_thumbnail_and_caption(page, shots):
     page.evaluate(f"() => {{ const el = {PLOT}; window.__hovered = null;"
-                  " el.on('plotly_hover', e => { window.__hovered = {curve: e.points[0].curveNumber, point: e.points[0].pointNumber}; }); }")
+                  " el.on('plotly_hover', e => {"
+                  " window.__hovered = {curve: e.points[0].curveNumber, point: e.points[0].pointNumber}; }); }")
     curve = next(i for i, t in enumerate(_traces(page)) if t["kind"] == "image")
     point = page.locator("#map-plot .scatterlayer .trace").nth(curve).locator(".point").nth(3)
     point.scroll_into_view_if_needed()

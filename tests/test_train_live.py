@@ -9,7 +9,8 @@ import torch
 from core.loss import similarity
 from core.train import TrainConfig, train
 from core.train.hooks import Snapshot
-from demo.tabs.train.live import LiveRecorder, align_to, map_frame, pca_2d, thin
+from core.projection import pca
+from demo.tabs.train.live import LiveRecorder, align_to, map_frame, thin
 
 
 def test_a_rotated_and_reflected_map_is_aligned_back_exactly():
@@ -35,8 +36,8 @@ def test_the_map_is_pca_of_both_modalities_and_the_gap_is_the_centroid_distance(
     assert frame.coords.shape == (60, 2)
     assert frame.gap == pytest.approx(np.linalg.norm(img.mean(0) - txt.mean(0)), rel=1e-6)
     # aligned to an earlier frame of the same points, it does not flip
-    flipped = map_frame(img, txt, previous=-pca_2d(joint).astype(np.float32))
-    np.testing.assert_allclose(flipped.coords, -pca_2d(joint), atol=1e-4)
+    flipped = map_frame(img, txt, previous=-pca(joint, 2))
+    np.testing.assert_allclose(flipped.coords, -pca(joint, 2), atol=1e-4)
 
 
 def test_thinning_keeps_the_first_and_last_and_stays_bounded():

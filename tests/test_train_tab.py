@@ -111,7 +111,8 @@ def test_a_run_started_in_the_tab_resumes_with_the_cli(tmp_path):
     wait_for(lambda: run.recorder.view().last_step >= 6, what="a checkpoint")
     runs.stop(run)
     wait_for(lambda: run.status == "stopped", what="the stop")
-    done = subprocess.run([sys.executable, "scripts/train.py", "--resume", "--out", str(run.run_dir), "--stop-at", str(run.recorder.view().last_step + 3), "--no-progress"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "scripts/train.py", "--resume", "--out", str(run.run_dir), "--stop-at",
+                           str(run.recorder.view().last_step + 3), "--no-progress"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     steps = [json.loads(l)["step"] for l in (run.run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]

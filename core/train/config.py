@@ -37,8 +37,10 @@ class ConfigError(UserInputError):
 
 @dataclass
 class ModelConfig:
-    name: str = _f("tiny", "a preset (tiny, small, base: from scratch) or a model to fine-tune: bundled name, local dir or Hub id", key="model")
-    init_logit_scale: float = _f(0.0, "from scratch: the logit scale exp(t) at step 0, still learned and clamped at 100 (0: the paper's 1/0.07)")
+    name: str = _f("tiny", "a preset (tiny, small, base: from scratch) or a model to fine-tune: bundled name, local dir or Hub id",
+                   key="model")
+    init_logit_scale: float = _f(0.0, "from scratch: the logit scale exp(t) at step 0, still learned and clamped at 100 "
+                                      "(0: the paper's 1/0.07)")
     learn_logit_scale: bool = _f(True, "learn the temperature (the paper); false keeps the logit scale fixed at its start")
     lock_image: bool = _f(False, "freeze the image tower (LiT)")
     lock_text: bool = _f(False, "freeze the text tower")
@@ -190,8 +192,8 @@ def coerce(value: Any, typ: type, key: str = "") -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     try:
         return typ(float(value)) if typ is int and isinstance(value, str) and "e" in value.lower() else typ(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}") from e
 
 
 # ---- recipes ------------------------------------------------------------------------------------

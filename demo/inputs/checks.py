@@ -25,8 +25,8 @@ def number(value, name: str, low: float, high: float, integer: bool = False) -> 
     """
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}") from None
+    except (TypeError, ValueError) as e:
+        raise UserInputError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}") from e
     if not math.isfinite(x) or not low <= x <= high:
         raise UserInputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
     if integer:

@@ -61,16 +61,16 @@ def open_image(item) -> Image.Image:
                 image = Image.open(path, formats=ALLOWED_FORMATS)
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at reduced size
                 image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageInputError(f"{name}: the image is too large (over {MAX_PIXELS:,} pixels)") from None
-        except Exception:  # Pillow's decoders raise many types on broken files; the user needs one line
-            raise ImageInputError(f"{name}: not a readable image (allowed: {', '.join(ALLOWED_FORMATS)})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageInputError(f"{name}: the image is too large (over {MAX_PIXELS:,} pixels)") from e
+        except Exception as e:  # Pillow's decoders raise many types on broken files; the user needs one line
+            raise ImageInputError(f"{name}: not a readable image (allowed: {', '.join(ALLOWED_FORMATS)})") from e
     if image.width * image.height > MAX_PIXELS:  # a PIL image handed in directly skips Image.open's check
         raise ImageInputError(f"the image is too large (over {MAX_PIXELS:,} pixels)")
     try:
         image = as_rgb(image)
     except Exception as e:  # a frame or EXIF block that decodes badly
-        raise ImageInputError(f"not a readable image ({e.__class__.__name__})") from None
+        raise ImageInputError(f"not a readable image ({e.__class__.__name__})") from e
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
     return image

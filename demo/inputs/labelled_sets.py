@@ -141,7 +141,7 @@ def parse_labels_csv(data: bytes, max_rows: int = MAX_SET_IMAGES) -> list[tuple[
     try:
         rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8-sig"))) if any(c.strip() for c in r)]
     except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"labels.csv is not a readable UTF-8 CSV file ({e.__class__.__name__})") from None
+        raise DataError(f"labels.csv is not a readable UTF-8 CSV file ({e.__class__.__name__})") from e
     if not rows:
         raise DataError("labels.csv is empty")
     header = [c.strip().lower() for c in rows[0]]
@@ -185,8 +185,8 @@ def zip_set(zip_path, max_images: int = MAX_SET_IMAGES, max_bytes: int = MAX_SET
     the class), or images with a labels.csv (file names relative to the csv's folder). Bounded before reading."""
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise DataError(f"{display_name(zip_path)} is not a readable zip file") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(f"{display_name(zip_path)} is not a readable zip file") from e
     with zf:
         infos = zf.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -248,7 +248,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> byte
         with zf.open(info) as f:
             data = f.read(max(0, limit) + 1)
     except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError) as e:
-        raise DataError(f"the zip member {info.filename[:80]!r} cannot be read ({e.__class__.__name__})") from None
+        raise DataError(f"the zip member {info.filename[:80]!r} cannot be read ({e.__class__.__name__})") from e
     if len(data) > limit:
         raise DataError(f"the zip's contents are over the limit ({limit >> 20} MB left for {info.filename[:80]!r})")
     return data
@@ -342,7 +342,7 @@ def dataset_set(spec: SetSpec, data_dirs: list[Path], opened: Callable | None = 
         try:
             return open_image(blobs[i])
         except UserInputError as e:
-            raise DataError(f"{spec.dataset} row {int(idx[i])}: {e}") from None
+            raise DataError(f"{spec.dataset} row {int(idx[i])}: {e}") from e
 
     return LabelledSet([f"{split}[{int(i)}]" for i in idx], decode, {"label": (classes, y)}, captions,
                        f"{spec.dataset} [{split}], {len(rows)} rows, {len(classes)} classes from {spec.label_column!r}")

@@ -129,7 +129,7 @@ def dataset_pairs(source: str, split: str, image_column: str, text_column: str, 
         try:
             images.append(open_image(data))
         except Exception as e:
-            raise DataError(f"{source} row {int(i)}: unreadable image ({e.__class__.__name__})") from None
+            raise DataError(f"{source} row {int(i)}: unreadable image ({e.__class__.__name__})") from e
     captions = []
     for r in rows:
         c = r[text_column]

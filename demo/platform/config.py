@@ -156,8 +156,8 @@ class AppConfig:
             if env.get(name):
                 try:
                     value = int(env[name])
-                except ValueError:
-                    raise ValueError(f"{name} must be a whole number, got {env[name]!r}") from None
+                except ValueError as e:
+                    raise ValueError(f"{name} must be a whole number, got {env[name]!r}") from e
                 if value < 1:
                     raise ValueError(f"{name} must be at least 1, got {value}")
                 setattr(cfg, attr, value)

@@ -68,8 +68,8 @@ class ModelCache:
         try:
             is_path = looks_like_path(name) or Path(name).expanduser().exists()
             path = Path(name).expanduser().resolve() if is_path else None
-        except (OSError, RuntimeError, ValueError):  # a name the file system refuses (too long, NUL, loops)
-            raise ModelLoadError(f"{name[:80]!r} is not a usable model name") from None
+        except (OSError, RuntimeError, ValueError) as e:  # a name the file system refuses (too long, NUL, loops)
+            raise ModelLoadError(f"{name[:80]!r} is not a usable model name") from e
         if path is not None:
             # the message names no server folder: a visitor learns nothing about the machine
             if not any(path == d or d in path.parents for d in self.config.model_dirs):

@@ -114,8 +114,8 @@ def check_scale(scale) -> float:
     """The logit scale to render with, inside [MIN_SCALE, MAX_SCALE]."""
     try:
         value = float(scale)
-    except (TypeError, ValueError):
-        raise UserInputError(f"the logit scale must be a number between {MIN_SCALE:g} and {MAX_SCALE:g}") from None
+    except (TypeError, ValueError) as e:
+        raise UserInputError(f"the logit scale must be a number between {MIN_SCALE:g} and {MAX_SCALE:g}") from e
     if not MIN_SCALE <= value <= MAX_SCALE:  # also refuses NaN
         raise UserInputError(f"the logit scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {scale}")
     return value

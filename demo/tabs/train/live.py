@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.projection import pca
 from core.train.hooks import Hook, Snapshot, eval_top1
 
 
@@ -81,17 +82,6 @@ class LiveView:
     snapshot_share: float  # share of the run's time spent on snapshots so far
 
 
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """The top-2 principal coordinates of rows x [m, D] (centred; float64) -> [m, 2]."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean(0, keepdims=True)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)  # vt [min(m, D), D]
-    coords = x @ vt[:2].T  # [m, 2]
-    if coords.shape[1] < 2:
-        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    return coords
-
-
 def align_to(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """coords [m, 2] rotated (or reflected) about the origin to best match reference [m, 2]:
     the orthogonal Procrustes solution R = U V^T of svd(coords^T reference); no scaling."""
@@ -102,7 +92,7 @@ def align_to(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def map_frame(image_emb, text_emb, previous: np.ndarray | None = None, step: int = 0) -> MapFrame:
     """The map of n pairs (image_emb, text_emb [n, D], unit rows), aligned to the previous frame's coords."""
     img, txt = np.asarray(image_emb, dtype=np.float64), np.asarray(text_emb, dtype=np.float64)
-    coords = pca_2d(np.concatenate([img, txt]))  # [2n, 2]
+    coords = pca(np.concatenate([img, txt]), 2).astype(np.float64)  # [2n, 2]: the map tab's PCA
     if previous is not None and previous.shape == coords.shape:
         coords = align_to(coords, previous)
     return MapFrame(coords.astype(np.float32), float(np.linalg.norm(img.mean(0) - txt.mean(0))), step)
