@@ -77,7 +77,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         app.unload(endpoint(ctx, stop_jobs, [], 0))  # Blocks.unload takes the function alone
         if ctx.config.test_gate:
             add_test_gate()
-        listen(ctx, app.load, zero_shot.fill_defaults, [], zs.outputs())
+        listen(ctx, app.load, zero_shot.fill_defaults, [model_state], zs.outputs())
         listen(ctx, app.load, show_model, [model_state], model_status, queue=True, concurrency_id="model_load",
                show_progress="minimal")
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)

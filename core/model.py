@@ -182,8 +182,8 @@ def _resolve(source: str, max_bytes: int | None = None) -> tuple[Path, str]:
         raise ModelLoadError(f"{source}: no such model directory")
     if not HUB_ID.match(source):
         known = ", ".join(bundled_models()) or "none"
-        raise ModelLoadError(f"{source!r} is neither a bundled model ({known}), a local directory, "
-                             "nor a Hub id like 'openai/clip-vit-base-patch32'")
+        raise ModelLoadError(f"`{source}` is neither a bundled model ({known}), a local directory, "
+                             "nor a Hub id like openai/clip-vit-base-patch32")
     return _download(source, max_bytes), source
 
 
@@ -274,6 +274,14 @@ def _load_processor(directory: Path, image_size: int) -> CLIPImageProcessor:
     return image_processor_for(image_size)
 
 
+def ordinary_modes(path: Path) -> None:
+    """Give a folder made by tempfile (mode 0700) the usual modes: its folders 0777 & ~umask, its files 0666 & ~umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [path, *Path(path).rglob("*")]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def save_pretrained_atomic(clip: Clip, directory: str | os.PathLike, dtype: torch.dtype | None = None,
                            extra_files: dict[str, str] | None = None) -> Path:
     """Save model, tokenizer and processor as an HF checkpoint, atomically.
@@ -301,6 +309,7 @@ def save_pretrained_atomic(clip: Clip, directory: str | os.PathLike, dtype: torc
         clip.processor.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        ordinary_modes(tmp)  # mkdtemp made it 0700: a saved model is readable like any file the user writes
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -65,6 +65,10 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path, micro_dir):
     # the log keeps steps 1-3 from the first attempt (step 4 is redone, so its first line goes), then 4-6
     assert len(full) == 6 and len(resumed) == 6 and resumed[:3] == full[:3]
     assert resumed[3:] == pytest.approx(full[3:], abs=1e-5)
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    elapsed = [r["elapsed_s"] for r in rows if "elapsed_s" in r]
+    stored = json.loads((tmp_path / "cut" / "checkpoints" / "step-0000003" / "trainer_state.json").read_text())["elapsed_s"]
+    assert elapsed == sorted(elapsed) and elapsed[3] >= stored > 0  # the resume goes on counting, it does not restart
 
 
 def test_group_loss_adds_the_in_group_term_and_init_scale_is_for_presets(tmp_path, micro_dir):

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..model import save_pretrained_atomic
+from ..model import ordinary_modes, save_pretrained_atomic
 from .config import TrainConfig, resume_changes
 from .step import TrainState
 
@@ -43,14 +43,6 @@ CHECKPOINT_FILES = (("trainer_state.json", "json", True), ("config.json", "json"
 class RunFolderError(ValueError):
     """The run folder does not fit the request (reused, nothing to resume, a changed config).
     The message is one line and says what to do."""
-
-
-def ordinary_modes(path: Path) -> None:
-    """Give a folder made by tempfile (mode 0700) and its subfolders the usual mode (0777 & ~umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in [path, *(q for q in path.rglob("*") if q.is_dir())]:
-        os.chmod(p, 0o777 & ~mask)
 
 
 def _optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -91,7 +83,7 @@ def save_checkpoint(state: TrainState, run_dir: str | os.PathLike) -> Path:
         rng["cuda"] = torch.cuda.get_rng_state()
     meta = {"step": state.step, "optimizer": opt_meta, "numpy_rng": np.random.get_state()[1].tolist(),
             "numpy_pos": int(np.random.get_state()[2]), "python_rng": repr(random.getstate()),
-            "config": state.cfg.flat(), "world_size": state.info.world_size}
+            "config": state.cfg.flat(), "world_size": state.info.world_size, "elapsed_s": round(state.elapsed_s, 3)}
     save_pretrained_atomic(state.clip, target, extra_files={"trainer_state.json": json.dumps(meta)})
     ordinary_modes(ckpt_root)
     _save_atomic(rng, target / "rng.safetensors")
@@ -217,6 +209,7 @@ def _restore(state: TrainState, ckpt: Path) -> None:
         with torch.no_grad():
             state.towers.siglip_bias.copy_(load_file(str(loss_file))["siglip_bias"].reshape(()))
     state.step = int(meta["step"])
+    state.elapsed_s = float(meta.get("elapsed_s", 0.0))  # older checkpoints lack it: counted from this start
 
 
 def _describe(run_dir: Path) -> str:

@@ -3,7 +3,8 @@
 `train(cfg, hooks=[...])` calls, on the main rank, each hook's
 - on_start(state)                 once, before the first step (state.step is the start step);
 - on_step(state, record)          after every step; record: step, lr, loss, logit_scale, grad_norm,
-                                  elapsed_s, samples_per_s, data_wait_share;
+                                  elapsed_s (training seconds so far, across resumes),
+                                  samples_per_s, data_wait_share;
 - on_eval(state, results)         after each in-run eval (the data source's, e.g. the shapes world's);
 - on_snapshot(state, snapshot)    every `snapshot_every` steps, and whenever a hook's
                                   wants_snapshot(step) asks ("full", or "probe": only the matrix's

@@ -162,6 +162,7 @@ def run_steps(run: Run) -> bool:
     cfg, state, info = run.cfg, run.state, run.info
     device = state.model.logit_scale.device
     t0 = last = time.perf_counter()
+    before = state.elapsed_s  # training time of earlier starts of this run (a resume goes on counting)
     wait = 0.0
     for batch in run.batches():
         wait += time.perf_counter() - last
@@ -169,8 +170,9 @@ def run_steps(run: Run) -> bool:
         out = train_step(state, batch, lr)
         last = time.perf_counter()
         elapsed = last - t0
+        state.elapsed_s = before + elapsed
         out["loss"] = mean_over_ranks(out["loss"], info, device)
-        run.call("on_step", state, {"step": state.step, "lr": lr, **out, "elapsed_s": round(elapsed, 2),
+        run.call("on_step", state, {"step": state.step, "lr": lr, **out, "elapsed_s": round(state.elapsed_s, 2),
                                     "samples_per_s": round((state.step - run.start_step) * cfg.data.batch_size / elapsed, 2),
                                     "data_wait_share": round(wait / elapsed, 4)})
         if info.is_main and run.evaluator is not None and state.step % cfg.log.eval_every == 0:

@@ -101,6 +101,7 @@ class TrainState:
     info: DistInfo = field(default_factory=DistInfo)
     step: int = 0
     runner: torch.nn.Module | None = None  # default: towers
+    elapsed_s: float = 0.0  # seconds of training so far, across resumes (kept in each checkpoint)
 
     @classmethod
     def create(cls, clip: Clip, cfg: TrainConfig, info: DistInfo = DistInfo(), step: int = 0) -> "TrainState":

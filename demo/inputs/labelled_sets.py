@@ -284,7 +284,8 @@ def upload_set(files, max_images: int = MAX_SET_IMAGES) -> LabelledSet:
     zips = [f for f in files if Path(f).suffix.lower() == ".zip"]
     if zips:
         if len(files) > 1:
-            raise UserInputError("upload either one zip, or image files with a labels.csv, not both")
+            raise UserInputError(f"{len(files)} files: upload either one zip, or image files with a labels.csv, not both "
+                                 "(a new upload adds to the list: clear the files box with its × first)")
         return zip_set(zips[0], max_images)
     if len(files) > max_images + 1:
         raise UserInputError(f"{len(files) - 1:,} images uploaded; the limit is {max_images:,}")

@@ -69,7 +69,7 @@ class ModelCache:
             is_path = looks_like_path(name) or Path(name).expanduser().exists()
             path = Path(name).expanduser().resolve() if is_path else None
         except (OSError, RuntimeError, ValueError) as e:  # a name the file system refuses (too long, NUL, loops)
-            raise ModelLoadError(f"{name[:80]!r} is not a usable model name") from e
+            raise ModelLoadError(f"the model name `{name[:80]}` is not usable") from e
         if path is not None:
             # the message names no server folder: a visitor learns nothing about the machine
             if not any(path == d or d in path.parents for d in self.config.model_dirs):
@@ -79,11 +79,17 @@ class ModelCache:
                 raise ModelLoadError(f"{name}: no such model directory")
             return str(path)
         if not HUB_ID.match(name):
-            raise ModelLoadError(f"{name!r} is not a known model, an allowed local folder, or a Hub id like 'openai/clip-vit-base-patch32'")
+            raise ModelLoadError(f"`{name[:80]}` is not a known model, an allowed local folder, or a Hub id like "
+                                 "openai/clip-vit-base-patch32")
         if name not in self.config.hub_models and not self.config.allow_any_hub_model:
             raise ModelLoadError(f"{name}: this app loads only its listed Hub models ({', '.join(self.config.hub_models)}); "
                                  "the operator can allow any id with CLIP_LAB_ALLOW_ANY_HUB_MODEL=1")
         return name
+
+    def peek(self, source: str) -> core.Clip | None:
+        """The model loaded from `source` (as `resolve` returns it) if it is in memory, else None; loads nothing."""
+        with self._lock:
+            return self._models.get(source)
 
     def cached(self) -> list[str]:
         """Names of the models now in memory, least recently used first."""

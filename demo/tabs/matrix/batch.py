@@ -70,7 +70,8 @@ def matrix_figure(values, thumbnails: list[str], captions: list[str], view: str,
     for i, uri in enumerate(thumbnails):
         fig.add_layout_image(source=uri, x=-0.55, y=i, xref="x", yref="y",
                              sizex=0.92 * cell, sizey=0.92 * cell, xanchor="right", yanchor="middle", layer="above")
-    cell_px = 80 if max(n, m) <= 8 else 56 if max(n, m) <= 16 else 34
+    # cells shrink as the batch grows, so that 32 x 32 (with its colour bar) fits a 1,400 px page's panel
+    cell_px = 80 if max(n, m) <= 8 else 56 if max(n, m) <= 16 else 34 if max(n, m) <= 24 else 28
     # a fixed width keeps cells readable on a narrow screen: the plot scrolls sideways (app.py's CSS)
     fig.update_layout(title=dict(text=VIEWS[view], x=0.01), height=cell_px * n + 230,
                       width=int(cell_px * (m + 1.6) + 260), autosize=False,

@@ -175,7 +175,7 @@ def search(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None
     results.timings_ms["handler"] = 1000 * (time.perf_counter() - t0)  # all of this handler's work
     data["timings_ms"]["handler"] = round(results.timings_ms["handler"], 2)
     summary = notice + results_markdown(index, results, results.timings_ms["handler"])
-    return items, fig, summary, data, results, index
+    return gr.Gallery(value=items, selected_index=None), fig, summary, data, results, index  # no stale selection outline
 
 
 @handler("search", checks={**INDEX_CHECKS, **SEARCH_CHECKS}, uploads=("image", "files"))

@@ -46,8 +46,11 @@ def build_picker(ctx) -> tuple:
     dropdown) so that app.py can fill the status line on page load and the Train tab can add a run's
     weights to the choices.
 
-    One pick sends one request (a single `input` listener), and a failed load puts the previous
-    choice back and rewrites the status line, so no stale error state stays on it.
+    One pick sends one request: the listener is `change`, which fires once for a pick from the list
+    and once for a typed name committed with Enter or Tab (a dropdown's `input` fires twice for a
+    pick: on the pick and again on blur). A change made by the app (a failed load puts the previous
+    choice back; the Train tab's "use this model") names a model already in memory: it answers at once.
+    A failed load rewrites the status line, so no stale error state stays on it.
     """
     default = ctx.config.default_model
     state = gr.State(default)
@@ -57,7 +60,7 @@ def build_picker(ctx) -> tuple:
                                scale=3, elem_id="model-picker")
         status = gr.Markdown(f"**Model:** `{default}`", label="Model status", elem_id="model-status")
     # a model load runs in its own group of one (queued, so a slow download shows progress), not in a fair turn
-    event = listen(ctx, dropdown.input, load_model, [dropdown], [state, status], api_name="load_model", queue=True,
+    event = listen(ctx, dropdown.change, load_model, [dropdown], [state, status], api_name="load_model", queue=True,
                    concurrency_id="model_load", concurrency_limit=1, show_progress_on=[status], show_progress="full")
     listen(ctx, event.failure, keep_current, [state], [dropdown, status])
     return state, status, dropdown

@@ -74,14 +74,25 @@ def vocabulary_notice(model_source: str, classnames: list[str]) -> str | None:
 
 
 def duplicate_notice(classnames_text: str, templates_text: str) -> str | None:
-    """Which repeated class names or templates were dropped (each counts once)."""
+    """Which repeated class names or templates were dropped (each counts once), and which differ only in
+    case or spacing: CLIP's tokenizer lowercases and splits on spaces, so those read the same to the model
+    (their prompts are identical, and their probabilities tie)."""
     parts = []
     for kind, entries in (("class name", split_classnames(classnames_text)), ("template", split_templates(templates_text))):
         repeated = [name for name, count in Counter(entries).items() if count > 1]
         if repeated:
             shown = ", ".join(repr(r) for r in repeated[:4]) + (" …" if len(repeated) > 4 else "")
             parts.append(f"{len(repeated)} repeated {kind}{'s' if len(repeated) > 1 else ''} ({shown})")
-    return f"ℹ️ Dropped duplicates: {'; '.join(parts)}; each counts once." if parts else None
+    notes = [f"ℹ️ Dropped duplicates: {'; '.join(parts)}; each counts once."] if parts else []
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(split_classnames(classnames_text)):
+        groups.setdefault(" ".join(name.lower().split()), []).append(name)
+    same = [g for g in groups.values() if len(g) > 1]
+    if same:
+        shown = "; ".join(" = ".join(repr(n) for n in g) for g in same[:4]) + (" …" if len(same) > 4 else "")
+        notes.append(f"⚠️ These class names read the same to CLIP (its tokenizer lowercases): {shown}. Their prompts "
+                     "are identical, so they tie: merge them, or tell them apart in words.")
+    return "  \n".join(notes) or None
 
 
 def check_inputs(images: list, classnames_text: str, templates_text: str, max_prompts: int) -> tuple[list[str], list[str]]:
@@ -108,6 +119,11 @@ def score(clip, head, images: list, names: list[str], model_name: str, notices: 
     template_cos = per_template_cosines(image_emb[:1], head.template_emb)[:, 0]  # [T, C]
     return ZeroShotScores(list(names), list(head.classnames), list(head.templates), cosines, template_cos,
                           model_name, float(clip.logit_scale), notices)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 template', '7 templates'."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
 
 
 def check_scale(scale) -> float:
@@ -194,7 +210,8 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
             f"probabilities: at a scale near 100 a gap of 0.05 in cosine is already e⁵ ≈ 150× in odds, so every prompt reads "
             f"p ≈ 1; lower the scale to see which prompts are closer calls. (OpenAI's CLIP puts matching image–text cosines "
             f"near 0.2–0.3; a small model trained on one world, like shapes-tiny, can sit higher.)  \n"
-            f"**Prompts:** {len(s.classnames)} classes × {len(s.templates)} templates. **Model:** `{s.model_name}`.")
+            f"**Prompts:** {plural(len(s.classnames), 'class', 'classes')} × {plural(len(s.templates), 'template')}. "
+            f"**Model:** `{s.model_name}`.")
     info = "  \n".join(s.notices + [info])
     data = {"model": s.model_name, "logit_scale": scale, "model_logit_scale": s.model_scale,
             "num_classes": len(s.classnames), "templates": s.templates,

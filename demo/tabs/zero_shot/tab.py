@@ -129,11 +129,13 @@ def rescale_by_hand(call: Call, scores=None, top_k: float = 5, logit_scale: floa
 
 
 @handler("zero_shot", turn=False)
-def model_changed(call: Call, scores=None, model: str | None = None):
-    """The session's model changed: the kept scores stay, said to belong to their model (no request to the model)."""
+def model_changed(call: Call, scores=None, model: str | None = None, use_model_scale: bool = True):
+    """The session's model changed: the kept scores stay, said to belong to their model; the slider shows the
+    new model's scale when it follows the model's (nothing is encoded)."""
+    scale = loaded_scale(call, model) if use_model_scale else gr.skip()
     if scores is None:
-        return gr.skip()
-    return shown(call, scores, 5, scores.model_scale, model)[2]
+        return gr.skip(), scale
+    return shown(call, scores, 5, scores.model_scale, model)[2], scale
 
 
 @handler("zero_shot", turn=False)
@@ -177,10 +179,20 @@ def _parses_to(text: str, entries: list[str]) -> bool:
         return False
 
 
+def loaded_scale(call: Call, model: str | None):
+    """The logit scale of the model when it is in memory (rounded as the slider shows it), else a skip."""
+    try:
+        clip = call.ctx.models.peek(call.ctx.models.resolve(model or call.config.default_model))
+    except UserInputError:  # a name that cannot be loaded: the slider stays as it is
+        return gr.skip()
+    return gr.skip() if clip is None else round(float(clip.logit_scale), 2)
+
+
 @handler("zero_shot", turn=False)
-def fill_defaults(call: Call):
-    """The default presets' texts, for the boxes on page load."""
-    return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES)
+def fill_defaults(call: Call, model: str | None = None):
+    """On page load: the default presets' texts in the boxes, and the model's own scale on the slider
+    (when the model is in memory; the first answer sets it otherwise)."""
+    return preset_text("classnames", DEFAULT_CLASSNAMES), preset_text("templates", DEFAULT_TEMPLATES), loaded_scale(call, model)
 
 
 
@@ -191,12 +203,13 @@ class ZeroShotHandles:
 
     classnames: gr.Textbox
     templates: gr.Textbox
-    fill_defaults: object
+    scale: gr.Slider
     template_preset: gr.Dropdown | None = None  # the template preset menu (the Evaluate tab adds to it) ...
     saved_templates: gr.State | None = None  # ... and this session's own presets: {name: templates text}
 
     def outputs(self) -> list:
-        return [self.classnames, self.templates]
+        """What `fill_defaults` fills on page load."""
+        return [self.classnames, self.templates, self.scale]
 
 
 def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
@@ -264,10 +277,10 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     # fires it as it moves, and `release` when it ends: each renders the kept cosines at the new scale
     listen(ctx, [scale.input, scale.release], rescale_by_hand, [scores, top_k, scale, model_state], rescaled,
            trigger_mode="always_last")
-    listen(ctx, model_state.change, model_changed, [scores, model_state], info)
+    listen(ctx, model_state.change, model_changed, [scores, model_state, follow], [info, scale])
     saved = gr.State({}, time_to_live=3600)  # this session's own template presets (e.g. chosen in the Evaluate tab)
     listen(ctx, cls_preset.input, classnames_preset_picked, [cls_preset], classnames)
     listen(ctx, tpl_preset.input, templates_preset_picked, [tpl_preset, saved], templates)
     listen(ctx, [classnames.blur, classnames.submit], classnames_preset_of, [classnames], cls_preset)
     listen(ctx, [templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset)
-    return ZeroShotHandles(classnames, templates, fill_defaults, tpl_preset, saved)
+    return ZeroShotHandles(classnames, templates, scale, tpl_preset, saved)
