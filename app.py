@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 
 try:  # ZeroGPU wants `spaces` imported before torch initialises CUDA; elsewhere it is inert
     import spaces  # noqa: F401
@@ -143,6 +144,9 @@ def warm_umap(points: int = 300) -> None:
 def main() -> None:
     """Build and serve the app (blocking)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Gradio warns about every public endpoint with a gr.State input, hidden from MCP or not; the UI endpoints
+    # with state are not tools here (demo/platform/mcp.py registers stateless ones)
+    warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
     config = AppConfig.from_env()
     ctx = AppContext.create(config)
     if config.warm_umap:
@@ -151,11 +155,20 @@ def main() -> None:
     guard = Middleware(GuardMiddleware, blocks=app, ctx=ctx, max_body=config.max_request_kb << 10,
                        max_upload_body=config.max_upload_request_mb << 20, max_in_flight=config.max_in_flight_per_visitor,
                        rate_per_minute=config.rate_per_minute, burst=config.rate_burst)
-    app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
-               server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-               max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS,
-               js=HOVER_JS, mcp_server=True, allowed_paths=[str(EXAMPLES_DIR)],
-               theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
+    try:
+        app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
+                   server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                   max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS,
+                   js=HOVER_JS, mcp_server=True, allowed_paths=[str(EXAMPLES_DIR)],
+                   theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
+    except KeyboardInterrupt:  # Ctrl-C while launch() was still starting up
+        pass
+    # launch() returns after Ctrl-C (or SIGTERM), the server closed. Daemon threads may be inside native code
+    # (a warm-up's numba compile, a training step): finalising the interpreter under them aborted the process
+    # ("terminate called without an active exception"). Nothing is left to flush but the logs.
+    logging.getLogger("clip_lab").info("stopped")
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ each N: drawing N/2 pairs, encoding the images and the captions (core.encode), p
 embeddings with UMAP as the app does (core.projection.umap_project: exact cosine kNN handed to
 umap-learn), with umap-learn finding the neighbours itself (the app's method before: a numba
 cosine called from Python per pair below 4,096 points, NN-descent above), and with PCA, then
-drawing the figure and the gap report (demo.embedding_map). Each time is the median of --repeats
+drawing the figure and the gap report (demo.tabs.map.tab). Each time is the median of --repeats
 runs (drawing: one run, it is deterministic).
 
 numba compiles umap's kernels on first use, or loads them from its disk cache. That cost is kept

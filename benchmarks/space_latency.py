@@ -21,8 +21,8 @@ Measured, in one process unless said (fp32, torch's default 2 threads):
 | vs the pipeline | `pipeline("zero-shot-image-classification")` on the same folder, 1,000 labels, one image, `a photo of a {}.`: it encodes every label on every call; alternated with our second call, median ratio |
 | CIFAR-100 x OpenAI's 80, first call | as the first row (8,000 prompts) |
 | ImageNet-1k x OpenAI's 80 (80,000 prompts) | estimated: every 10th class x the 80 templates (8,000 prompts) measured through `Services.zero_shot_head`, scaled by the FLOPs of all 80,000 prompts; ratio to the text tower's bound |
-| 16x16 matrix: view change, caption edit | `demo.matrix_view.compute_matrix` on a kept batch: a view change encodes nothing, an edit one caption; median of 5 |
-| map of 500 pairs, first draw | `demo.embedding_map.encoded_set` (draw + encode 500 images + 500 captions), the map state, UMAP, the figure; umap imported before (timed apart) |
+| 16x16 matrix: view change, caption edit | `demo.tabs.matrix.batch.compute_matrix` on a kept batch: a view change encodes nothing, an edit one caption; median of 5 |
+| map of 500 pairs, first draw | `demo.tabs.map.tab.encoded_set` (draw + encode 500 images + 500 captions), the map state, UMAP, the figure; umap imported before (timed apart) |
 | cached-head zero-shot beside two big builds | the app (`python app.py`, CLIP_LAB_MODEL=openai/clip-vit-base-patch32, no warm-up, temp disk cache) through gradio_client: two ImageNet-1k x 7 heads (different template lists, two clients) submitted, then 5 small cached /zero_shot calls timed |
 | int8, ONNX Runtime | the text tower alone: `quantize_dynamic` of its Linear layers, and an ONNX export run by onnxruntime (if installed), swapped into the model so that core's own `encode_texts` runs them; speed vs fp32 on 512 prompts (alternating, median of 5), agreement (lowest cosine, same top-1 on the stand-in's 1,000-class head over 32 images, same predictions on the bundled model's shapes-world evaluation) |
 

@@ -1,12 +1,14 @@
 """A full queue refuses the extra request at once with a clear message, and the app keeps serving.
 
-The queue is filled with the test-only gate (CLIP_LAB_TEST_GATE=1, demo/test_gate.py): jobs that hold
+The queue is filled with the test-only gate (CLIP_LAB_TEST_GATE=1, demo/platform/test_gate.py): jobs that hold
 their slot until the test releases them, so which job runs and which waits is never left to chance.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import urllib.request
 
 import pytest
@@ -86,3 +88,28 @@ def test_queue_settings_from_the_environment():
     for bad in ("0", "many"):
         with pytest.raises(ValueError, match="CLIP_LAB_QUEUE_SIZE"):
             AppConfig.from_env({"CLIP_LAB_QUEUE_SIZE": bad})
+
+
+def test_ctrl_c_stops_the_app_cleanly_while_it_warms_up(tmp_path):
+    """Ctrl-C during the start-up warm-up (a daemon thread inside numba or torch) ends the process with
+    status 0; finalising the interpreter under that thread used to abort it."""
+    import signal
+    import subprocess
+
+    from conftest_app import model_source
+    from scripts.app_process import free_port, wait_until_up
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), CLIP_LAB_MODEL=model_source(), CLIP_LAB_WARMUP="1",
+               CLIP_LAB_WARMUP_DELAY="0", CLIP_LAB_CACHE_DIR=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/", proc, 180, log)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

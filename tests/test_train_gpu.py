@@ -1,4 +1,4 @@
-"""Training in ZeroGPU chunks (demo/train_gpu.py): a run cut into GPU calls ends where an
+"""Training in ZeroGPU chunks (demo/tabs/train/gpu_chunks.py): a run cut into GPU calls ends where an
 uninterrupted run ends, and in forked workers that share nothing with the app but the disk (every
 message pickled, as in ZeroGPU's worker) it still shows live frames, stops, exports and resumes."""
 

@@ -66,7 +66,7 @@ class EncodedSet:
     tasks: dict[str, tuple[list[str], list[int]]]
     description: str
     image_emb: torch.Tensor  # [N, D], L2-normalised
-    thumbs: list[bytes]  # demo.images.pack of each image, at most THUMB_SIDE px
+    thumbs: list[bytes]  # demo.inputs.images.pack of each image, at most THUMB_SIDE px
     captions: list[str] | None = None
     caption_emb: torch.Tensor | None = None  # [N, D]
 

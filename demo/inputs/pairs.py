@@ -207,7 +207,7 @@ def encoded_set(ctx, clip, spec: SourceSpec, progress=None, job=None) -> tuple[P
     """The pairs and their image [N, D] and caption [N, D] embeddings, from ctx's services or computed now.
 
     A request for the set that the start-up warm-up is encoding waits for it instead of encoding
-    it a second time beside it. `job` (demo.jobs.Job) stops the encoding when its Stop is pressed.
+    it a second time beside it. `job` (demo.platform.jobs.Job) stops the encoding when its Stop is pressed.
     """
     def build():
         if progress is not None:

@@ -46,7 +46,7 @@ class AppConfig:
     head_cache_mb: int = 512
     set_cache_mb: int = 512
     max_datasets: int = 4
-    cache_dir: Path | None = None  # the disk cache of heads [CLIP_LAB_CACHE_DIR; from_env: see demo.disk_cache]
+    cache_dir: Path | None = None  # the disk cache of heads [CLIP_LAB_CACHE_DIR; from_env: see demo.platform.disk_cache]
     disk_cache_mb: int = 2048
     heavy_prompts: int = 2000  # head builds with more prompts share the `concurrency` heavy slots
     heavy_wait_s: float = 0.5  # a big request waits this long for a heavy slot, then is told the server is busy
@@ -64,7 +64,7 @@ class AppConfig:
     max_text_chars: int = 100_000  # one text box (class names, templates, captions), checked before parsing
     max_request_kb: int = 1024  # one request body (uploads aside), refused before it is read
     max_upload_request_mb: int = 128  # one upload request (each file is also capped by max_file_size)
-    upload_mb_per_visitor: int = 256  # bytes one address may upload within upload_ttl_s (demo/uploads.py) ...
+    upload_mb_per_visitor: int = 256  # bytes one address may upload within upload_ttl_s (demo/platform/uploads.py) ...
     upload_total_mb: int = 4096  # ... and all addresses together; loopback clients are not counted
     max_in_flight_per_visitor: int = 4  # requests one visitor (session or IP) may have waiting or running
     rate_per_minute: int = 30  # queued requests one address may start a minute (a person clicks far less) ...
@@ -77,7 +77,7 @@ class AppConfig:
     max_train_steps: int = 5000
     max_train_minutes: float = 30.0
     train_idle_minutes: float = 5.0
-    # train in GPU calls of train_chunk_s seconds each (demo/train_gpu.py): on by itself on ZeroGPU,
+    # train in GPU calls of train_chunk_s seconds each (demo/tabs/train/gpu_chunks.py): on by itself on ZeroGPU,
     # where a GPU is lent per call [CLIP_LAB_TRAIN_CHUNK_S: a number turns it on anywhere, 0 off]
     train_chunk_s: float = 0.0
     # Hub models: the listed ones (hub_models, CLIP_LAB_HUB_MODELS) always; any other id only when
@@ -99,7 +99,7 @@ class AppConfig:
     test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
 
     def inference_slots(self) -> int:
-        """Requests running at once (demo/fair.py's scheduler, shared by every tab): the `concurrency`
+        """Requests running at once (demo/platform/fair.py's scheduler, shared by every tab): the `concurrency`
         heavy slots plus QUICK_SLOTS for quick requests (a cached head, a view change), so that big
         head builds, which hold a slot for their whole run, never leave quick requests waiting behind them."""
         return self.concurrency + QUICK_SLOTS

@@ -14,7 +14,7 @@ and wait in a `FairScheduler` instead:
   it keeps its slot and its locks (so nothing can deadlock on them), it only stops taking CPU.
 
 A visitor is an address where a proxy gives one (the last X-Forwarded-For hop, as in
-demo/limits.py), else a browser session.
+demo/platform/guard.py), else a browser session.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from demo.platform.guard import LOOPBACK
 
 
 def address_of(request) -> str:
-    """A gr.Request's address as demo.limits.client_ip sees it: the last X-Forwarded-For hop, else a
+    """A gr.Request's address as demo.platform.guard.client_ip sees it: the last X-Forwarded-For hop, else a
     peer that is not loopback, else "" (this machine's own clients)."""
     headers = getattr(request, "headers", None) or {}
     forwarded = headers.get("x-forwarded-for") if hasattr(headers, "get") else None

@@ -60,7 +60,7 @@ def _resolve(model):
     if not isinstance(model, str):
         return model
     if _models is None:
-        raise RuntimeError("demo.gpu.use_models was never called: no model cache to look models up in")
+        raise RuntimeError("demo.platform.gpu.use_models was never called: no model cache to look models up in")
     return _models.get(model)
 
 

@@ -23,11 +23,11 @@ class Job:
         self.stopped = threading.Event()
         self.time_limit_s = time_limit_s
         self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-        self.turn = None  # its demo.fair.Turn once it runs: heavy work steps aside there between batches
+        self.turn = None  # its demo.platform.fair.Turn once it runs: heavy work steps aside there between batches
 
     def check(self) -> None:
         """Raise Stopped if Stop was pressed for this job, TimedOut past its deadline; a heavy job
-        then steps aside while someone else's quick request runs (demo/fair.py)."""
+        then steps aside while someone else's quick request runs (demo/platform/fair.py)."""
         if self.stopped.is_set():
             raise Stopped("stopped")
         if self.deadline is not None and time.monotonic() > self.deadline:

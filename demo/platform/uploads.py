@@ -1,7 +1,7 @@
 """Who uploaded what: uploads are used only by the visitor who sent them, and nobody fills the disk.
 
 Gradio stores an upload at `<upload folder>/<hash of its bytes>/<file name>` and accepts any path
-in that folder as an input, from anyone. So the middleware (demo/limits.py) records each upload's
+in that folder as an input, from anyone. So the middleware (demo/platform/guard.py) records each upload's
 paths under the address that sent it, and the handlers check, with `check_own`, that the files a
 request names were uploaded from the same address (or by nobody we know of: examples, defaults,
 files the app made). Each address may keep at most `per_visitor_mb` of uploads alive (uploads live

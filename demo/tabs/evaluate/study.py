@@ -92,7 +92,7 @@ class Evaluation:
 def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, templates: list[str], logit_scale: float,
              model: str, select: bool = True, probe: bool = True, seed: int = 0, notices: list[str] | None = None,
              progress=None) -> Evaluation:
-    """The study of an EncodedSet (demo.labelled_sets) with template embeddings [T, C, D] of its classes."""
+    """The study of an EncodedSet (demo.inputs.labelled_sets) with template embeddings [T, C, D] of its classes."""
     kind, classnames, labels = enc.task(label)
     img = enc.image_emb.float()
     y = np.asarray(labels, dtype=np.int64)

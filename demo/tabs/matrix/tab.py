@@ -4,7 +4,7 @@ Rows are images (thumbnails on the left), columns are captions. Four views of th
 cosine, logits (× logit scale), softmax over rows (image → text) and over columns (text → image).
 The diagonal holds the true pairs; the per-row and per-column cross-entropies average into
 loss_i and loss_t, whose mean is CLIP's loss. The built batch lives in the session (see
-demo/matrix_view.py): the source controls only take effect on "Build batch".
+demo/tabs/matrix/batch.py): the source controls only take effect on "Build batch".
 """
 
 from __future__ import annotations

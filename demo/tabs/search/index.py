@@ -1,6 +1,6 @@
 """The Search tab's logic, free of Gradio: the session's index, a query, and everything shown for it.
 
-The index is the embedding map's encoded set (demo.embedding_map.encoded_set: the same cache entry
+The index is the embedding map's encoded set (demo.tabs.map.tab.encoded_set: the same cache entry
 for the same model and set), held in the session by reference: embeddings [N, D], captions, names
 and the cache's 64-px thumbnails, never decoded full images. A query is core.search's exact
 search: one matrix product [N, D] @ [D], a top-k and a 40-bin histogram; everything else here is

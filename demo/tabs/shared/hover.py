@@ -1,7 +1,7 @@
 """Browser-side hover cards for the embedding map: the point's thumbnail and caption.
 
 gr.Plot has no hover or select event, so a few lines of JS attach plotly's own `plotly_hover`
-to every plot inside #map-plot. The figure (demo/map_figure.py) carries one thumbnail sheet in
+to every plot inside #map-plot. The figure (demo/tabs/shared/map_figure.py) carries one thumbnail sheet in
 `layout.meta` ({atlas: data URI, tile, cols, captions, names}); each image or caption point's
 customdata is its pair index, so the card shows that pair's name, tile `index` cropped from the
 sheet, and caption. The card is #clip-hover-card, with

@@ -3,7 +3,7 @@
 Pure drawing from coordinates and per-pair data; no model, no projection. Sizes are kept small
 for large maps: coordinates travel as float32 typed arrays (plotly's `bdata`), each trace point
 carries only its pair index (`customdata`), and `layout.meta` holds each pair's caption and name
-once plus all thumbnails as one JPEG sheet, which the hover card (demo/hover.py) crops, instead of
+once plus all thumbnails as one JPEG sheet, which the hover card (demo/tabs/shared/hover.py) crops, instead of
 one data: URI and caption per point. Plotly's own hover label is off for image and caption points
 (hoverinfo 'none' still fires plotly_hover): the card shows kind, name, thumbnail and caption.
 """

@@ -71,7 +71,7 @@ class TrainRun:
 
 class RunControl(Hook):
     """Stops a run cleanly (with a checkpoint) and exports its weights between steps when asked.
-    chunked: the run trains in GPU chunks in another process (demo.train_gpu), which is asked to export."""
+    chunked: the run trains in GPU chunks in another process (demo.tabs.train.gpu_chunks), which is asked to export."""
 
     def __init__(self, run: TrainRun, max_wall_s: float, idle_s: float, chunked: bool = False):
         self.run, self.max_wall_s, self.idle_s, self.chunked = run, max_wall_s, idle_s, chunked
@@ -108,7 +108,7 @@ class TrainRuns:
         self.runs_dir, self.max_runs, self.max_steps = Path(runs_dir), int(max_runs), int(max_steps)
         self.max_wall_s, self.idle_s, self.nice, self.max_kept = float(max_wall_s), float(idle_s), int(nice), int(max_kept)
         self.max_waiting = int(max_waiting)
-        # chunked (on ZeroGPU): runs train in GPU calls of chunk_seconds each (demo.train_gpu); chunk
+        # chunked (on ZeroGPU): runs train in GPU calls of chunk_seconds each (demo.tabs.train.gpu_chunks); chunk
         # stands in for train_gpu.train_chunk in tests
         self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, clamp_chunk(chunk_seconds or CHUNK_SECONDS)
         self._runs: dict[str, TrainRun] = {}
