@@ -292,9 +292,10 @@ def test_stop_ends_a_10000_image_index_within_a_batch(url):
     assert "Indexed 100 images" in c.predict(n=100, seed=11, api_name="/search_index")[0]  # and the app serves on
 
 
-def test_a_hit_before_any_search_is_refused(url):
-    with pytest.raises(AppError, match="search first"):
-        Client(url, verbose=False).predict(api_name="/search_hit")
+def test_a_hit_before_any_search_searches_the_default_query_first(url):
+    """A pasted /search_hit snippet runs alone: without a search in the session, the default query runs first."""
+    picture, summary, data = Client(url, verbose=False).predict(api_name="/search_hit")
+    assert picture and "a red circle" in data["target"] and data["grid"]
 
 
 def test_search_without_an_index_indexes_the_default_set_and_says_so(url):
@@ -311,7 +312,7 @@ def test_endpoints_are_named_documented_and_their_snippets_run(url, monkeypatch)
                    for p in ep["parameters"]), (name, ep["parameters"])
         assert not any(re.fullmatch(r"value_\d+", r["label"]) for r in ep["returns"]), (name, ep["returns"])
     for name in ("/search_index", "/search", "/saliency"):  # each snippet is a new session: search indexes the default set
-        code = re.sub(r"handle_file\('https?://[^']+'\)", f"handle_file({STAR!r})", named[name]["code_snippets"]["python"])
+        code = named[name]["code_snippets"]["python"]  # as pasted: its example file is the app's own
         printed = []
         monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a))
         exec(compile(code, name, "exec"), {})
@@ -319,9 +320,10 @@ def test_endpoints_are_named_documented_and_their_snippets_run(url, monkeypatch)
         assert printed and printed[0][0] is not None, name
     with urllib.request.urlopen(url + "gradio_api/mcp/schema", timeout=30) as r:
         tools = json.load(r)
-    tools = {t["name"]: t for t in (tools if isinstance(tools, list) else tools.get("tools", []))}
-    for name in ("search_index", "search", "search_hit", "saliency"):
-        tool = tools.get(name) or next(t for key, t in tools.items() if key.endswith("_" + name) and "stop" not in key)
+    tools = {t["name"]: t for t in (tools if isinstance(tools, list) else tools.get("tools", []))
+             if t.get("meta", {}).get("mcp_type", "tool") == "tool"}
+    for name in ("search_images", "saliency"):  # the stateful endpoints (index, search, hit) are not MCP tools
+        tool = tools[name]
         assert len(tool["description"]) > 40, name
         props = tool["inputSchema"]["properties"]
         assert props and all(p.get("description") for p in props.values()), (name, props)

@@ -121,6 +121,7 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
         templates: prompt templates, one per line, each with {} for the class name; omitted: the shapes-world templates.
         select_templates: run greedy forward selection of templates on one half, scored on the other (default true).
         linear_probe: fit few-shot linear probes (k = 1, 2, 4, 8, 16 per class, 3 draws, and all) beside zero-shot (default true).
+        model: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
     cfg = call.config
     model = model or cfg.default_model

@@ -67,6 +67,7 @@ def embedding_map(call: Call, source: str | None = None, n: float | None = None,
         links: draw a line from each image to its caption.
         classnames_text: class names, one per line or comma-separated (the zero-shot tab's box).
         templates_text: prompt templates, one per line, each with {} for the class name.
+        model_name: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
 
     Returns the map (plotly), the gap report (Markdown) and the map data (JSON: gap figures raw
     and centred, projection settings, every point's kind, pair index, caption and coordinates).

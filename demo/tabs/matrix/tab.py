@@ -69,6 +69,7 @@ def build_batch(call: Call, source: str = "shapes world", n: float = 8, seed: fl
         text_column: the dataset's caption column.
         extra_captions: more captions, one per line, added as columns (a non-square batch has no loss).
         view: 'cosine', 'logits', 'softmax over rows (image → text)' or 'softmax over columns (text → image)'.
+        model: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
     cfg = call.config
     model = model or cfg.default_model

@@ -201,6 +201,7 @@ def search_images(call: Call, text_query: str = DEFAULT_QUERY, image: str | None
         dataset_split: the dataset's split.
         image_column: the dataset's image column.
         text_column: the dataset's caption column.
+        model_name: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
     spec = index_spec(source, n, seed, split, files, dataset, dataset_split, image_column, text_column)
     index = build_index(call.ctx, call.model(model_name), model_name or call.config.default_model, spec, call.progress, call.job)

@@ -146,6 +146,7 @@ def saliency(call: Call, image: str | None = str(EXAMPLE), text: str = EXAMPLE_T
         text: the text to locate, e.g. "a purple star" (ignored by the text-free methods rollout and centre).
         method: "relevance" (gradient-weighted attention relevance, the default), "patch_text", "rollout" or "centre".
         opacity: the heatmap's opacity where the map peaks, 0 to 1 (lower values cover less).
+        model_name: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
 
     Returns the overlay (the square the model sees, photos centre-cropped) and the map as JSON:
     method, grid [g, g] (the model's patch grid), min, max, peak cell and every value (row 0 at the top).

@@ -87,6 +87,7 @@ def zero_shot(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: list |
         top_k: how many classes to list, 1 to 20.
         logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 100.
         use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
+        model: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
     cfg = call.config
     model = model or cfg.default_model
