@@ -95,8 +95,13 @@ def test_one_model_pick_sends_one_request_and_a_failure_leaves_no_error_pill(pag
     pick.fill("openai/clip-vit-base-patch32")
     pick.press("Enter")
     page.wait_for_selector("[data-testid='toast-body']")
-    _settled(page, 1)
     page.wait_for_function("() => document.querySelector('#model-picker input').value === 'shapes-tiny'")
+    _settled(page, 2)
+    # one request for the pick; putting the previous model back in the picker sends one more, which
+    # finds it in memory: one failure, one toast (it read "Error (2)" when a pick sent two requests)
+    bodies = [body for _, body in page.requests.sent if "queue/join" in _]
+    assert '"openai/clip-vit-base-patch32"' in bodies[0] and '"shapes-tiny"' in bodies[1]
+    assert page.locator("[data-testid='toast-body']").count() == 1
     status = page.locator("#model-status").inner_text()
     assert "loaded" in status and "Error" not in status
 

@@ -6,6 +6,8 @@ handlers, under the contract (demo/platform/contract.py).
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 import torch
 
@@ -92,12 +94,14 @@ def class_saliency(call: Call, scores=None, image: str | None = None, files: lis
 
 @handler("zero_shot_saliency", turn=False)
 def saliency_classes(call: Call, scores=None, opened: bool = False):
-    """After a classification: the ranked classes, and a cleared map (drawn by `class_saliency` while open)."""
+    """After a classification: the ranked classes, a cleared map, and (only while the accordion is open) a
+    new value of the draw token, whose change asks `class_saliency` for the map: a classification with the
+    accordion closed sends no request of its own."""
     if scores is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     choices, top = class_choices(scores)
     note = "Drawing the map of the top class…" if opened else "Open to see the map of the top class."
-    return gr.Dropdown(choices=choices, value=top), None, note, None
+    return gr.Dropdown(choices=choices, value=top), None, note, None, time.monotonic_ns() if opened else gr.skip()
 
 
 @handler("zero_shot_saliency", turn=False)
@@ -124,10 +128,11 @@ def build_zero_shot_saliency(ctx, model_state: gr.State, image: gr.Image, files:
             with gr.Column(scale=1, min_width=260):
                 picture = gr.Image(None, type="pil", label="saliency over the image", interactive=False, height=340,
                                    elem_id="zs-sal-image", buttons=["download"])
+    draw = gr.Number(0, visible=False, label="draw the map")  # changed (only while open) after a classification
     inputs = [scores, image, files, classname, method, opacity, model_state, is_open]
     outputs = [picture, note, view]
-    classes = listen(ctx, scores.change, saliency_classes, [scores, is_open], [classname, picture, note, view])
-    listen(ctx, classes.then, class_saliency, inputs, outputs, show_progress_on=[picture])
+    listen(ctx, scores.change, saliency_classes, [scores, is_open], [classname, picture, note, view, draw])
+    listen(ctx, draw.change, class_saliency, inputs, outputs, show_progress_on=[picture])
     opened = listen(ctx, accordion.expand, set_open, [yes], is_open)
     listen(ctx, opened.then, class_saliency, inputs, outputs, show_progress_on=[picture])
     listen(ctx, accordion.collapse, set_open, [no], is_open)
