@@ -113,9 +113,11 @@ def test_hover_card_shows_the_hovered_pairs_thumbnail_and_caption(page, shots):
 
 def test_3d_map_keeps_its_links(page, tmp_path):
     before = len(page.joins)
-    for radio, choice in (("#map-method", "PCA"), ("#map-dims", "3")):  # each edit: one request that marks the map stale
-        with page.expect_request(lambda r: r.method == "POST" and JOIN in r.url):
-            page.locator(f"{radio} label", has_text=choice).click()
+    with page.expect_request(lambda r: r.method == "POST" and JOIN in r.url):  # each edit: one request that marks it stale
+        page.locator("#map-method label", has_text="PCA").click()
+    with page.expect_request(lambda r: r.method == "POST" and JOIN in r.url):
+        page.locator("#map-dims input").click()
+        page.get_by_role("option", name="3", exact=True).click()
     page.wait_for_selector("#map-gap :text('Settings changed: press Draw map')")
     assert len(page.joins) - before == 2
     assert _draw(page, "PCA 3D") == 1

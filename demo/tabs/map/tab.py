@@ -169,12 +169,16 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
                  classnames_text=classnames_box, templates_text=templates_box, model_name=model_state, map_state=state)
     drawn = listen(ctx, run.click, embedding_map, named, [plot, gap, data, state], api_name="embedding_map",
                    concurrency_id="map", concurrency_limit=1, show_progress_on=[status, plot])
-    # a dropdown fires .input twice for one pick (on the pick and again on blur); .select fires once
-    listen(ctx, [colour_by.select, links.input], redraw, named, [plot])
+    # a dropdown fires .input twice for one pick (on the pick and again on blur); .select fires once.
+    # Redraws are quick but not free (a 5,000-pair figure): they queue in a group of their own
+    view_group = dict(queue=True, concurrency_id="map_view", concurrency_limit=4)
+    listen(ctx, [colour_by.select, links.input], redraw, named, [plot], **view_group)
     centring = listen(ctx, centred.input, centre, named, [plot, gap, data, state], concurrency_id="map",
                       concurrency_limit=1, show_progress_on=[status, plot])
     stop_button(ctx, stop, "map", [drawn, centring])
     mcp_tool(ctx, embedding_map, [n for n in input_names(embedding_map, named) if n not in ("map_state", "colour_by", "links")],
              pick=2, n_outputs=4)
-    settings = (source, n, seed, split, ds_name, ds_split, img_col, txt_col, prompts, method, dims, neighbors, min_dist)
-    listen(ctx, [c.input for c in settings] + [files.change, model_state.change], mark, named, [gap])
+    settings = (source, n, seed, split, ds_name, ds_split, img_col, txt_col, prompts, method, neighbors, min_dist)
+    # dims is a dropdown: its change fires once per pick (its input twice)
+    listen(ctx, [c.input for c in settings] + [dims.change, files.change, model_state.change], mark, named, [gap],
+           **view_group)
