@@ -20,7 +20,7 @@ from demo.inputs.pairs import caption_from_name, check_dataset_source, shapes_pa
 from demo.platform.config import AppConfig
 from demo.platform.context import AppContext
 from demo.platform.models import ModelCache
-from demo.platform.services import ByteLRU
+from demo.platform.lru import ByteLRU
 from demo.inputs import pairs as pairs_mod
 from demo.tabs.matrix import batch as mv
 from demo.tabs.shared import zero_shot_scores as zv

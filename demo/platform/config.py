@@ -17,6 +17,7 @@ HUB_MODELS = ("openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "l
 
 def _split_dirs(value: str) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
+TRAIN_CHUNK_SECONDS = 40.0  # on ZeroGPU: the Train tab's GPU calls train this long each (demo/tabs/train/gpu_chunks.py)
 QUICK_SLOTS = 2  # requests running beside the heavy ones (see AppConfig.inference_slots)
 
 
@@ -141,9 +142,8 @@ class AppConfig:
         if env.get("CLIP_LAB_MAX_TRAIN_MINUTES"):
             cfg.max_train_minutes = max(0.1, float(env["CLIP_LAB_MAX_TRAIN_MINUTES"]))
         from demo.platform.gpu import ZERO_GPU
-        from demo.tabs.train.gpu_chunks import CHUNK_SECONDS
 
-        cfg.train_chunk_s = max(0.0, float(env.get("CLIP_LAB_TRAIN_CHUNK_S", CHUNK_SECONDS if ZERO_GPU else 0)))
+        cfg.train_chunk_s = max(0.0, float(env.get("CLIP_LAB_TRAIN_CHUNK_S", TRAIN_CHUNK_SECONDS if ZERO_GPU else 0)))
         if env.get("CLIP_LAB_UPLOAD_TTL_S"):
             cfg.upload_ttl_s = max(10, int(env["CLIP_LAB_UPLOAD_TTL_S"]))
         any_hub = env.get("CLIP_LAB_ALLOW_ANY_HUB_MODEL", "0" if env.get("SPACE_ID") else "1")

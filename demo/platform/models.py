@@ -8,17 +8,16 @@ zero-shot heads, and two users on different models never see each other's.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import core
 from core.model import HUB_ID, ModelLoadError, bundled_models, looks_like_path
+from demo.platform.config import AppConfig
+from demo.platform.lru import ByteLRU
 
 MAX_NAME = 256  # characters of a model name or path
 
-if TYPE_CHECKING:
-    from demo.platform.config import AppConfig
 
 
 def shown_path(path: Path) -> str:
@@ -37,7 +36,8 @@ class ModelCache:
         self.config = config
         self._loader = loader or (lambda source: core.load(source, device=config.torch_device(),
                                                            max_bytes=config.max_model_mb << 20))
-        self._models: OrderedDict[str, core.Clip] = OrderedDict()
+        # the app's one LRU type, counted in models (each is large): demo.platform.services.ByteLRU
+        self._models = ByteLRU(max_bytes=1 << 62, max_items=config.max_models)
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._one_load = threading.Lock()  # one model loads at a time: peak memory is one model over the cache
@@ -88,36 +88,30 @@ class ModelCache:
 
     def peek(self, source: str) -> core.Clip | None:
         """The model loaded from `source` (as `resolve` returns it) if it is in memory, else None; loads nothing."""
-        with self._lock:
-            return self._models.get(source)
+        return self._models.get(source)
 
     def cached(self) -> list[str]:
         """Names of the models now in memory, least recently used first."""
-        with self._lock:
-            return list(self._models)
+        return self._models.keys()
 
     def get(self, name: str, progress: Callable[[float, str], None] | None = None) -> core.Clip:
         """The model called `name`, loading it (once, even under concurrent calls) if needed."""
         source = self.resolve(name)
+        clip = self._models.get(source)  # marks it recently used
+        if clip is not None:
+            return clip
         with self._lock:
-            if source in self._models:
-                self._models.move_to_end(source)
-                return self._models[source]
             gate = self._loading.setdefault(source, threading.Lock())
         with gate, self._one_load:
-            with self._lock:
-                if source in self._models:
-                    return self._models[source]
-                while len(self._models) >= self.config.max_models:  # room first: never more resident than the limit
-                    self._models.popitem(last=False)
+            clip = self._models.get(source)
+            if clip is not None:
+                return clip
+            self._models.evict_to(self.config.max_models - 1)  # room first: never more resident than the limit
             if progress is not None:
                 progress(0.1, f"loading {name}")
             clip = self._loader(source)
+            self._models.put(source, clip, size=1)
             with self._lock:
-                self._models[source] = clip
-                self._models.move_to_end(source)
-                while len(self._models) > self.config.max_models:
-                    self._models.popitem(last=False)
                 self._loading.pop(source, None)
             if progress is not None:
                 progress(1.0, f"{name} ready")

@@ -8,117 +8,25 @@ Tabs never build caches of their own; they call these methods.
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Hashable
+from typing import Callable, Hashable
 
-import numpy as np
 import torch
 
 from core.zeroshot import ensemble_head, template_embeddings
 from demo.platform.disk_cache import DiskCache
 from demo.platform.errors import Busy
 from demo.platform.fair import FairScheduler, current_turn
+from demo.platform.config import AppConfig
+from demo.platform.lru import ByteLRU
 from demo.platform.gpu import embed_texts, use_models
 from demo.platform.models import ModelCache
 
-if TYPE_CHECKING:
-    from demo.platform.config import AppConfig
 
 MB = 1 << 20
 
-
-
-def nbytes(value) -> int:
-    """Approximate memory held by a cached value: tensors, arrays, PIL images, containers, strings."""
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if hasattr(value, "nbytes") and isinstance(getattr(value, "nbytes"), int):
-        return int(value.nbytes)
-    if hasattr(value, "size") and hasattr(value, "mode") and hasattr(value, "getbands"):  # PIL image
-        return value.size[0] * value.size[1] * len(value.getbands())
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value) + 8 * len(value)
-    if isinstance(value, dict):
-        return sum(nbytes(k) + nbytes(v) for k, v in value.items())
-    if isinstance(value, (str, bytes, bytearray)):
-        return len(value)
-    if hasattr(value, "__dict__"):
-        return sum(nbytes(v) for v in vars(value).values())
-    return sys.getsizeof(value)
-
-
-class ByteLRU:
-    """A thread-safe least-recently-used map holding at most `max_bytes` (and `max_items`) in all.
-
-    `get_or_compute(key, compute)` computes a missing value once even under concurrent calls for
-    the same key; a value larger than the whole budget is returned but not kept.
-    """
-
-    def __init__(self, max_bytes: int, max_items: int | None = None):
-        self.max_bytes, self.max_items = int(max_bytes), max_items
-        self._data: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._gates: dict[Hashable, threading.Lock] = {}
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key) -> bool:
-        with self._lock:
-            return key in self._data
-
-    def get(self, key):
-        """The value for key (marking it recently used), or None."""
-        with self._lock:
-            if key not in self._data:
-                return None
-            self._data.move_to_end(key)
-            return self._data[key][0]
-
-    def put(self, key, value, size: int | None = None) -> None:
-        """Store value under key, evicting least recently used entries beyond the limits."""
-        size = nbytes(value) if size is None else int(size)
-        with self._lock:
-            if key in self._data:
-                self.bytes -= self._data.pop(key)[1]
-            if size > self.max_bytes:
-                return
-            self._data[key] = (value, size)
-            self.bytes += size
-            while self.bytes > self.max_bytes or (self.max_items is not None and len(self._data) > self.max_items):
-                _, (_, freed) = self._data.popitem(last=False)
-                self.bytes -= freed
-
-    def get_or_compute(self, key, compute: Callable[[], object]) -> tuple[object, bool]:
-        """(value, was_cached): the cached value, or compute() stored under key (computed once)."""
-        value = self.get(key)
-        if value is not None:
-            return value, True
-        with self._lock:
-            gate = self._gates.setdefault(key, threading.Lock())
-        with gate:
-            value = self.get(key)
-            if value is not None:
-                return value, True
-            try:
-                value = compute()  # an exception (bad input, a cancel) caches nothing
-                self.put(key, value)
-            finally:
-                with self._lock:
-                    self._gates.pop(key, None)
-        return value, False
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self.bytes = 0
 
 
 @dataclass

@@ -37,11 +37,12 @@ import torch
 from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, train
+from demo.platform.config import TRAIN_CHUNK_SECONDS
 from demo.platform.gpu import ZERO_GPU, on_gpu
 from demo.tabs.train.live import SnapshotPacer
 
 log = logging.getLogger("clip_lab")
-CHUNK_SECONDS = 40.0  # per GPU call, from its start: setup (model, data source, probe) and steps ...
+CHUNK_SECONDS = TRAIN_CHUNK_SECONDS  # per GPU call, from its start: setup and steps (set in the app config) ...
 SAVE_SECONDS = 20  # ... then the step under way, the checkpoint and an export: ZeroGPU is asked for both
 MAX_DURATION = 120  # the longest call asked for (ZeroGPU's limit is "a couple of minutes")
 STOP_FLAG, EXPORT_FLAG = "stop.flag", "export.flag"
