@@ -1,1 +1,2 @@
-"""CLIP Lab's Gradio UI: one module per tab, each exposing `build_tab(ctx)`; see app.py."""
+"""CLIP Lab's Gradio app: platform/ (config, services, the handler contract), inputs/ (what visitors send)
+and tabs/ (one folder per tab). See docs/tabs.md."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 from demo.platform.config import AppConfig
 from demo.platform.fair import address_of
@@ -26,7 +27,16 @@ class AppContext:
     first_answer: threading.Event = field(default_factory=threading.Event)
     jobs: Jobs = field(default_factory=Jobs)  # running long requests, for the Stop buttons
     uploads: UploadLedger | None = None  # who uploaded which file, and how much (set by create)
-    runs: object | None = None  # the Train tab's TrainRuns, made by that tab on first use (demo.tabs.train.tab.train_runs)
+    _tab_services: dict = field(default_factory=dict, repr=False)  # what tabs own, made once (see tab_service)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def tab_service(self, name: str, make: Callable[["AppConfig"], object]):
+        """A service that one tab owns (the Train tab's runs), made once per context by make(config): the
+        platform never imports a tab, and the service lives as long as the app's other services."""
+        with self._lock:
+            if name not in self._tab_services:
+                self._tab_services[name] = make(self.config)
+            return self._tab_services[name]
 
     @property
     def models(self):

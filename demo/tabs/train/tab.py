@@ -9,7 +9,6 @@ the run again through the id and key kept in the browser (gr.BrowserState).
 
 from __future__ import annotations
 
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +92,9 @@ class TrainHandles:
 VIEWS = 8  # status, curves, accuracy, probe, map, gap, replay slider, timer
 
 
-_RUNS_LOCK = threading.Lock()
-
-
 def train_runs(ctx) -> TrainRuns:
     """The app's training runs (made on first use, with the limits of ctx.config)."""
-    with _RUNS_LOCK:
-        if ctx.runs is None:
-            ctx.runs = TrainRuns.from_config(ctx.config)
-        return ctx.runs
+    return ctx.tab_service("train_runs", TrainRuns.from_config)
 
 
 def lookup(call: Call, ticket: dict | None):
