@@ -167,3 +167,18 @@ def test_one_edit_one_request_and_the_edit_reaches_its_column(page, shots):
     page.wait_for_selector("#mx-figures :text('8 images × 10 captions')")
     _settled(page, 1)
     assert _columns(page)[-2:] == ["a cat", "a dog"]
+
+
+def test_the_logit_scale_box_applies_a_typed_value_on_enter_and_on_tab(page):
+    """Typing a scale in the slider's number box re-renders the probabilities and the info text from the
+    kept cosines (nothing is encoded): committed with Enter, and with Tab."""
+    page.click("#zs-run")
+    page.wait_for_selector("#zs-info :text('Logit scale')")
+    box = page.locator("#zs-scale input[type=number]")
+    box.fill("20")
+    box.press("Enter")
+    page.wait_for_selector("#zs-info :text('Logit scale 20.00')")
+    assert not page.locator("#zs-follow input").is_checked()  # a scale of the user's: no longer the model's
+    box.fill("7.5")
+    box.press("Tab")
+    page.wait_for_selector("#zs-info :text('Logit scale 7.50')")

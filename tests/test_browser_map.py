@@ -65,6 +65,8 @@ def _traces(page) -> list[dict]:
 
 def test_default_umap_map_one_request_per_click(page):
     assert page.locator("#map-method input[value='UMAP']").is_checked()  # the default is UMAP, not PCA
+    status = page.locator("#map-status").bounding_box()  # where the progress bar shows: visible, at the top
+    assert status["height"] >= 20 and status["y"] < 400, status
     assert _draw(page, "UMAP 2D") == 1
     kinds = {t["kind"] for t in _traces(page)}
     assert {"image", "caption", "link"} <= kinds

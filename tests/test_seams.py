@@ -1,0 +1,84 @@
+"""Seams a new user fell through (issue "One contract for every tab"), each pinned by a test of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.data import DataError, SourceUnavailable, open_dataset
+from core.errors import UserFacingError, UserInputError
+from core.train import recipe_names, validate
+from demo.platform.config import AppConfig
+from demo.platform.context import AppContext
+from demo.platform.contract import Call, endpoint
+from demo.tabs.shared.zero_shot_scores import duplicate_notice
+from demo.tabs.train.tab import FINETUNE, KNOBS, build_config, knob_values
+from demo.tabs.zero_shot import tab as zero_shot
+
+
+def test_a_template_that_does_not_parse_reads_custom_and_logs_nothing(caplog):
+    """Typing 'a picture of a thing' (no {}) and leaving the box: the preset menu says custom, no traceback."""
+    ctx = AppContext.create(AppConfig())
+    with caplog.at_level("ERROR", logger="clip_lab"):
+        assert endpoint(ctx, zero_shot.templates_preset_of)("a picture of a thing", {}) == "custom"
+        assert endpoint(ctx, zero_shot.templates_preset_of)("a snapshot of the {}.", {"mine": "a snapshot of the {}."}) == "mine"
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_a_fine_tune_from_any_recipe_builds_a_valid_config(recipe):
+    """Fine-tuning the current model from a from-scratch recipe (shapes-tiny sets init_logit_scale=100) works:
+    a loaded model keeps its learned scale, so the recipe's starting scale is dropped."""
+    knobs = dict(zip(KNOBS, knob_values(recipe)))
+    cfg = build_config(recipe, knobs, FINETUNE, "shapes-tiny", "some/folder", True, False, False)
+    validate(cfg)  # raises ConfigError (a UserInputError) if a setting cannot work
+    assert cfg.model.name == "shapes-tiny" and cfg.model.init_logit_scale == 0
+
+
+def test_a_dataset_outage_is_not_the_users_fault_and_a_bug_is_not_hidden(monkeypatch):
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("the Hub is down")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(SourceUnavailable, match="could not be reached") as err:
+        open_dataset("someone/pairs")
+    assert isinstance(err.value, UserFacingError) and not isinstance(err.value, UserInputError)
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("no such dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", missing)
+    with pytest.raises(DataError, match="could not open dataset"):
+        open_dataset("someone/pairs")
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(datasets, "load_dataset", bug)
+    with pytest.raises(KeyError):  # not dressed up as the user's mistake
+        open_dataset("someone/pairs")
+
+
+def test_class_names_that_differ_only_in_case_are_said_to_tie():
+    notice = duplicate_notice("star, Star, circle", "a photo of a {}.")
+    assert "'star' = 'Star'" in notice and "tie" in notice
+    assert duplicate_notice("star, circle", "a {}.") is None
+
+
+def test_the_errors_are_a_family_of_their_own():
+    from core.train import ConfigError
+    from demo.platform.errors import Busy, OverQuota, Stopped, TimedOut
+
+    assert not issubclass(UserFacingError, ValueError)
+    assert issubclass(ConfigError, UserInputError) and issubclass(DataError, UserInputError)
+    for kind in (Stopped, TimedOut, Busy, OverQuota, SourceUnavailable):
+        assert issubclass(kind, UserFacingError) and not issubclass(kind, UserInputError)
+
+
+def test_the_slider_shows_the_models_own_scale_once_the_model_is_in_memory():
+    ctx = AppContext.create(AppConfig())
+    call = Call(ctx)
+    assert zero_shot.fill_defaults(call)[2] == {"__type__": "update"}  # not loaded: the slider stays as it is
+    clip = ctx.models.get(ctx.config.default_model)
+    assert zero_shot.fill_defaults(call)[2] == round(float(clip.logit_scale), 2)
