@@ -175,7 +175,7 @@ def search(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None
     results.timings_ms["handler"] = 1000 * (time.perf_counter() - t0)  # all of this handler's work
     data["timings_ms"]["handler"] = round(results.timings_ms["handler"], 2)
     summary = notice + results_markdown(index, results, results.timings_ms["handler"])
-    return gr.Gallery(value=items, selected_index=None), fig, summary, data, results, index  # no stale selection outline
+    return items, fig, summary, data, results, index
 
 
 @handler("search", checks={**INDEX_CHECKS, **SEARCH_CHECKS}, uploads=("image", "files"))
@@ -251,10 +251,12 @@ def after_index(call: Call):
 
 @handler("search", turn=False)
 def after_search(call: Call, index: SearchIndex | None = None):
-    """The status line (the query may have indexed the default set) and a fresh hit panel."""
+    """The status line (the query may have indexed the default set), a fresh hit panel, and no selection
+    outline left in the gallery from the previous search."""
     if index is None:
-        return [gr.skip()] * 6
-    return index_markdown(index), retrieval_markdown(index), None, NOT_YET, None, None
+        return [gr.skip()] * 7
+    return (index_markdown(index), retrieval_markdown(index), None, NOT_YET, None, None,
+            gr.Gallery(selected_index=None))
 
 
 @handler("search", turn=False)
@@ -335,7 +337,8 @@ def build_tab(ctx, model_state: gr.State) -> None:
     searching = listen(ctx, [run.click, query.submit], search, [query, query_image, weight, k, model_state, index_state],
                        [gallery, histogram, info, data, results_state, index_state], api_name="search",
                        show_progress_on=[gallery, info])
-    listen(ctx, searching.success, after_search, [index_state], [status, retrieval, hit_picture, hit_info, hit_data, hit_view])
+    listen(ctx, searching.success, after_search, [index_state],
+           [status, retrieval, hit_picture, hit_info, hit_data, hit_view, gallery])
     hit_inputs = [hit_rank, method, opacity, model_state, index_state, results_state]
     hit_outputs = [hit_picture, hit_info, hit_data, hit_view]
     picked = listen(ctx, gallery.select, picked_hit, [], hit_rank)

@@ -92,6 +92,14 @@ def class_saliency(call: Call, scores=None, image: str | None = None, files: lis
     return overlay(v, opacity), saliency_note(v), v
 
 
+@handler("zero_shot_saliency", checks={"opacity": OPACITY}, uploads=("image", "files"))
+def top_class_saliency(call: Call, scores=None, image: str | None = None, files: list | None = None,
+                       method: str = DEFAULT_METHOD, opacity: float = DEFAULT_OPACITY, model: str | None = None,
+                       opened: bool = False):
+    """The map of the top class, right after a classification (the class menu may not show it yet)."""
+    return class_saliency(call, scores, image, files, None, method, opacity, model, opened)
+
+
 @handler("zero_shot_saliency", turn=False)
 def saliency_classes(call: Call, scores=None, opened: bool = False):
     """After a classification: the ranked classes, a cleared map, and (only while the accordion is open) a
@@ -132,7 +140,8 @@ def build_zero_shot_saliency(ctx, model_state: gr.State, image: gr.Image, files:
     inputs = [scores, image, files, classname, method, opacity, model_state, is_open]
     outputs = [picture, note, view]
     listen(ctx, scores.change, saliency_classes, [scores, is_open], [classname, picture, note, view, draw])
-    listen(ctx, draw.change, class_saliency, inputs, outputs, show_progress_on=[picture])
+    listen(ctx, draw.change, top_class_saliency, [scores, image, files, method, opacity, model_state, is_open], outputs,
+           show_progress_on=[picture])
     opened = listen(ctx, accordion.expand, set_open, [yes], is_open)
     listen(ctx, opened.then, class_saliency, inputs, outputs, show_progress_on=[picture])
     listen(ctx, accordion.collapse, set_open, [no], is_open)
