@@ -79,8 +79,9 @@ def test_every_tab_says_its_view_belongs_to_the_previous_model(page, shots):
     page.get_by_role("tab", name="Similarity matrix").click()
     page.wait_for_selector(f"#mx-stale :text(\"{NOTICE}\")")
     page.locator("#mx-view label", has_text="logits").click()  # a view change would encode with the new model
+    page.wait_for_selector("#mx-stale :text('press Build batch')")  # refused, said in the batch status
     page.wait_for_selector("[data-testid='toast-body'] :text('press Build batch')")
-    assert text(page, "#mx-figures") == figures_before  # no number of the new model
+    assert text(page, "#mx-figures") == figures_before  # no number of the new model, and no error mark over it
     page.screenshot(path=str(shots / "similarity_matrix_after_model_change.png"), full_page=True)
 
     page.get_by_role("tab", name="Embedding map").click()

@@ -37,7 +37,7 @@ from typing import Callable, Mapping
 import gradio as gr
 import plotly.io as pio
 
-from core.errors import UserFacingError
+from core.errors import UserFacingError, UserInputError
 from demo.platform.errors import Stopped, one_line
 from demo.platform.fair import visitor_of
 from demo.platform.jobs import Job
@@ -61,10 +61,11 @@ class Contract:
     turn: bool = True
     checks: Mapping[str, Callable] = field(default_factory=dict)
     uploads: tuple[str, ...] = ()
+    refusal_output: int | None = None
 
 
 def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | None = None,
-            uploads: tuple[str, ...] = ()) -> Callable:
+            uploads: tuple[str, ...] = (), refusal_output: int | None = None) -> Callable:
     """Decorator: put `fn(call, **inputs)` under the contract (see the module docstring).
 
     tab: the Stop group (a Stop of this tab, or the closing of the page, ends the call).
@@ -72,6 +73,9 @@ def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | Non
         that compute nothing heavy (they still get the checks and the error channel).
     checks: {parameter name: check(value, config) -> value} (demo/inputs/checks.py).
     uploads: parameter names whose files must be the visitor's own uploads.
+    refusal_output: for a handler that redraws a view the page keeps (another view of a built batch):
+        the output that says a refusal ("⚠️ …", with a warning toast) while every other output keeps
+        what it shows. An error would cover the view with error marks; the API still reads the reason there.
     """
     def decorate(fn):
         names = list(inspect.signature(fn).parameters)
@@ -80,7 +84,7 @@ def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | Non
         unknown = (set(checks or {}) | set(uploads)) - set(names)
         if unknown:
             raise TypeError(f"{fn.__name__}: no parameter named {', '.join(sorted(unknown))}")
-        fn.contract = Contract(tab, turn, dict(checks or {}), tuple(uploads))
+        fn.contract = Contract(tab, turn, dict(checks or {}), tuple(uploads), refusal_output)
         return fn
     return decorate
 
@@ -178,7 +182,7 @@ def endpoint(ctx, fn, names: list[str] | None = None, n_outputs: int = 1) -> Cal
             with _turn(ctx, request, contract) as job:
                 return fn(Call(ctx, request, progress, job), **values)
         except BaseException as e:
-            return _shown(e, fn.__name__, n_outputs)
+            return _shown(e, fn.__name__, n_outputs, contract.refusal_output)
         finally:
             if contract.turn:
                 ctx.first_answer.set()  # a first answer is out: the start-up warm-up goes on (app.start_warmup)
@@ -209,9 +213,13 @@ def _turn(ctx, request, contract: Contract):
         ctx.jobs.finish(session, contract.tab, job)
 
 
-def _shown(error: BaseException, name: str, n_outputs: int):
+def _shown(error: BaseException, name: str, n_outputs: int, refusal_output: int | None = None):
     """Show an error the way its kind asks (demo/platform/errors.py); returns outputs that keep what was shown."""
     keep = gr.skip() if n_outputs <= 1 else tuple(gr.skip() for _ in range(n_outputs))
+    if refusal_output is not None and isinstance(error, UserInputError) and refusal_output < max(n_outputs, 1):
+        gr.Warning(one_line(error))
+        said = f"⚠️ {one_line(error)}"
+        return said if n_outputs <= 1 else tuple(said if i == refusal_output else gr.skip() for i in range(n_outputs))
     if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
         raise error
     if isinstance(error, gr.Error):  # raised by Gradio or a library it runs (spaces' quota messages)

@@ -85,14 +85,15 @@ def build_batch(call: Call, source: str = "shapes world", n: float = 8, seed: fl
     return batch, captions_frame(pairs), r.figure, r.figures_md, r.losses, r.data, ""
 
 
-@handler("matrix", checks={"extra_captions": CHECKS["extra_captions"]})
+@handler("matrix", checks={"extra_captions": CHECKS["extra_captions"]}, refusal_output=5)
 def similarity_matrix(call: Call, batch=None, captions=None, extra_captions: str | None = None, view: str = "cosine",
                       model: str | None = None):
     """Redraw the session's batch (built by build_batch) with edited captions, extra captions or another view.
 
     A session that has built no batch gets the default one: 8 shapes-world pairs, seed 0, eval split.
     A batch built with another model than the session's is not redrawn (that would encode it with
-    the new model): build it again.
+    the new model): build it again. A refusal (that, an empty caption) keeps the matrix as it was
+    and says why in the batch status, the last output.
 
     Args:
         captions: the caption table (columns 'image' and 'caption', one row per image); omitted: the batch's captions.
