@@ -82,3 +82,47 @@ def test_the_slider_shows_the_models_own_scale_once_the_model_is_in_memory():
     assert zero_shot.fill_defaults(call)[2] == {"__type__": "update"}  # not loaded: the slider stays as it is
     clip = ctx.models.get(ctx.config.default_model)
     assert zero_shot.fill_defaults(call)[2] == round(float(clip.logit_scale), 2)
+
+
+def test_a_32_pair_matrix_and_its_colour_bar_fit_a_1400_px_page():
+    from demo.inputs.pairs import shapes_pairs
+    from demo.tabs.matrix.batch import matrix_figure
+
+    pairs = shapes_pairs(32, seed=0)
+    values = __import__("numpy").zeros((32, 32))
+    fig = matrix_figure(values, [""] * 32, list(pairs.captions), "cosine", 32)
+    assert fig.layout.width <= 1300  # the tab's plot panel on a 1,400 px page (it was 1,402 px: the bar hid)
+
+
+def test_one_template_is_not_one_templates():
+    import torch
+
+    from demo.tabs.shared.zero_shot_scores import ZeroShotScores, render
+
+    s = ZeroShotScores(["x.png"], ["circle", "star"], ["a {}."], torch.tensor([[0.3, 0.2]]), torch.tensor([[0.3, 0.2]]),
+                       "m", 100.0)
+    assert "2 classes × 1 template." in render(s, 2, 100.0).info
+
+
+def test_a_saved_model_is_readable_like_any_file_the_user_writes(tmp_path, micro):
+    import os
+    import stat
+
+    from core.model import save_pretrained_atomic
+
+    mask = os.umask(0o022)
+    try:
+        folder = save_pretrained_atomic(micro, tmp_path / "model")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644  # mkdtemp's files were 0600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_two_uploads_in_evaluate_say_how_to_start_again(tmp_path):
+    from demo.inputs.labelled_sets import upload_set
+
+    (tmp_path / "a.zip").write_bytes(b"PK")
+    (tmp_path / "b.png").write_bytes(b"x")
+    with pytest.raises(UserInputError, match="clear the files box"):
+        upload_set([str(tmp_path / "a.zip"), str(tmp_path / "b.png")], 100)
