@@ -152,7 +152,7 @@ def main() -> None:
     if config.warm_umap:
         start_warmup(ctx)
     app = build_app(ctx)
-    guard = Middleware(GuardMiddleware, blocks=app, ctx=ctx, max_body=config.max_request_kb << 10,
+    guard = Middleware(GuardMiddleware, ctx=ctx, max_body=config.max_request_kb << 10,
                        max_upload_body=config.max_upload_request_mb << 20, max_in_flight=config.max_in_flight_per_visitor,
                        rate_per_minute=config.rate_per_minute, burst=config.rate_burst)
     try:

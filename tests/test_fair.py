@@ -145,3 +145,27 @@ class _Request:
 ])
 def test_a_visitor_is_the_proxy_hop_else_the_address_else_the_session(request_, visitor):
     assert visitor_of(request_) == visitor
+
+
+def test_the_guard_counts_a_visitors_requests_from_join_to_completion():
+    """In flight from the moment a join is let through (a burst cannot slip past the cap) until Gradio's
+    event stream reports it completed, or it is cancelled, or it expires."""
+    from demo.platform.in_flight import InFlight
+
+    ledger = InFlight(expire_s=60)
+    tokens = [ledger.joined("s1", "") for _ in range(3)]
+    assert ledger.count("s1") == 3 and ledger.count("s2") == 0
+    ledger.named(tokens[0], "e1")
+    ledger.named(tokens[1], "e2")
+    ledger.named(tokens[2], None)  # Gradio refused that join: it never counted
+    assert ledger.count("s1") == 2
+    chunk = ('data: {"msg": "process_starts", "event_id": "e1"}\n\n'
+             'data: {"msg": "process_completed", "event_id": "e1", "output": {}, "success": true}\n\n')
+    for event_id in ledger.completed_in(chunk):
+        ledger.done(event_id)
+    assert ledger.count("s1") == 1
+    ledger.done("e2")  # a cancel
+    assert ledger.count("s1") == 0
+    by_address = InFlight(expire_s=0)
+    by_address.joined("s3", "203.0.113.7")
+    assert by_address.count("other session", "203.0.113.7") == 0  # expired at once (expire_s=0)

@@ -1,11 +1,12 @@
-"""Limits enforced before any work is done: request bodies, requests in flight per visitor, numbers.
+"""Limits enforced before any work is done: request bodies, requests in flight per visitor, the rate.
 
 `GuardMiddleware` sits in front of Gradio's routes (an ASGI middleware, passed to the FastAPI app
 through `launch(app_kwargs=...)`):
 - a request body larger than its route's limit is refused with 413 before it is read into memory
   (by Content-Length, and by counting the bytes of a streamed body);
 - a visitor (a browser session, or an IP address: the Spaces proxy passes the client's address in
-  X-Forwarded-For) with `max_in_flight` requests already queued or running gets 429 for one more,
+  X-Forwarded-For) with `max_in_flight` requests already queued or running (counted by the guard
+  itself, demo/platform/in_flight.py, from joins to completions) gets 429 for one more,
   and an address may start at most `rate_per_minute` requests a minute (`burst` at once), so that
   nobody can fill the queue, or keep it busy, and starve the others.
 """
@@ -17,8 +18,10 @@ import time
 from typing import Callable
 
 from core.errors import UserFacingError, UserInputError
+from demo.platform.in_flight import InFlight
 
 JOIN_SUFFIX = "/queue/join"
+DATA_SUFFIX = "/queue/data"
 CANCEL_SUFFIX = "/cancel"
 UPLOAD_SUFFIX = "/upload"
 
@@ -38,23 +41,20 @@ def client_ip(scope) -> str:
     return "" if host in LOOPBACK else host
 
 
-def _event_ip(event) -> str:
-    request = getattr(event, "request", None)
-    scope = getattr(request, "scope", None) or {}
-    return client_ip(scope) if scope else ""
-
-
 class GuardMiddleware:
     """ASGI middleware: body-size limits per route, and a cap on each visitor's requests in flight."""
 
-    def __init__(self, app, blocks=None, ctx=None, max_body: int = 1 << 20, max_upload_body: int = 128 << 20,
+    def __init__(self, app, ctx=None, max_body: int = 1 << 20, max_upload_body: int = 128 << 20,
                  max_in_flight: int = 4, per_ip: bool = True, rate_per_minute: float = 30, burst: int = 8):
-        self.app, self.blocks, self.ctx = app, blocks, ctx  # ctx: the AppContext (its jobs and upload ledger)
+        self.app, self.ctx = app, ctx  # ctx: the AppContext (its jobs and upload ledger)
+        self.in_flight = InFlight(expire_s=2 * getattr(getattr(ctx, "config", None), "time_limit_s", 600) + 60)
         self.max_body, self.max_upload_body = max_body, max_upload_body
         self.max_in_flight, self.per_ip = max_in_flight, per_ip
         self.rates = RateLimiter(rate_per_minute, burst)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path", "").endswith(DATA_SUFFIX):
+            return await self.app(scope, receive, self._watching(send))  # completions end the in-flight counts
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
@@ -62,20 +62,21 @@ class GuardMiddleware:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await _reply(send, 413, f"the request is {int(length):,} bytes; the limit is {limit:,}")
-        if path.endswith(CANCEL_SUFFIX) and self.blocks is not None:
+        if path.endswith(CANCEL_SUFFIX):
             body = await _read(receive, limit)
             if body is None:
                 return await _reply(send, 413, f"the request is over the limit of {limit:,} bytes")
             self.stop_session(body)  # gradio_client's job.cancel(): stop the work, not only the waiting
             return await self.app(scope, _replay(body), send)
-        if path.endswith(JOIN_SUFFIX) and self.blocks is not None:
+        if path.endswith(JOIN_SUFFIX):
             body = await _read(receive, limit)
             if body is None:
                 return await _reply(send, 413, f"the request is over the limit of {limit:,} bytes")
             refusal = self.refusal(body, scope)
             if refusal:
                 return await _reply(send, 429, refusal)
-            return await self.app(scope, _replay(body), send)
+            token = self.in_flight.joined(_session(body), client_ip(scope) if self.per_ip else "")
+            return await self.app(scope, _replay(body), _joining(send, lambda event_id: self.in_flight.named(token, event_id)))
         uploads = getattr(self.ctx, "uploads", None)
         ip = client_ip(scope)
         if path.endswith(UPLOAD_SUFFIX) and uploads is not None and ip:
@@ -86,11 +87,21 @@ class GuardMiddleware:
             return await self.app(scope, _counting(receive, limit), _recording(send, lambda paths: uploads.record(ip, paths)))
         return await self.app(scope, _counting(receive, limit), send)
 
+    def _watching(self, send):
+        """A send() for Gradio's event stream: the events it reports completed stop counting as in flight."""
+        async def wrapped(message):
+            if message["type"] == "http.response.body" and message.get("body"):
+                for event_id in self.in_flight.completed_in(message["body"].decode("utf-8", "replace")):
+                    self.in_flight.done(event_id)
+            await send(message)
+        return wrapped
+
     def stop_session(self, body: bytes) -> None:
-        """A cancel from a client: set the Stop flags of that session's running jobs."""
+        """A cancel from a client: set the Stop flags of that session's running jobs; the event no longer counts."""
         jobs = getattr(self.ctx, "jobs", None)
         try:
             session = json.loads(body or b"{}").get("session_hash")
+            self.in_flight.done(json.loads(body or b"{}").get("event_id"))
         except (ValueError, AttributeError):
             return
         if jobs is not None and session:
@@ -102,15 +113,11 @@ class GuardMiddleware:
             session = json.loads(body or b"{}").get("session_hash")
         except (ValueError, AttributeError):
             return None  # let Gradio answer a malformed body
-        queue = getattr(self.blocks, "_queue", None)
-        events = list(getattr(queue, "event_ids_to_events", {}).values()) if queue else []
         ip = client_ip(scope) if self.per_ip else ""
-        mine = [e for e in events if e.session_hash == session or (ip and _event_ip(e) == ip)]
+        count = self.in_flight.count(session or "", ip)
         jobs = getattr(self.ctx, "jobs", None)
-        queued_ids = {e.session_hash for e in mine}
-        # work whose event was cancelled but has not reached its next Stop check still counts
-        orphans = jobs.running(session) if jobs is not None and session not in queued_ids else 0
-        count = len(mine) + orphans
+        if jobs is not None and not count:  # work whose event was cancelled, not yet at its next Stop check
+            count = jobs.running(session)
         if count >= self.max_in_flight:
             return (f"you already have {count} requests waiting or running (the limit is {self.max_in_flight} "
                     "per visitor): wait for one to finish")
@@ -160,6 +167,35 @@ async def _read(receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _session(body: bytes) -> str:
+    try:
+        return str(json.loads(body or b"{}").get("session_hash") or "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _joining(send, named: Callable[[str | None], None]):
+    """A send() that passes the join's answer on to `named`: its event id, or None when Gradio refused it."""
+    status, chunks = [0], []
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            status[0] = message.get("status", 0)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                event_id = None
+                if status[0] == 200:
+                    try:
+                        event_id = json.loads(b"".join(chunks) or b"{}").get("event_id")
+                    except (ValueError, AttributeError):
+                        event_id = None
+                named(event_id)
+        await send(message)
+
+    return wrapped
 
 
 def _replay(body: bytes):
