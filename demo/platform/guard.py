@@ -91,7 +91,7 @@ class GuardMiddleware:
         """A send() for Gradio's event stream: the events it reports completed stop counting as in flight."""
         async def wrapped(message):
             if message["type"] == "http.response.body" and message.get("body"):
-                for event_id in self.in_flight.completed_in(message["body"].decode("utf-8", "replace")):
+                for event_id in self.in_flight.completed_in(str(message["body"], "utf-8", "replace")):
                     self.in_flight.done(event_id)
             await send(message)
         return wrapped
