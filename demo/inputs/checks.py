@@ -44,26 +44,6 @@ def text(value, name: str, max_chars: int) -> str:
     return value
 
 
-def early_checks(checks: dict[int, Callable]) -> Callable:
-    """A Gradio `validator=` for an event: checks[i](value) runs on input i when the request joins the
-    queue, before it takes a place there, so a request that would be refused never waits in line.
-    Each check raises UserInputError; its first line is shown to the user."""
-    import gradio as gr
-
-    def validate(*values):
-        verdicts = []
-        for i, value in enumerate(values):
-            try:
-                if i in checks:
-                    checks[i](value)
-                verdicts.append(gr.validate(True, ""))
-            except UserInputError as e:
-                verdicts.append(gr.validate(False, str(e).splitlines()[0]))
-        return verdicts
-
-    return validate
-
-
 def count_at_most(limit: int, what: str) -> Callable:
     """A check that a list input (uploaded files) has at most `limit` items."""
     def check(value) -> None:

@@ -75,7 +75,7 @@ class GuardMiddleware:
             refusal = self.refusal(body, scope)
             if refusal:
                 return await _reply(send, 429, refusal)
-            token = self.in_flight.joined(_session(body), client_ip(scope) if self.per_ip else "")
+            token = self.in_flight.joined(str(_fields(body).get("session_hash") or ""), client_ip(scope) if self.per_ip else "")
             return await self.app(scope, _replay(body), _joining(send, lambda event_id: self.in_flight.named(token, event_id)))
         uploads = getattr(self.ctx, "uploads", None)
         ip = client_ip(scope)
@@ -98,21 +98,15 @@ class GuardMiddleware:
 
     def stop_session(self, body: bytes) -> None:
         """A cancel from a client: set the Stop flags of that session's running jobs; the event no longer counts."""
+        fields = _fields(body)
+        self.in_flight.done(fields.get("event_id"))
         jobs = getattr(self.ctx, "jobs", None)
-        try:
-            session = json.loads(body or b"{}").get("session_hash")
-            self.in_flight.done(json.loads(body or b"{}").get("event_id"))
-        except (ValueError, AttributeError):
-            return
-        if jobs is not None and session:
-            jobs.stop(session)
+        if jobs is not None and fields.get("session_hash"):
+            jobs.stop(fields["session_hash"])
 
     def refusal(self, body: bytes, scope) -> str | None:
         """Why this queue join is refused (the visitor's requests in flight are at the cap), or None."""
-        try:
-            session = json.loads(body or b"{}").get("session_hash")
-        except (ValueError, AttributeError):
-            return None  # let Gradio answer a malformed body
+        session = _fields(body).get("session_hash")
         ip = client_ip(scope) if self.per_ip else ""
         count = self.in_flight.count(session or "", ip)
         jobs = getattr(self.ctx, "jobs", None)
@@ -169,11 +163,13 @@ async def _read(receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _session(body: bytes) -> str:
+def _fields(body: bytes) -> dict:
+    """A join's or cancel's JSON body as a dict ({} when it is not one: Gradio answers a malformed body)."""
     try:
-        return str(json.loads(body or b"{}").get("session_hash") or "")
-    except (ValueError, AttributeError):
-        return ""
+        fields = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return fields if isinstance(fields, dict) else {}
 
 
 def _joining(send, named: Callable[[str | None], None]):
