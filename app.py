@@ -50,6 +50,9 @@ CSS = """
 /* on a phone the matrix keeps readable cells and scrolls sideways instead of shrinking to a strip */
 #mx-plot {overflow-x: auto}
 #mx-plot .js-plotly-plot {min-width: 560px}
+/* the model status never breaks a model name; on a narrow screen it goes under the picker */
+#model-status {min-width: min(100%, 320px) !important}
+#model-status code {white-space: nowrap}
 """
 
 
@@ -62,7 +65,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
         model_state, model_status, picker = build_picker(ctx)
-        with gr.Tabs():
+        # "wrap": on a phone the six tab names wrap onto a second line instead of hiding behind "⋯"
+        with gr.Tabs(overflow_behavior="wrap"):
             with gr.Tab("Zero-shot", id="zero-shot"):
                 zs = zero_shot.build_tab(ctx, model_state)
             with gr.Tab("Similarity matrix", id="matrix"):

@@ -81,6 +81,8 @@ def test_every_tab_says_its_view_belongs_to_the_previous_model(page, shots):
     page.locator("#mx-view label", has_text="logits").click()  # a view change would encode with the new model
     page.wait_for_selector("#mx-stale :text('press Build batch')")  # refused, said in the batch status
     page.wait_for_selector("[data-testid='toast-body'] :text('press Build batch')")
+    assert "still its cosine view" in text(page, "#mx-stale")  # the view menu says logits; the plot is the cosine one
+    assert "`" not in text(page, "[data-testid='toast-body']")  # names quoted plainly, not as raw Markdown
     assert text(page, "#mx-figures") == figures_before  # no number of the new model, and no error mark over it
     page.screenshot(path=str(shots / "similarity_matrix_after_model_change.png"), full_page=True)
 
@@ -99,3 +101,9 @@ def test_every_tab_says_its_view_belongs_to_the_previous_model(page, shots):
     page.wait_for_selector(f"#ev-summary :text(\"{NOTICE}\")")
     assert summary_before in text(page, "#ev-summary")  # the study stays, said to be the old model's
     page.screenshot(path=str(shots / "evaluate_after_model_change.png"), full_page=True)
+
+    # Train: a run's views belong to the run, not to the session's model; a fine-tune starts from the new one
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#tr-mode label", has_text="fine-tune").click()
+    page.wait_for_selector("#tr-start", state="visible")
+    page.screenshot(path=str(shots / "train_after_model_change.png"), full_page=True)

@@ -18,6 +18,8 @@ None of these is an input error: a Stop or a busy server is not the user's mista
 
 from __future__ import annotations
 
+import re
+
 from core.errors import UserFacingError
 
 
@@ -46,6 +48,11 @@ class OverQuota(UserFacingError):
 
 
 def one_line(error: BaseException) -> str:
-    """The first line of an error's message (its class name when it has none)."""
+    """The first line of an error's message (its class name when it has none), as a toast shows it.
+
+    Messages quote names in Markdown backticks; a toast and an API client show those raw, so they
+    become plain double quotes: `shapes-tiny` -> "shapes-tiny".
+    """
     text = str(error).strip()
-    return text.splitlines()[0] if text else error.__class__.__name__
+    line = text.splitlines()[0] if text else error.__class__.__name__
+    return re.sub(r"`([^`]*)`", r'"\1"', line)

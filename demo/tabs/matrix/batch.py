@@ -132,6 +132,7 @@ class MatrixBatch:
     image_emb: torch.Tensor | None = None
     caption_emb: dict[str, torch.Tensor] = field(default_factory=dict)
     stale: bool = False
+    view: str = ""  # the view last drawn (a refused redraw says the page still shows it)
 
     @property
     def captions(self) -> list[str]:
@@ -239,5 +240,6 @@ def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | No
     out = similarity(img, txt, clip.logit_scale)
     n, m = len(captions), len(all_captions)
     fig = matrix_figure(view_values(out, view), batch.thumbnails, all_captions, view, n)
+    batch.view = view
     return MatrixResult(out, fig, figures_markdown(out, n, m), loss_table(out, all_captions),
                         matrix_data(out, view, all_captions, batch.pairs.names))

@@ -109,7 +109,7 @@ def similarity_matrix(call: Call, batch=None, captions=None, extra_captions: str
         note = NO_BATCH
     if not same_model(batch.model_name, model, cfg.default_model):
         raise UserInputError(f"this batch was built with `{batch.model_name}`; the session's model is now `{model}`: "
-                             "press Build batch to encode it with the new model")
+                             "press Build batch to encode it with the new model" + shown_view(batch))
     clip = call.model(model)
     captions = as_frame(captions)
     if captions is not None and captions.empty:
@@ -120,6 +120,11 @@ def similarity_matrix(call: Call, batch=None, captions=None, extra_captions: str
     r = compute_matrix(clip, batch, view, edited, parse_extra(extra_captions, cfg.max_extra_captions),
                        call.report("encoding the batch", "images"))
     return batch, r.figure, r.figures_md, r.losses, r.data, note
+
+
+def shown_view(batch) -> str:
+    """What a refused redraw leaves on the page, for its message (the view menu already shows the new choice)."""
+    return f" (the matrix shown is still its {batch.view} view)" if batch.view else ""
 
 
 @handler("matrix", turn=False)

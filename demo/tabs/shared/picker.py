@@ -11,8 +11,8 @@ def describe_model(ctx, name: str) -> str:
     """A one-line Markdown description of a loaded model (loading it if needed)."""
     clip = ctx.models.get(name or ctx.config.default_model)
     params = sum(p.numel() for p in clip.model.parameters()) / 1e6
-    return (f"**Model:** `{name}` · loaded · {params:.1f} M parameters · images {clip.image_size} px · "
-            f"embedding {clip.embed_dim}-d · logit scale {clip.logit_scale:.2f}")
+    return (f"**Model:** `{name}` · loaded · {params:.1f}\u00a0M parameters · images {clip.image_size}\u00a0px · "
+            f"embedding {clip.embed_dim}\u2011d · logit scale {clip.logit_scale:.2f}")  # no break inside a figure
 
 
 @handler("model", turn=False)
