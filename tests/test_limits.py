@@ -298,3 +298,62 @@ def test_an_address_may_keep_only_its_allowance_of_uploads():
     ledger.check_own("", ["/tmp/x/one.png"])  # loopback: not checked
     with pytest.raises(UserInputError, match="another visitor"):
         ledger.check_own("b", ["/tmp/x/one.png"])
+
+
+def _mcp_zero_shot(url: str, headers: dict) -> str:
+    """One zero_shot tool call through the mcp package's streamable-HTTP client; its answer's text."""
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def run():
+        async with streamablehttp_client(url + "gradio_api/mcp/", headers=headers, timeout=60) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                answer = await session.call_tool("zero_shot", {"classnames": "circle, star", "templates": "a {}."})
+                return answer.content[0].text
+    return asyncio.run(run())
+
+
+def test_every_route_that_creates_work_passes_one_gate(url):
+    """One address behind the proxy: its places in flight are counted across routes. Held through /call/,
+    a fifth request is refused through /call/, /queue/join and MCP alike; with three held, an MCP tool
+    call still runs (its own queue join is not counted twice); once the held ones are read out, /call/ serves again."""
+    import httpx
+
+    ip = {"X-Forwarded-For": "203.0.113.9"}
+    call = url + "gradio_api/call/test_hold"
+    held = [httpx.post(call, json={"data": []}, headers=ip, timeout=30) for _ in range(3)]
+    assert [r.status_code for r in held] == [200] * 3
+    assert "logit_scale" in _mcp_zero_shot(url, ip)  # 3 held + this call = 4: at the cap, not over it
+    held.append(httpx.post(call, json={"data": []}, headers=ip, timeout=30))
+    assert held[-1].status_code == 200
+    assert httpx.post(call, json={"data": []}, headers=ip, timeout=30).status_code == 429
+    with pytest.raises(Exception, match="limit is 4 per visitor|429"):
+        Client(url, verbose=False, headers=ip).submit(api_name="/test_hold").result(timeout=60)
+    tool_call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "zero_shot", "arguments": {}}}
+    refused = httpx.post(url + "gradio_api/mcp/", json=tool_call, timeout=30,
+                         headers={**ip, "accept": "application/json, text/event-stream"})
+    assert refused.status_code == 429 and "limit is 4 per visitor" in refused.text
+    assert _post(url, "gradio_api/run/test_release", json.dumps({"data": [4]}).encode()) == 200
+    for r in held:  # a /call/ client reads its answer from the event's stream; that ends its count
+        answer = httpx.get(f"{call}/{r.json()['event_id']}", headers=ip, timeout=60).text
+        assert "event: complete" in answer and "released" in answer
+    again = httpx.post(call, json={"data": []}, headers=ip, timeout=30)
+    assert again.status_code == 200
+    assert _post(url, "gradio_api/run/test_release", json.dumps({"data": [1]}).encode()) == 200
+    assert "released" in httpx.get(f"{call}/{again.json()['event_id']}", headers=ip, timeout=60).text
+
+
+def test_a_streamed_body_over_the_limit_gets_413(url):
+    """A chunked body (no Content-Length) that passes 1 MB is refused with 413, on every route, not a 500."""
+    import httpx
+
+    def chunks():
+        for _ in range(20):
+            yield b"x" * (128 << 10)
+
+    for path in ("gradio_api/queue/join", "gradio_api/call/zero_shot", "gradio_api/mcp/", "gradio_api/info"):
+        r = httpx.post(url + path, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 413 and "over the limit of 1,048,576 bytes" in r.text, (path, r.status_code, r.text[:200])

@@ -39,6 +39,11 @@ class InFlight:
             if entry is not None and event_id:
                 self._entries[event_id] = entry
 
+    def has(self, token: str) -> bool:
+        """Whether a token or event id is being counted."""
+        with self._lock:
+            return token in self._entries
+
     def done(self, event_id: str | None) -> None:
         """The event completed or was cancelled."""
         with self._lock:
