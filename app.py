@@ -163,7 +163,7 @@ def main() -> None:
         app.launch(server_name=config.server_name, app_kwargs={"middleware": [guard]},
                    server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                    max_file_size=config.max_file_size, max_threads=config.inference_threads() + 16, show_error=True, css=CSS,
-                   js=HOVER_JS, mcp_server=True, allowed_paths=[str(EXAMPLES_DIR)],
+                   js=HOVER_JS, mcp_server=True, allowed_paths=[str(EXAMPLES_DIR)], run_history=config.run_history,
                    theme=gr.themes.Soft(primary_hue="indigo"), footer_links=["api", "settings"])
     except KeyboardInterrupt:  # Ctrl-C while launch() was still starting up
         pass

@@ -202,3 +202,13 @@ def test_on_a_phone_every_tab_name_shows_and_the_model_status_keeps_its_words(br
         pg.wait_for_selector("#search-source", state="visible")
     finally:
         pg.close()
+
+
+def test_the_browser_keeps_no_run_history(page):
+    """On a shared computer the next person must not find this one's inputs or results: Gradio's run
+    history (localStorage) is off unless the operator turns it on (CLIP_LAB_RUN_HISTORY=1)."""
+    page.click("#zs-run")  # a run the user starts (an example's click is not kept even with the history on)
+    page.wait_for_selector("#zs-info :text('Logit scale')")
+    _settled(page, page.requests.joins())
+    stored = page.evaluate("() => Object.keys(window.localStorage)")
+    assert not [key for key in stored if "run-history" in key], stored

@@ -97,6 +97,10 @@ class AppConfig:
     concurrency: int = 2
     warm_umap: bool = True
     warmup_delay: float = 5.0
+    # Gradio's run history keeps each call's inputs and outputs (file names, typed class names, results)
+    # in the browser's localStorage, where the next person at a shared computer sees them: off unless
+    # the operator turns it on [CLIP_LAB_RUN_HISTORY=1]
+    run_history: bool = False
     test_gate: bool = False  # tests only: a hidden /test_hold endpoint that waits on a server-side gate
 
     def inference_slots(self) -> int:
@@ -132,6 +136,7 @@ class AppConfig:
         cfg.public_url = (f"https://{env['SPACE_HOST']}" if env.get("SPACE_HOST")
                           else f"http://127.0.0.1:{env.get('GRADIO_SERVER_PORT') or 7860}")
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
+        cfg.run_history = env.get("CLIP_LAB_RUN_HISTORY", "0").lower() in ("1", "true", "yes")
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
         for name, attr in (("CLIP_LAB_MAX_RUNS", "max_runs"), ("CLIP_LAB_MAX_TRAIN_STEPS", "max_train_steps")):
             if env.get(name):
