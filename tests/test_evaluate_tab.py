@@ -233,6 +233,21 @@ def test_galleries_tables_and_files(evaluation, tmp_path):
     assert ev.probe_figure(evaluation).layout.xaxis.type == "log"
 
 
+def test_downloaded_csv_cells_never_start_a_formula(evaluation, tmp_path):
+    """Class and file names like `=cmd|...` or `@SUM(1)` reach a spreadsheet as text (a leading
+    apostrophe); numbers, negative ones included, stay numbers."""
+    hostile = ["=cmd|' /C calc'!A0", "+HYPERLINK(\"http://x\")", "@SUM(1)"]
+    names = ["-2+3.png"] + list(evaluation.names[1:])
+    e = dataclasses.replace(evaluation, prompt_names=hostile, names=names)
+    paths = [Path(x) for x in ev.write_downloads(e, tmp_path / "out")]
+    for path in paths[1:3]:
+        for row in csv.reader(io.StringIO(path.read_text())):
+            for cell in row:
+                assert not cell.startswith(ev.FORMULA_STARTS) or re.fullmatch(r"-?[0-9.e+-]+", cell), (path.name, cell)
+    rows = list(csv.DictReader(io.StringIO(paths[2].read_text())))
+    assert rows[0]["image"] == "'-2+3.png" and {r["true"] for r in rows} <= {"'" + h for h in hostile}
+
+
 # ---------------------------------------------------------------- the running app
 
 gradio_client = pytest.importorskip("gradio_client")

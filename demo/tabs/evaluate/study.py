@@ -292,11 +292,23 @@ def result_data(e: Evaluation, for_page: bool = False) -> dict:
                    "retrieval": e.retrieval, "study": study, "notices": e.notices})
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(cell):
+    """A CSV cell that a spreadsheet shows as text: a string starting like a formula (=, +, -, @, tab,
+    CR: a class name or file name such as `=cmd|...` or `@SUM(1)`) gets a leading apostrophe (OWASP's
+    advice against CSV injection). Numbers pass unchanged."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def _csv(header: list[str], rows) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([inert(h) for h in header])
+    writer.writerows([inert(c) for c in row] for row in rows)
     return buf.getvalue()
 
 
