@@ -91,6 +91,26 @@ def test_a_zip_member_larger_than_it_declares_is_cut_off(tmp_path):
         ls._read_member(z, z.infolist()[0], 1000)
 
 
+def test_a_member_that_lies_about_its_size_is_refused_before_it_inflates(tmp_path):
+    """A member whose directory entry declares 1 KB but which inflates to 64 MB is refused after at most
+    about one read chunk (1 MB) was inflated: never the 64 MB, nor the set's 256 MB budget."""
+    import tracemalloc
+
+    path = tmp_path / "liar.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/1.png", b"\0" * (64 << 20))
+        z.writestr("b/2.png", b"x")
+        z.filelist[0].file_size = 1024  # the central directory, which readers trust, now lies
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="cannot be read|larger than its header says"):
+            ls.zip_set(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB were allocated for a 1 KB member"
+
+
 def test_not_a_zip_is_one_line(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"not a zip at all")
     with pytest.raises(DataError, match="not a readable zip"):

@@ -237,6 +237,8 @@ def test_a_request_that_would_be_refused_never_takes_a_place_in_the_queue(url):
         c.predict(classnames="x" * 200_000, api_name="/zero_shot")
     with pytest.raises(Exception, match="the limit is 64 per request"):
         c.predict(images=[handle_file(STAR)] * 65, api_name="/zero_shot")
+    with pytest.raises(Exception, match="the limit is 64 per request"):  # a fine-tune's uploads too
+        c.predict(mode="fine-tune the current model", files=[handle_file(STAR)] * 65, api_name="/train_start")
 
 
 def test_a_cancelled_api_job_stops_its_work(url):
@@ -357,3 +359,22 @@ def test_a_streamed_body_over_the_limit_gets_413(url):
     for path in ("gradio_api/queue/join", "gradio_api/call/zero_shot", "gradio_api/mcp/", "gradio_api/info"):
         r = httpx.post(url + path, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
         assert r.status_code == 413 and "over the limit of 1,048,576 bytes" in r.text, (path, r.status_code, r.text[:200])
+
+
+@pytest.mark.parametrize("api, name, value, says", [
+    ("/train_start", "steps", float("nan"), "input 3 (a number) must be a finite number"),
+    ("/train_start", "steps", "abc", "input 3 (a number) expects float | None, not a str"),
+    ("/zero_shot", "top_k", {"a": 1}, "input 5 (a slider) expects float, not a dict"),
+    ("/build_batch", "source", "zzz", "'zzz' is not one of the choices: shapes world, uploaded images, datasets source"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_in_one_readable_line(url, api, name, value, says):
+    """Gradio refuses such values before any handler runs, with a paragraph of internals (component
+    lists, Python types, the original exception); the visitor reads one line instead, through /call/."""
+    import httpx
+
+    params = httpx.get(url + "gradio_api/info", timeout=30).json()["named_endpoints"][api]["parameters"]
+    data = [p.get("parameter_default") for p in params]
+    data[[p["parameter_name"] for p in params].index(name)] = value
+    r = httpx.post(url + f"gradio_api/call{api}", content=json.dumps({"data": data}),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json() == {"detail": says}, r.text

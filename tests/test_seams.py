@@ -126,3 +126,15 @@ def test_two_uploads_in_evaluate_say_how_to_start_again(tmp_path):
     (tmp_path / "b.png").write_bytes(b"x")
     with pytest.raises(UserInputError, match="clear the files box"):
         upload_set([str(tmp_path / "a.zip"), str(tmp_path / "b.png")], 100)
+
+
+def test_shown_messages_carry_no_server_paths_or_reprs():
+    """What a visitor reads (toasts, API and MCP errors) never lays out the server: absolute paths keep
+    their last part, Python object reprs go; URLs and relative names stay."""
+    from core.errors import UserInputError
+    from demo.platform.errors import one_line
+
+    shown = one_line(UserInputError("no such model directory `/srv/app/runs/app-1a2b/model`: see https://hf.co/a/b"))
+    assert shown == 'no such model directory "…/model": see https://hf.co/a/b'
+    assert one_line(ValueError("bad <gradio.data_classes.FileData object at 0x7f3a2c> in assets/x.png")) == \
+        "bad a value in assets/x.png"

@@ -242,15 +242,29 @@ def _image_folder(images: list) -> list[tuple]:
     return sorted(chosen, key=lambda t: (t[2], t[1].as_posix()))
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
-    """A member's bytes, read into memory and refused past `limit` whatever its header declares."""
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, chunk: int = 1 << 20) -> bytes:
+    """A member's bytes, read into memory and refused past `limit` whatever its header declares.
+
+    It is inflated a chunk at a time, never past its declared size (+1 byte): a member that lies about
+    its size costs at most that much memory before zipfile's CRC check refuses it.
+    """
+    want = min(max(0, limit), info.file_size) + 1
+    parts, got = [], 0
     try:
         with zf.open(info) as f:
-            data = f.read(max(0, limit) + 1)
+            while got < want:
+                part = f.read(min(chunk, want - got))
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
     except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError) as e:
         raise DataError(f"the zip member {info.filename[:80]!r} cannot be read ({e.__class__.__name__})") from e
+    data = b"".join(parts)
     if len(data) > limit:
         raise DataError(f"the zip's contents are over the limit ({limit >> 20} MB left for {info.filename[:80]!r})")
+    if len(data) > info.file_size:
+        raise DataError(f"the zip member {info.filename[:80]!r} is larger than its header says: refused")
     return data
 
 

@@ -55,4 +55,39 @@ def one_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     line = text.splitlines()[0] if text else error.__class__.__name__
-    return re.sub(r"`([^`]*)`", r'"\1"', line)
+    return without_paths(re.sub(r"`([^`]*)`", r'"\1"', line))
+
+
+SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+([\w.@+-]+)/?")  # an absolute path of two or more parts
+INTERNALS = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>|<class '([\w.]+)'>")
+
+
+def without_paths(line: str) -> str:
+    """A message without the server's paths (a path keeps its last part: '/srv/app/runs/x/model' -> '…/model')
+    and without Python object reprs, so that no answer tells a visitor how the server is laid out."""
+    line = SERVER_PATH.sub(lambda m: "…/" + m.group(1), line)
+    return INTERNALS.sub(lambda m: m.group(1) or "a value", line)
+
+
+def plain_refusal(detail: str, max_chars: int = 300) -> str:
+    """One readable line for Gradio's refusal of a request's inputs (HTTP 400), without its internals.
+
+    "Could not preprocess input component at index 2 (a `number` component) ... Expected a `float | None`,
+    but the value passed ... was: nan (of type `float`) ... Original error: ValueError: cannot convert
+    float NaN to integer" becomes "input 3 (a number) must be a finite number".
+    """
+    text = str(detail).strip().strip('"\'')
+    found = re.match(r"Could not preprocess input component at index (\d+) \(a `(\w+)` component\)", text)
+    if found:
+        where = f"input {int(found.group(1)) + 1} (a {found.group(2)})"
+        if re.search(r"NaN|infinity", text, re.IGNORECASE):
+            return f"{where} must be a finite number"
+        expected = re.search(r"Expected an? `([^`]+)`", text)
+        got = re.search(r"\(of type `(\w+)`\)", text)
+        return (f"{where} expects {expected.group(1) if expected else 'another kind of value'}"
+                + (f", not a {got.group(1)}" if got else ""))
+    choice = re.match(r"Value: (.{0,60}?) \(type: <class '\w+'>\) is not in the list of choices: \[(.*)\]$", text, re.S)
+    if choice:
+        return f"{choice.group(1)[:40]} is not one of the choices: {choice.group(2).replace(chr(39), '')}"[:max_chars]
+    line = without_paths(text.splitlines()[0] if text else "the request was refused")
+    return line[:max_chars]

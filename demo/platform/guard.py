@@ -24,6 +24,7 @@ import time
 from typing import Callable
 
 from core.errors import UserFacingError
+from demo.platform.errors import plain_refusal
 from demo.platform.in_flight import InFlight
 
 JOIN_SUFFIX = "/queue/join"
@@ -264,22 +265,32 @@ def _fields(body: bytes) -> dict:
 
 
 def _joining(send, named: Callable[[str | None], None]):
-    """A send() that passes the join's answer on to `named`: its event id, or None when Gradio refused it."""
-    status, chunks = [0], []
+    """A send() that passes the join's answer on to `named` (its event id, or None when Gradio refused it),
+    and turns Gradio's refusal of the inputs (400, a long text with Python reprs) into one readable line."""
+    status, chunks, start = [0], [], {}
 
     async def wrapped(message):
         if message["type"] == "http.response.start":
             status[0] = message.get("status", 0)
-        elif message["type"] == "http.response.body":
+            if status[0] != 400:
+                return await send(message)
+            start.update(message)  # held until the body is known: a rewritten body has another length
+            return
+        if message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
+                body = b"".join(chunks)
                 event_id = None
                 if status[0] == 200:
                     try:
-                        event_id = json.loads(b"".join(chunks) or b"{}").get("event_id")
+                        event_id = json.loads(body or b"{}").get("event_id")
                     except (ValueError, AttributeError):
                         event_id = None
                 named(event_id)
+                if start:
+                    return await _reply(send, 400, plain_refusal(_fields(body).get("detail") or ""))
+            elif start:
+                return
         await send(message)
 
     return wrapped
