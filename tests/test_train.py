@@ -86,6 +86,32 @@ def test_group_loss_adds_the_in_group_term_and_init_scale_is_for_presets(tmp_pat
         train(_cfg(tmp_path / "bad", micro_dir, steps=1, init_logit_scale=50.0))
 
 
+@pytest.mark.parametrize("layers_before_stop", [1, 5])  # 4 layers: inside step 3's forward pass; inside its backward
+def test_stop_now_ends_a_step_midway_and_keeps_the_last_whole_step(tmp_path, micro_dir, layers_before_stop):
+    """A Stop inside a long step (stop_now, asked at each encoder layer) drops that step whole: the run
+    ends at once with a checkpoint of step 2, whose weights are those after step 2 of an uninterrupted run."""
+    train(_cfg(tmp_path / "full", micro_dir, steps=2, save_every=0))
+    after_two = load(str(tmp_path / "full" / "model")).model.state_dict()
+
+    class StopInStep3(Hook):
+        steps, asked = 0, 0
+
+        def on_step(self, state, record):
+            self.steps = record["step"]
+
+        def stop_now(self):
+            if self.steps == 2:
+                self.asked += 1
+            return self.asked > layers_before_stop
+
+    hook = StopInStep3()
+    train(_cfg(tmp_path / "cut", micro_dir, save_every=0), hooks=[hook])
+    assert hook.steps == 2 and latest_checkpoint(tmp_path / "cut").name == "step-0000002"
+    assert len(_losses(tmp_path / "cut")) == 2 and not (tmp_path / "cut" / "model").exists()
+    kept = load(str(latest_checkpoint(tmp_path / "cut"))).model.state_dict()
+    assert all(torch.allclose(kept[k], after_two[k], atol=1e-6) for k in after_two)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, micro_dir, monkeypatch):
     real = step_mod.contrastive_loss
     calls = {"n": 0}

@@ -15,7 +15,7 @@ from conftest_app import ROOT, running_app
 
 from core.errors import UserInputError
 from core.train import Hook, TrainConfig
-from demo.tabs.train.runs import TrainRuns
+from demo.tabs.train.runs import RunControl, TrainRuns
 from demo.tabs.train.tab import FIRST_RECIPES, build_config, recipe_choices
 
 pytest.importorskip("gradio_client")
@@ -93,6 +93,38 @@ def test_the_line_of_waiting_runs_is_bounded(tmp_path):
     assert all(r.status == "stopped" for r in waiting)
     runs.stop(first)
     wait_for(lambda: first.status == "stopped", what="the stop")
+
+
+def test_a_visitor_has_at_most_one_run_waiting_and_stop_ends_a_long_step_at_once(tmp_path):
+    """One visitor cannot take the line: a second waiting run of theirs is refused, another visitor's is
+    not. A Stop reaches a run inside its step (core.train's stop_now), not only between steps."""
+    runs = TrainRuns(tmp_path, max_runs=1, max_waiting=8)
+    first = runs.submit(tiny_cfg(400), owner="ip:a")
+    waiting = runs.submit(tiny_cfg(5), owner="ip:a")  # one waiting besides the one training
+    with pytest.raises(UserInputError, match="already have a run waiting"):
+        runs.submit(tiny_cfg(5), owner="ip:a")
+    other = runs.submit(tiny_cfg(5), owner="ip:b")
+    for run in (waiting, other):
+        runs.stop(run)
+    control = RunControl(first, max_wall_s=1e9, idle_s=1e9)
+    assert not control.stop_now()
+    runs.stop(first)
+    assert control.stop_now()  # core.train asks it at every encoder layer of a step (tests/test_train.py)
+    wait_for(lambda: first.status == "stopped", what="the stop")
+
+
+def test_a_cpu_server_refuses_runs_too_big_for_it():
+    """parameters × batch over AppConfig.cpu_train_budget is refused in one line that says what fits."""
+    from demo.platform.config import AppConfig
+    from demo.tabs.train.runs import check_fits_cpu, parameters_of
+
+    budget = AppConfig().cpu_train_budget
+    tiny, base = parameters_of("tiny"), parameters_of("base")
+    assert 8.3e6 < tiny < 8.5e6 and 151e6 < base < 152e6  # counted on the meta device: nothing allocated
+    check_fits_cpu(tiny, 512, budget)  # the bundled model's recipes fit
+    check_fits_cpu(base, 64, budget)  # a ViT-B/32-size fine-tune at batch 64 fits
+    with pytest.raises(UserInputError, match="151 M parameters × batch 512 is too big .* batch of at most 66"):
+        check_fits_cpu(base, 512, budget)  # recipe base-gpu
 
 
 def test_an_unwatched_run_stops_by_itself_and_keys_guard_runs(tmp_path):

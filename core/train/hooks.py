@@ -11,6 +11,9 @@
                                   pairs): what a live view draws (see Snapshot);
 - on_checkpoint(path)             after each checkpoint;
 - should_stop() -> bool           after every step; True ends the run cleanly, with a checkpoint;
+- stop_now() -> bool              (optional) inside a step, at every encoder layer's forward and
+                                  backward: True drops the step (no weight updated) and ends the
+                                  run like should_stop; for big steps that must stop within seconds;
 - on_end(state, finished)         once; finished is False when the run stopped before cfg steps.
 A hook defines the methods it needs; `Hook` gives no-op defaults. metrics.jsonl, the progress bar
 and the CLI's printed eval lines are hooks too.

@@ -157,8 +157,44 @@ def _snapshot_due(run: Run, step: int) -> str | None:
     return "probe" if any(a == "probe" for a in asked) else None
 
 
+class StepInterrupted(Exception):
+    """A hook's stop_now() ended a step midway: no weight was updated by it."""
+
+
+def interrupt_checks(run: Run) -> list:
+    """Checks of the hooks' stop_now() inside a step, so that a long step (a big model on a CPU) ends
+    within one encoder layer's forward or backward: a forward pre-hook on every encoder layer, which
+    also hooks the layer's input gradient. Single process only (under torchrun every rank must take
+    the same steps); returns the handles, [] when no hook has stop_now."""
+    wanted = [h.stop_now for h in run.hooks if hasattr(h, "stop_now")]
+    if run.info.enabled or not wanted:
+        return []
+
+    def check(grad=None):
+        if any(stop_now() for stop_now in wanted):
+            raise StepInterrupted(f"stopped inside step {run.state.step + 1}")
+        return grad
+
+    def before_layer(module, args):
+        check()
+        if args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+            args[0].register_hook(check)  # the same check as the gradient passes back through this layer
+
+    layers = [m for m in run.state.model.modules() if m.__class__.__name__.endswith("EncoderLayer")]
+    return [layer.register_forward_pre_hook(before_layer) for layer in layers]
+
+
 def run_steps(run: Run) -> bool:
     """Train from run.start_step to cfg.steps or until a hook stops the run. True if every step ran."""
+    handles = interrupt_checks(run)
+    try:
+        return _run_steps(run)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_steps(run: Run) -> bool:
     cfg, state, info = run.cfg, run.state, run.info
     device = state.model.logit_scale.device
     t0 = last = time.perf_counter()
@@ -167,7 +203,13 @@ def run_steps(run: Run) -> bool:
     for batch in run.batches():
         wait += time.perf_counter() - last
         lr = lr_at(state.step, cfg)
-        out = train_step(state, batch, lr)
+        try:
+            out = train_step(state, batch, lr)
+        except StepInterrupted:  # the step is dropped whole; the run ends as a should_stop would end it
+            state.optimizer.zero_grad(set_to_none=True)
+            if info.is_main:
+                run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
+            return False
         last = time.perf_counter()
         elapsed = last - t0
         state.elapsed_s = before + elapsed

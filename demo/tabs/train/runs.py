@@ -38,6 +38,30 @@ log = logging.getLogger("clip_lab")
 PROBE_PAIRS, MATRIX_SIZE = 300, 16  # the moving map's fixed set, and the probe matrix's pairs
 
 
+def parameters_of(model: str, loaded=None) -> int:
+    """How many parameters a run trains: a preset's (counted on the meta device, nothing allocated), or
+    a loaded model's (`loaded`: a Clip, for a fine-tune)."""
+    if loaded is not None:
+        return sum(p.numel() for p in loaded.model.parameters())
+    import torch
+    from transformers import CLIPModel
+
+    from core.model import PRESETS
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in CLIPModel(PRESETS[model].to_config()).parameters())
+
+
+def check_fits_cpu(parameters: int, batch_size: int, budget: float) -> None:
+    """On a CPU server a run must fit: parameters × batch size at most `budget` (AppConfig.cpu_train_budget).
+    A step's time and memory grow with that product; over it, steps take minutes and memory runs out."""
+    if parameters * batch_size > budget:
+        fits = max(1, int(budget // parameters))
+        raise UserInputError(f"{parameters / 1e6:,.0f} M parameters × batch {batch_size} is too big to train on this "
+                             f"CPU server (the limit is {budget / 1e9:g} G parameter-samples a step): "
+                             + (f"use a batch of at most {fits}, or a smaller recipe" if fits >= 2 else "pick a smaller recipe"))
+
+
 class RunNotFound(UserInputError):
     """No run with this id and key (it ended long ago, or the key is not its owner's)."""
 
@@ -63,6 +87,7 @@ class TrainRun:
     meta: dict = field(default_factory=dict)  # what the tab shows about how it was started (mode, recipe)
     gpu_calls: int = 0  # GPU calls asked for so far, when it trains in chunks (ZeroGPU)
     context: contextvars.Context | None = None  # the request's that (re)started it: ZeroGPU bills its visitor
+    owner: str = ""  # the visitor who started it (demo.platform.fair.visitor_of): one waiting run each
 
     @property
     def run_dir(self) -> Path:
@@ -98,6 +123,10 @@ class RunControl(Hook):
     def should_stop(self) -> bool:
         return self.run.stop.is_set()
 
+    def stop_now(self) -> bool:
+        """Inside a step (core.train checks it at every encoder layer): a Stop ends even a long step at once."""
+        return self.run.stop.is_set()
+
 
 class TrainRuns:
     """The app's training runs (thread-safe)."""
@@ -115,18 +144,21 @@ class TrainRuns:
         self._line: list[str] = []  # queued run ids, first in first out
         self._lock = threading.Lock()
 
-    def submit(self, cfg: TrainConfig, meta: dict | None = None) -> TrainRun:
-        """Queue a new run of `cfg` (its output_dir is set here); it starts when a place is free."""
+    def submit(self, cfg: TrainConfig, meta: dict | None = None, owner: str = "") -> TrainRun:
+        """Queue a new run of `cfg` (its output_dir is set here); it starts when a place is free.
+        An owner (a visitor) may have one run waiting besides the one training."""
         if cfg.optim.steps > self.max_steps:
             raise UserInputError(f"{cfg.optim.steps:,} steps; the app trains at most {self.max_steps:,} per run")
         with self._lock:
+            if owner and any(self._runs[i].owner == owner for i in self._line):
+                raise UserInputError("you already have a run waiting to train: stop it, or wait until it has started")
             if len(self._line) >= self.max_waiting:
                 raise UserInputError(f"{len(self._line)} runs are already waiting to train here (the limit is "
                                      f"{self.max_waiting}); try again when one has finished")
         run_id = secrets.token_hex(4)
         cfg = cfg.replace(output_dir=str(self.runs_dir / f"app-{run_id}"), progress=False)
         run = TrainRun(run_id, secrets.token_urlsafe(16), cfg, LiveRecorder(cfg.optim.steps), meta=dict(meta or {}),
-                       context=contextvars.copy_context())
+                       context=contextvars.copy_context(), owner=owner)
         with self._lock:
             self._runs[run_id] = run
             self._line.append(run_id)

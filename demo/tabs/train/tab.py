@@ -23,12 +23,13 @@ from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.images import display_name, open_image
 from demo.inputs.pairs import check_dataset_source
 from demo.platform.contract import Call, handler, listen
+from demo.platform.fair import visitor_of
 from demo.platform.models import shown_path
 from demo.platform.scratch import scratch_folder
 from demo.tabs.shared.picker import describe_model
 from demo.tabs.shared.zero_shot_scores import render, score
 from demo.tabs.train.figures import accuracy_figure, curves_figure, frame_at, gap_figure, map_frame_figure, probe_figure, status_line
-from demo.tabs.train.runs import TrainRuns
+from demo.tabs.train.runs import TrainRuns, check_fits_cpu, parameters_of
 
 SCRATCH, FINETUNE = "from scratch on the shapes world", "fine-tune the current model"
 FIRST_RECIPES = ("quick-demo", "shapes-tiny")
@@ -167,7 +168,10 @@ def start_run(call: Call, mode: str = SCRATCH, recipe: str = "quick-demo", steps
             streaming = not Path(data).exists()  # Hub datasets only ever stream (bounded)
     config = build_config(recipe, knobs, mode, model or cfg_app.default_model, data, lock_image, lock_text, streaming,
                           cfg_app.torch_device())
-    run = train_runs(call.ctx).submit(config, meta={"mode": mode, "recipe": recipe})
+    if cfg_app.torch_device() == "cpu" and not cfg_app.train_chunk_s:  # on ZeroGPU the steps run on a GPU
+        loaded = call.model(config.model.name) if mode == FINETUNE else None
+        check_fits_cpu(parameters_of(config.model.name, loaded), config.data.batch_size, cfg_app.cpu_train_budget)
+    run = train_runs(call.ctx).submit(config, meta={"mode": mode, "recipe": recipe}, owner=visitor_of(call.request))
     return [{"id": run.id, "key": run.key}] + draw(call, run)[:-1]
 
 
