@@ -3,6 +3,7 @@
     python scripts/hostile_loadtest.py                    # 32 clients, 120 s of attack (about 4 min in all)
     python scripts/hostile_loadtest.py --quick            # 20 s smoke run
     python scripts/hostile_loadtest.py --only cancel      # one attack beside the well-behaved visitors
+    python scripts/hostile_loadtest.py --tabs             # attackers on every tab instead (scripts/hostile_tabs.py)
     python scripts/hostile_loadtest.py --json benchmarks/results/hostile_loadtest.json
 
 Starts `python app.py` itself on a free 127.0.0.1 port (offline, bundled model, no warm-up, a temp
@@ -53,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.app_process import start_app_or_none, stop_app  # noqa: E402
+from scripts.hostile_tabs import TAB_ROLES, tab_attacks  # noqa: E402
 from scripts.hostile_measure import Tally, call, cpu_seconds, disk_usage, distinct_pngs, outcome, percentile, rss_mb, thread_count  # noqa: E402
 
 STAR = str(ROOT / "assets/examples/shapes_purple_star.png")
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=120.0, help="seconds of attack (default 120)")
     p.add_argument("--quick", action="store_true", help="a 20 s smoke run")
     p.add_argument("--only", choices=ATTACKS, help="run only this attack beside the good visitors")
+    p.add_argument("--tabs", action="store_true", help="attackers on every tab (evaluate, search, map, heads, train, /call/)")
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for requests in flight after the attack")
     p.add_argument("--settle", type=float, default=30.0, help="at most this long for the app to go idle before the last disk reading")
     p.add_argument("--json", default="", help="write the results here")
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         good_visitors(a.good_visitors[0], float(a.good_visitors[1]), int(a.good_visitors[2]))
         return 0
     duration = 20.0 if a.quick else a.duration
-    roles = [r for r in ROLES if r == "good" or a.only in (None, r)]
+    roles = list(TAB_ROLES) if a.tabs else [r for r in ROLES if r == "good" or a.only in (None, r)]
 
     import httpx
     from gradio_client import Client, handle_file
@@ -311,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
 
         work = {"good": good, "upload": upload, "cancel": cancel, "prompts": prompts, "queue": queue, "body": body,
                 "numbers": numbers}
+        work.update(tab_attacks(url, live, tally, call, STAR, handle_file, imagenet, big_templates,
+                                lambda i: f"198.51.100.{i}"))
 
         def guarded(role, c, i):
             try:
@@ -354,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.join(timeout=5)
         alive = proc.poll() is None
         disk_after = disk_usage(watched)
+        rss_after = rss_mb(proc.pid) if alive else float("nan")
         log = (tmp / "app.log").read_text(errors="replace")
         good_lat = tally.latency.get("good", [])
         attack_samples = [s for s in samples if s["t"] <= duration]
@@ -366,13 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             "good_p95_le_3s": percentile(good_lat, 0.95) <= 3.0,
             "good_never_refused": sum(v for k, v in tally.counts["good"].items() if k != "ok") == 0,
             "peak_rss_le_6gb": peak_rss <= 6 * 1024,
+            "rss_after_within_1gb_of_start": rss_after <= rss_start + 1024,
             "no_crash": alive,
             "uploads_back_to_baseline": disk_usage([gtmp])[0] - disk_start[2] <= 1 << 20,
             "head_cache_within_cap": disk_usage([cache])[0] <= CACHE_CAP_MB << 20,
         }
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M"), "command": "python scripts/hostile_loadtest.py" + (" --quick" if a.quick else "")
-            + (f" --only {a.only}" if a.only else ""), "clients": len(roles), "roles": dict(Counter(roles)),
+            + (f" --only {a.only}" if a.only else "") + (" --tabs" if a.tabs else ""), "clients": len(roles), "roles": dict(Counter(roles)),
             "attack_s": duration, "attack_wall_s": round(attack_wall, 1), "clients_still_running": still,
             "total_runtime_s": round(time.perf_counter() - t_start, 1),
             "floor_good_p50_s": round(statistics.median(floor), 3), "big_head_alone_s": round(big_alone, 1),
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                      "failed": sum(v for k, v in tally.counts["good"].items() if k != "ok")},
             "latency_by_kind": {k: {"n": len(v), "p50_s": round(percentile(v, 0.5), 3), "p95_s": round(percentile(v, 0.95), 3)}
                                 for k, v in sorted(tally.latency.items())},
-            "rss_mb": {"start": round(rss_start), "peak": round(peak_rss)},
+            "rss_mb": {"start": round(rss_start), "peak": round(peak_rss), "after": round(rss_after)},
             "app_cores_mean_during_attack": round(mean_cores, 2), "app_threads_peak": max([s["threads"] for s in samples] + [0]),
             "harness_cpu_s": round(harness_cpu, 1),
             "disk": {"start_bytes": disk_start[0], "start_files": disk_start[1], "peak_bytes": peak_disk,

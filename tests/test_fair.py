@@ -56,6 +56,46 @@ def test_a_free_slot_goes_to_the_visitor_who_has_had_least_service():
     assert order == ["A", "B", "A", "A", "A"]
 
 
+def test_heavy_requests_take_only_the_heavy_slots_and_never_block_a_quick_one():
+    """4 slots, 2 heavy: attackers' heavy requests (evaluate, maps, indexes) fill the heavy slots and wait
+    behind them; a quick request that comes later runs at once in a free slot, whatever the line holds.
+    A quick turn that meets big work is upgraded only while a heavy slot is free."""
+    scheduler, release, order = FairScheduler(slots=4, heavy_slots=2), threading.Event(), []
+
+    def heavy(visitor):
+        with scheduler.turn(visitor, poll_s=0.01, heavy=True):
+            order.append(visitor)
+            release.wait(10)
+
+    attackers = [threading.Thread(target=heavy, args=(f"attacker{i}",)) for i in range(6)]
+    [t.start() for t in attackers]
+    wait_until(lambda: scheduler.heavy_running() == 2 and scheduler.waiting() == 4)
+    with scheduler.turn("victim", poll_s=0.01) as turn:  # would wait forever if a heavy ticket blocked the line
+        assert scheduler.running() == 3 and not turn.heavy
+        assert not scheduler.upgrade(turn, timeout_s=0.05)  # both heavy slots taken: the caller says "busy"
+    release.set()
+    [t.join(10) for t in attackers]
+    assert scheduler.peak_running == 3 and len(order) == 6 and scheduler.heavy_running() == 0
+    with scheduler.turn("victim") as turn:
+        assert scheduler.upgrade(turn, timeout_s=0.05) and turn.heavy
+        scheduler.downgrade(turn)
+        assert scheduler.heavy_running() == 0
+
+
+def test_every_handler_that_encodes_a_set_or_a_study_is_heavy():
+    """Evaluate, the search index and the map declare cost="heavy" (and so run in the heavy slots);
+    the zero-shot, matrix and saliency handlers are quick."""
+    from demo.tabs.evaluate import tab as evaluate
+    from demo.tabs.map import tab as embedding_map
+    from demo.tabs.matrix import tab as matrix
+    from demo.tabs.search import tab as search
+    from demo.tabs.zero_shot import tab as zero_shot
+
+    heavy = [evaluate.evaluate, search.search_index, search.search_images, embedding_map.embedding_map, embedding_map.centre]
+    assert all(fn.contract.cost == "heavy" for fn in heavy)
+    assert all(fn.contract.cost == "quick" for fn in (zero_shot.zero_shot, matrix.build_batch, search.search))
+
+
 def test_a_stop_while_waiting_leaves_the_line_without_running():
     scheduler, release, order = FairScheduler(slots=1), threading.Event(), []
     started = threading.Event()

@@ -4,6 +4,8 @@ through gradio_client; a run started in the tab resumes with scripts/train.py.""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 import subprocess
 import sys
 import tempfile
@@ -113,6 +115,49 @@ def test_a_visitor_has_at_most_one_run_waiting_and_stop_ends_a_long_step_at_once
     wait_for(lambda: first.status == "stopped", what="the stop")
 
 
+def test_the_picker_lists_no_visitors_run_and_a_private_name_loads_only_what_it_was_given(tmp_path, micro_dir):
+    """A Train-tab run's folders (runs/app-*) are neither offered nor loadable by path; an operator's
+    own trained model beside them is; a run's weights load under the private name its owner got."""
+    import shutil
+
+    from core.model import ModelLoadError
+    from demo.platform.config import AppConfig
+    from demo.platform.models import ModelCache
+
+    runs = tmp_path / "runs"
+    for name in ("app-1a2b/model", "published/model"):
+        shutil.copytree(micro_dir, runs / name)
+    cache = ModelCache(AppConfig(model_dirs=[runs.resolve()], runs_dir=runs.resolve()))
+    listed = cache.choices()
+    assert any(n.endswith("published/model") for n in listed) and not any("app-" in n for n in listed)
+    with pytest.raises(ModelLoadError, match="private to the browser that trained it"):
+        cache.resolve(str(runs / "app-1a2b" / "model"))
+    name = cache.add_private("my run 0123456789ab, step 4", runs / "app-1a2b" / "model")
+    assert cache.resolve(name) == str(runs / "app-1a2b" / "model")
+    shutil.rmtree(runs / "app-1a2b")
+    with pytest.raises(ModelLoadError, match="are gone"):
+        cache.resolve(name)
+
+
+def test_run_folders_are_bounded_on_disk_and_a_restart_cleans_the_orphans(tmp_path):
+    """The runs of an earlier start of the app (their tickets died with it) are deleted at start; ended
+    runs go, oldest first, once the folders pass runs_disk_mb (here: any byte at all)."""
+    from demo.platform.config import AppConfig
+
+    orphan = tmp_path / "app-0ld0ld00" / "checkpoints"
+    orphan.mkdir(parents=True)
+    (orphan / "weights.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "published").mkdir()  # an operator's folder beside them stays
+    runs = TrainRuns.from_config(AppConfig(runs_dir=tmp_path))
+    assert not (tmp_path / "app-0ld0ld00").exists() and (tmp_path / "published").is_dir()
+    runs.max_disk_mb = 0
+    first = runs.submit(tiny_cfg(2, save_every=1))
+    wait_for(lambda: first.status == "finished", what="the first run")
+    second = runs.submit(tiny_cfg(2, save_every=1))
+    wait_for(lambda: second.status == "finished", what="the second run")
+    assert not first.run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["published"]
+
+
 def test_a_cpu_server_refuses_runs_too_big_for_it():
     """parameters × batch over AppConfig.cpu_train_budget is refused in one line that says what fits."""
     from demo.platform.config import AppConfig
@@ -151,9 +196,12 @@ def test_a_run_started_in_the_tab_resumes_with_the_cli(tmp_path):
     assert steps[-1] == run.recorder.view().last_step + 3
 
 
+RUNS_DIR = tempfile.mkdtemp(prefix="clip-lab-runs-")
+
+
 @pytest.fixture(scope="module")
 def url():
-    with running_app({"CLIP_LAB_RUNS_DIR": tempfile.mkdtemp(prefix="clip-lab-runs-")}) as u:
+    with running_app({"CLIP_LAB_RUNS_DIR": RUNS_DIR}) as u:
         yield u
 
 
@@ -171,12 +219,18 @@ def test_start_frames_stop_resume_use_and_classify_through_the_api(url):
     stopped = wait_for(lambda: (s := status())["status"] == "stopped" and s, what="the stop")
     c.predict(ticket=ticket, api_name="/train_resume")
     wait_for(lambda: status()["step"] > stopped["step"], what="the resumed steps")
+    assert "id" not in stopped and "run_dir" not in stopped  # no run id, no server folder in answers
     name = c.predict(ticket=ticket, api_name="/train_use_model")[0]["value"]
-    assert stopped["run_dir"] in name and "/exports/step-" in name  # a copy the trainer's pruning never deletes
+    assert re.fullmatch(r"my run [0-9a-f]{12}, step \d+", name) and ticket["id"] not in name  # private, no path
     # the session's model is now the run's: zero-shot answers with it
     label = c.predict(image=handle_file(STAR), classnames="circle\nstar", templates="a {}.", api_name="/zero_shot")[0]
     assert label["label"] in ("circle", "star")
-    assert stopped["run_dir"] in c.predict(api_name="/zero_shot")[2]  # the info line names the model
+    assert name in c.predict(api_name="/zero_shot")[2]  # the info line names the model
+    # another visitor neither sees the run's models in the picker nor loads them by path
+    stranger = Client(url, verbose=False)
+    exported = next(Path(RUNS_DIR).glob("app-*/exports/step-*"))
+    with pytest.raises(Exception, match="private to the browser that trained it"):
+        stranger.predict(str(exported), api_name="/load_model")
     with pytest.raises(Exception, match="no such run"):
         c.predict(ticket={"id": ticket["id"], "key": "guessed"}, api_name="/train_stop")
     c.predict(ticket=ticket, api_name="/train_stop")

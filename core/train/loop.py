@@ -62,6 +62,7 @@ class Run:
     matrix_size: int = 8
     patch_hook: object = None
     notes: list[str] = field(default_factory=list)
+    in_step: bool = False  # inside train_step (stop_now is asked only there, not in snapshots or evals)
 
     @property
     def info(self) -> DistInfo:
@@ -176,6 +177,8 @@ def interrupt_checks(run: Run) -> list:
         return grad
 
     def before_layer(module, args):
+        if not run.in_step:
+            return
         check()
         if args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
             args[0].register_hook(check)  # the same check as the gradient passes back through this layer
@@ -203,6 +206,7 @@ def _run_steps(run: Run) -> bool:
     for batch in run.batches():
         wait += time.perf_counter() - last
         lr = lr_at(state.step, cfg)
+        run.in_step = True
         try:
             out = train_step(state, batch, lr)
         except StepInterrupted:  # the step is dropped whole; the run ends as a should_stop would end it
@@ -210,6 +214,8 @@ def _run_steps(run: Run) -> bool:
             if info.is_main:
                 run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
             return False
+        finally:
+            run.in_step = False
         last = time.perf_counter()
         elapsed = last - t0
         state.elapsed_s = before + elapsed

@@ -77,6 +77,7 @@ class AppConfig:
     runs_dir: Path = RUNS_DIR  # where the tab's runs go (runs/app-<id>) [CLIP_LAB_RUNS_DIR]; their models can be picked
     max_train_steps: int = 5000
     max_train_minutes: float = 30.0
+    runs_disk_mb: int = 4096  # the Train tab's run folders together; ended runs go, oldest first [CLIP_LAB_RUNS_DISK_MB]
     # on a CPU (not ZeroGPU): a run's parameters × batch size at most this (tiny × 512, small × 256 and a
     # ViT-B/32 fine-tune × 64 fit; base-gpu's 151 M × 512 does not) [CLIP_LAB_CPU_TRAIN_BUDGET]
     cpu_train_budget: float = 10e9
@@ -147,6 +148,8 @@ class AppConfig:
         if env.get("CLIP_LAB_RUNS_DIR"):
             cfg.runs_dir = Path(env["CLIP_LAB_RUNS_DIR"]).expanduser().resolve()
             cfg.model_dirs.append(cfg.runs_dir)
+        if env.get("CLIP_LAB_RUNS_DISK_MB"):
+            cfg.runs_disk_mb = max(64, int(env["CLIP_LAB_RUNS_DISK_MB"]))
         if env.get("CLIP_LAB_CPU_TRAIN_BUDGET"):
             cfg.cpu_train_budget = max(1e6, float(env["CLIP_LAB_CPU_TRAIN_BUDGET"]))
         if env.get("CLIP_LAB_MAX_TRAIN_MINUTES"):

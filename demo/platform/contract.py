@@ -62,10 +62,14 @@ class Contract:
     checks: Mapping[str, Callable] = field(default_factory=dict)
     uploads: tuple[str, ...] = ()
     refusal_output: int | None = None
+    cost: str = "quick"
+
+
+COSTS = ("quick", "heavy", "training")
 
 
 def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | None = None,
-            uploads: tuple[str, ...] = (), refusal_output: int | None = None) -> Callable:
+            uploads: tuple[str, ...] = (), refusal_output: int | None = None, cost: str = "quick") -> Callable:
     """Decorator: put `fn(call, **inputs)` under the contract (see the module docstring).
 
     tab: the Stop group (a Stop of this tab, or the closing of the page, ends the call).
@@ -73,6 +77,10 @@ def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | Non
         that compute nothing heavy (they still get the checks and the error channel).
     checks: {parameter name: check(value, config) -> value} (demo/inputs/checks.py).
     uploads: parameter names whose files must be the visitor's own uploads.
+    cost: what a turn costs, for the fair scheduler (demo/platform/fair.py): "quick" (seconds: any free
+        slot; a quick handler that meets big work, a huge zero-shot head, asks for a heavy slot then),
+        "heavy" (a set encoded, a study, an index, a map: only the heavy slots, and it steps aside between
+        batches while others' quick requests run), "training" (starts a Train-tab run, which has its own line).
     refusal_output: for a handler that redraws a view the page keeps (another view of a built batch):
         the output that says a refusal ("⚠️ …", with a warning toast) while every other output keeps
         what it shows. An error would cover the view with error marks; the API still reads the reason there.
@@ -84,7 +92,9 @@ def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | Non
         unknown = (set(checks or {}) | set(uploads)) - set(names)
         if unknown:
             raise TypeError(f"{fn.__name__}: no parameter named {', '.join(sorted(unknown))}")
-        fn.contract = Contract(tab, turn, dict(checks or {}), tuple(uploads), refusal_output)
+        if cost not in COSTS:
+            raise TypeError(f"{fn.__name__}: cost must be one of {', '.join(COSTS)}")
+        fn.contract = Contract(tab, turn, dict(checks or {}), tuple(uploads), refusal_output, cost)
         return fn
     return decorate
 
@@ -206,11 +216,25 @@ def _turn(ctx, request, contract: Contract):
     job = ctx.jobs.start(session, contract.tab, ctx.config.time_limit_s)
     try:
         job.check()  # a Stop that came while the request waited in Gradio's queue
-        with ctx.services.cpu.turn(visitor_of(request), job.check) as turn:
+        with ctx.services.cpu.turn(visitor_of(request), job.check, heavy=contract.cost == "heavy") as turn:
             job.turn = turn
             yield job
     finally:
         ctx.jobs.finish(session, contract.tab, job)
+        if contract.cost == "heavy":
+            return_freed_memory()  # a heavy request's big arrays are freed; give the pages back to the system
+
+
+def return_freed_memory() -> None:
+    """Ask glibc to return freed heap pages to the system (malloc_trim), so that memory freed after a
+    heavy request shows up as free again instead of staying in the process's arenas; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _shown(error: BaseException, name: str, n_outputs: int, refusal_output: int | None = None):
@@ -263,6 +287,16 @@ def validator(ctx, fn, names: list[str]) -> Callable | None:
     return validate
 
 
+def queue_group(ctx, contract: Contract) -> dict:
+    """Gradio's concurrency group for a handler that takes a turn: quick ones share "inference" (wide: they
+    wait in the fair scheduler, not in Gradio's first-come line); heavy ones "heavy", as wide as the
+    heavy slots, so that a backlog of big requests never holds the threads that quick ones need. A tab
+    may name its own group (the map's, one at a time)."""
+    if contract.cost == "heavy":
+        return dict(concurrency_id="heavy", concurrency_limit=ctx.config.concurrency)
+    return dict(concurrency_id="inference", concurrency_limit=ctx.config.inference_threads())
+
+
 def listen(ctx, on, fn, inputs: list | dict, outputs: list, *, api_name: str | None = None, **options):
     """Wire handler `fn` to the events `on` (one listener such as `button.click`, a list for gr.on, or
     None for the page load).
@@ -277,8 +311,7 @@ def listen(ctx, on, fn, inputs: list | dict, outputs: list, *, api_name: str | N
     outputs = outputs if isinstance(outputs, list) else [outputs]
     names = input_names(fn, inputs)
     inputs = [inputs[name] for name in names] if isinstance(inputs, dict) else list(inputs)
-    defaults = (dict(concurrency_id="inference", concurrency_limit=ctx.config.inference_threads())
-                if fn.contract.turn else dict(queue=False, show_progress="hidden"))
+    defaults = queue_group(ctx, fn.contract) if fn.contract.turn else dict(queue=False, show_progress="hidden")
     kwargs = {**defaults, **options}
     if api_name:
         kwargs["api_name"] = api_name

@@ -50,6 +50,7 @@ def visitor_of(request) -> str:
 class _Ticket:
     seq: int
     visitor: str
+    heavy: bool = False
 
 
 _current = threading.local()
@@ -75,10 +76,12 @@ class Turn:
 
 
 class FairScheduler:
-    """At most `slots` requests running; free slots go to the least-served visitor waiting."""
+    """At most `slots` requests running, at most `heavy_slots` of them heavy; free slots go to the
+    least-served visitor waiting whose request may take one (a heavy request never blocks a quick one)."""
 
-    def __init__(self, slots: int, half_life_s: float = 60.0, max_pause_s: float = 1.0):
+    def __init__(self, slots: int, half_life_s: float = 60.0, max_pause_s: float = 1.0, heavy_slots: int | None = None):
         self.slots, self.half_life_s, self.max_pause_s = int(slots), float(half_life_s), float(max_pause_s)
+        self.heavy_slots = self.slots if heavy_slots is None else int(heavy_slots)
         self._cv = threading.Condition()
         self._running: list[Turn] = []
         self._waiting: list[_Ticket] = []
@@ -102,11 +105,17 @@ class FairScheduler:
         with self._cv:
             return len(self._waiting)
 
+    def heavy_running(self) -> int:
+        """How many heavy requests hold a slot now."""
+        with self._cv:
+            return sum(t.heavy for t in self._running)
+
     @contextmanager
-    def turn(self, visitor: str, check: Callable[[], None] | None = None, poll_s: float = 0.25):
+    def turn(self, visitor: str, check: Callable[[], None] | None = None, poll_s: float = 0.25, heavy: bool = False):
         """Hold a slot for the block; waits in fair order. `check()` runs while waiting and may raise
-        (a Stop, a deadline): the request then leaves the line without having run."""
-        ticket = _Ticket(next(self._seq), visitor)
+        (a Stop, a deadline): the request then leaves the line without having run. A heavy turn waits
+        for one of the `heavy_slots` and steps aside between batches (Turn.step_aside)."""
+        ticket = _Ticket(next(self._seq), visitor, heavy)
         with self._cv:
             self._waiting.append(ticket)
             try:
@@ -120,6 +129,7 @@ class FairScheduler:
                 raise
             self._waiting.remove(ticket)
             turn = Turn(self, visitor)
+            turn.heavy = heavy
             self._running.append(turn)
             self.peak_running = max(self.peak_running, len(self._running))
         outer, _current.turn = current_turn(), turn
@@ -135,10 +145,34 @@ class FairScheduler:
                     self._usage.pop(min(self._usage, key=lambda v: self._usage[v][1]))
                 self._cv.notify_all()
 
-    def _next(self) -> _Ticket:
-        """The waiting ticket to serve first: its visitor's usage now, then its arrival."""
+    def _next(self) -> _Ticket | None:
+        """The waiting ticket to serve first among those that may run now (a heavy one only while a heavy
+        slot is free): its visitor's usage now, then its arrival."""
         now = time.monotonic()
-        return min(self._waiting, key=lambda t: (self.usage(t.visitor, now), t.seq))
+        heavy_free = sum(t.heavy for t in self._running) < self.heavy_slots
+        ready = [t for t in self._waiting if heavy_free or not t.heavy]
+        return min(ready, key=lambda t: (self.usage(t.visitor, now), t.seq)) if ready else None
+
+    def upgrade(self, turn: "Turn", timeout_s: float) -> bool:
+        """Make a running quick turn heavy (it met big work) once a heavy slot is free, waiting at most
+        `timeout_s`; False when none freed up. An already heavy turn stays so."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while not turn.heavy:
+                if sum(t.heavy for t in self._running) < self.heavy_slots:
+                    turn.heavy = True
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+    def downgrade(self, turn: "Turn") -> None:
+        """A turn made heavy by `upgrade` is quick again: its heavy slot is free for others."""
+        with self._cv:
+            turn.heavy = False
+            self._cv.notify_all()
 
     def _pause(self, turn: Turn) -> None:
         deadline = time.monotonic() + self.max_pause_s

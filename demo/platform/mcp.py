@@ -24,7 +24,7 @@ from gradio.utils import get_upload_folder
 
 from core.eval_study import finite
 from demo.platform.config import EXAMPLES_DIR
-from demo.platform.contract import endpoint
+from demo.platform.contract import endpoint, queue_group
 
 SKIPPED = {"__type__": "update"}
 
@@ -62,7 +62,7 @@ def mcp_tool(ctx, fn, names: list[str], pick: int, n_outputs: int) -> None:
     tool.__signature__ = signature
     tool.__annotations__ = {**{p.name: p.annotation for p in params}, "return": str}
     tool.contract, tool.handler, tool.ctx = target.contract, fn, ctx
-    gr.api(tool, api_name=f"mcp_{fn.__name__}", concurrency_id="inference", concurrency_limit=ctx.config.inference_threads())
+    gr.api(tool, api_name=f"mcp_{fn.__name__}", **queue_group(ctx, fn.contract))
 
 
 def served_files_only(value) -> None:

@@ -41,6 +41,24 @@ class ModelCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._one_load = threading.Lock()  # one model loads at a time: peak memory is one model over the cache
+        self._private: dict[str, Path] = {}  # a Train-tab run's weights, by the name only its owner was given
+
+    def add_private(self, name: str, folder: Path, max_names: int = 1000) -> str:
+        """Make `folder` (a Train-tab run's exported weights) loadable under `name`, an unguessable name that
+        only the run's owner is given; their runs' folders cannot be loaded by path. Returns the name."""
+        with self._lock:
+            self._private[name] = Path(folder)
+            while len(self._private) > max_names:
+                self._private.pop(next(iter(self._private)))
+        return name
+
+    def is_private(self, path: Path) -> bool:
+        """Whether a folder belongs to a Train-tab run (config.runs_dir/app-*): private to the run's owner."""
+        runs = Path(self.config.runs_dir).resolve()
+        try:
+            return path.resolve().relative_to(runs).parts[0].startswith("app-")
+        except (ValueError, IndexError):
+            return False
 
     def choices(self) -> list[str]:
         """What the picker offers: the default, bundled models, allowlisted local folders, Hub ids."""
@@ -48,7 +66,8 @@ class ModelCache:
         for folder in self.config.model_dirs:
             if folder.is_dir() and folder.resolve() != core.model.MODELS_DIR.resolve():
                 for p in sorted(folder.iterdir()):  # a model folder, or a training run's exported model
-                    names += [shown_path(m) for m in (p, p / "model") if (m / "config.json").is_file()]
+                    if not self.is_private(p):  # the Train tab's runs are their owners' alone
+                        names += [shown_path(m) for m in (p, p / "model") if (m / "config.json").is_file()]
         names += list(self.config.hub_models)
         return list(dict.fromkeys(names))
 
@@ -65,6 +84,11 @@ class ModelCache:
             raise ModelLoadError(f"a model name of {len(name)} characters is too long (the limit is {MAX_NAME})")
         if name == self.config.default_model or name in bundled_models():
             return name
+        private = self._private.get(name)
+        if private is not None:
+            if not (private / "config.json").is_file():
+                raise ModelLoadError("these weights of your run are gone (a run's files are kept for a limited time)")
+            return str(private)
         try:
             is_path = looks_like_path(name) or Path(name).expanduser().exists()
             path = Path(name).expanduser().resolve() if is_path else None
@@ -75,6 +99,9 @@ class ModelCache:
             if not any(path == d or d in path.parents for d in self.config.model_dirs):
                 raise ModelLoadError(f"{name}: local models may only be loaded from the allowed folders "
                                      "(the operator sets them with CLIP_LAB_MODEL_DIRS)")
+            if self.is_private(path):
+                raise ModelLoadError("a model trained in the Train tab is private to the browser that trained it: "
+                                     "its owner uses it with 'Use this model in the other tabs'")
             if not path.is_dir():
                 raise ModelLoadError(f"{name}: no such model directory")
             return str(path)

@@ -26,6 +26,8 @@ from demo.platform.models import ModelCache
 
 
 MB = 1 << 20
+BUSY = ("the server is busy with {n} big requests (large class lists, sets, studies or maps); try again in a "
+        "minute, or ask for less")
 
 
 
@@ -54,9 +56,11 @@ class Services:
         self.heads = ByteLRU(config.head_cache_mb * MB)
         self.sets = ByteLRU(config.set_cache_mb * MB)
         self.datasets = ByteLRU(max_bytes=1 << 62, max_items=config.max_datasets)  # memory-mapped: count them
-        self.encoding = threading.Lock()  # one map set is built and encoded at a time (warm-up and requests)
-        self.heavy = threading.BoundedSemaphore(config.concurrency)  # big encodes running at once
-        self.cpu = FairScheduler(config.inference_slots())  # requests running at once, served fairly per visitor
+        self._building: dict[Hashable, threading.Lock] = {}  # one build per encoded set at a time (not one for all)
+        self._building_lock = threading.Lock()
+        self.heavy = threading.BoundedSemaphore(config.concurrency)  # big encodes outside any turn (the warm-up)
+        # requests running at once, served fairly per visitor; `concurrency` of them may be heavy
+        self.cpu = FairScheduler(config.inference_slots(), heavy_slots=config.concurrency)
         self.disk = DiskCache(config.cache_dir / "heads", config.disk_cache_mb * MB) if config.cache_dir else None
 
     def zero_shot_head(self, clip, classnames: list[str], templates: list[str],
@@ -84,29 +88,45 @@ class Services:
 
     @contextmanager
     def heavy_slot(self):
-        """One of the `concurrency` slots for big encodes; if none frees up within heavy_wait_s, a busy
-        message (rather than holding a request slot while waiting, which would starve quick requests)."""
-        if not self.heavy.acquire(timeout=self.config.heavy_wait_s):
-            raise Busy(f"the server is busy with {self.config.concurrency} big requests (large class lists or "
-                             "map sets); try again in a minute, or ask for less")
+        """Big work (a huge head, a set encode) holds one of the `concurrency` heavy slots: a heavy
+        request already does; a quick one is upgraded (it then steps aside between batches for others'
+        quick requests), and if no heavy slot frees up within heavy_wait_s, a busy message rather than
+        holding a quick slot while waiting. Work outside any request (the warm-up) takes a semaphore."""
         turn = current_turn()
-        if turn is not None:
-            turn.heavy = True  # it now steps aside between batches for others' quick requests
+        if turn is not None and turn.heavy:
+            yield
+            return
+        if turn is None:
+            if not self.heavy.acquire(timeout=self.config.heavy_wait_s):
+                raise Busy(BUSY.format(n=self.config.concurrency))
+            try:
+                yield
+            finally:
+                self.heavy.release()
+            return
+        if not self.cpu.upgrade(turn, self.config.heavy_wait_s):
+            raise Busy(BUSY.format(n=self.config.concurrency))
         try:
             yield
         finally:
-            if turn is not None:
-                turn.heavy = False
-            self.heavy.release()
+            self.cpu.downgrade(turn)
 
     def encoded_set(self, clip, key: Hashable, build: Callable[[], object]) -> tuple[object, bool]:
-        """(value, was_cached) for an encoded set of this model: build() runs once, under the encoding lock."""
+        """(value, was_cached) for an encoded set of this model: build() runs once (a second request for
+        the same set waits for it), in a heavy slot; other sets build beside it."""
         full_key = (model_key(clip), key)
         value = self.sets.get(full_key)
         if value is not None:
             return value, True
-        with self.encoding, self.heavy_slot():
-            return self.sets.get_or_compute(full_key, build)
+        with self._building_lock:
+            gate = self._building.setdefault(full_key, threading.Lock())
+        try:
+            with gate, self.heavy_slot():  # two requests for one set build it once; other sets build beside it
+                return self.sets.get_or_compute(full_key, build)
+        finally:
+            with self._building_lock:
+                if not gate.locked():
+                    self._building.pop(full_key, None)
 
     def dataset(self, source: str, split: str, opener: Callable[[], object]):
         """An opened `datasets` split, kept for reuse (at most config.max_datasets of them)."""

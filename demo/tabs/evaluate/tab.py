@@ -95,7 +95,7 @@ CHECKS = {"n": in_range("N", MIN_N, MAX_SET_IMAGES, integer=True, default=DEFAUL
           "prompt_names": at_most_chars("the prompt names"), "templates": at_most_chars("the templates")}
 
 
-@handler("evaluate", checks=CHECKS, uploads=("files",))
+@handler("evaluate", checks=CHECKS, uploads=("files",), cost="heavy")
 def evaluate(call: Call, source: str | None = None, n: float | None = None, seed: float | None = None,
              split: str | None = None, label: str | None = None, files: list | None = None, dataset: str | None = None,
              dataset_split: str | None = None, image_column: str | None = None, label_column: str | None = None,

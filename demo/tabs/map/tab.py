@@ -37,7 +37,7 @@ CHECKS = {"n": in_range("N", 1, "max_map_pairs", integer=True, default=DEFAULT_S
 NOT_DRAWN = "No map yet: pick a set and press **Draw map** (progress shows here)."
 
 
-@handler("map", checks=CHECKS, uploads=("files",))
+@handler("map", checks=CHECKS, uploads=("files",), cost="heavy")
 def embedding_map(call: Call, source: str | None = None, n: float | None = None, seed: float | None = None,
                   split: str | None = None, files: list | None = None, dataset: str | None = None,
                   dataset_split: str | None = None, image_column: str | None = None, text_column: str | None = None,
@@ -106,7 +106,7 @@ def is_stale(call: Call, map_state, settings: dict) -> bool:
     return wanted != map_state.request
 
 
-@handler("map")
+@handler("map", cost="heavy")
 def centre(call: Call, map_state=None, colour_by: str = "modality", centred: bool = False, links: bool = True,
            **settings):
     """Show the raw or the centred map of the drawn set (projected once per map, then kept)."""

@@ -106,7 +106,7 @@ INDEX_CHECKS = {"n": in_range("N", MIN_N, MAX_N, integer=True, default=DEFAULT_S
                 "seed": in_range("seed", 0, 2**31 - 1, integer=True, default=0), "files": at_most_items("images")}
 
 
-@handler("search", checks=INDEX_CHECKS, uploads=("files",))
+@handler("search", checks=INDEX_CHECKS, uploads=("files",), cost="heavy")
 def search_index(call: Call, source: str = DEFAULT_SET.source, n: float = DEFAULT_SET.n, seed: float = 0, split: str = "eval",
                  files: list | None = None, dataset: str | None = None, dataset_split: str = "train",
                  image_column: str = "image", text_column: str = "text", model_name: str | None = None):
@@ -178,7 +178,7 @@ def search(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None
     return items, fig, summary, data, results, index
 
 
-@handler("search", checks={**INDEX_CHECKS, **SEARCH_CHECKS}, uploads=("image", "files"))
+@handler("search", checks={**INDEX_CHECKS, **SEARCH_CHECKS}, uploads=("image", "files"), cost="heavy")
 def search_images(call: Call, text_query: str = DEFAULT_QUERY, image: str | None = None, text_weight: float = 0.5,
                   k: float = 12, source: str = DEFAULT_SET.source, n: float = DEFAULT_SET.n, seed: float = 0,
                   split: str = "eval", files: list | None = None, dataset: str | None = None, dataset_split: str = "train",

@@ -12,7 +12,10 @@ cap, an owner who stopped looking) and exports its current weights between steps
   finds its run again, nobody else can stop or download it.
 - Its folder is runs/app-<id>/ (train_config.json, metrics.jsonl, checkpoints/, model/), the same
   layout as scripts/train.py's, so `scripts/train.py --resume --out runs/app-<id>` continues it and
-  the model picker offers runs/app-<id>/model. At most `max_kept` app runs stay on disk.
+  its weights load (ModelCache.add_private) under a private name that only its owner is given; the
+  picker never lists runs/app-*, and nobody loads them by path. At most `max_kept` ended app runs,
+  and `max_disk_mb` of run folders, stay on disk; the folders of an earlier start of the app (whose
+  tickets died with it) are deleted at start (`clean_orphans`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ def check_fits_cpu(parameters: int, batch_size: int, budget: float) -> None:
         raise UserInputError(f"{parameters / 1e6:,.0f} M parameters × batch {batch_size} is too big to train on this "
                              f"CPU server (the limit is {budget / 1e9:g} G parameter-samples a step): "
                              + (f"use a batch of at most {fits}, or a smaller recipe" if fits >= 2 else "pick a smaller recipe"))
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under a folder (0 when it is gone)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).is_dir() else 0
 
 
 class RunNotFound(UserInputError):
@@ -132,11 +140,11 @@ class TrainRuns:
     """The app's training runs (thread-safe)."""
 
     def __init__(self, runs_dir: Path, max_runs: int = 1, max_steps: int = 5000, max_wall_s: float = 1800,
-                 idle_s: float = 300, nice: int = 10, max_kept: int = 8, max_waiting: int = 8,
+                 idle_s: float = 300, nice: int = 10, max_kept: int = 8, max_waiting: int = 8, max_disk_mb: int = 4096,
                  chunked: bool = False, chunk=None, chunk_seconds: float | None = None):
         self.runs_dir, self.max_runs, self.max_steps = Path(runs_dir), int(max_runs), int(max_steps)
         self.max_wall_s, self.idle_s, self.nice, self.max_kept = float(max_wall_s), float(idle_s), int(nice), int(max_kept)
-        self.max_waiting = int(max_waiting)
+        self.max_waiting, self.max_disk_mb = int(max_waiting), int(max_disk_mb)
         # chunked (on ZeroGPU): runs train in GPU calls of chunk_seconds each (demo.tabs.train.gpu_chunks); chunk
         # stands in for train_gpu.train_chunk in tests
         self.chunked, self.chunk, self.chunk_seconds = bool(chunked), chunk, clamp_chunk(chunk_seconds or CHUNK_SECONDS)
@@ -252,9 +260,11 @@ class TrainRuns:
     @classmethod
     def from_config(cls, config) -> "TrainRuns":
         """The app's runs, with the limits of an AppConfig."""
-        return cls(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
+        runs = cls(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
                    60 * config.train_idle_minutes, chunked=config.train_chunk_s > 0,
-                   chunk_seconds=config.train_chunk_s or None)
+                   chunk_seconds=config.train_chunk_s or None, max_disk_mb=config.runs_disk_mb)
+        runs.clean_orphans()
+        return runs
 
     def _pump(self) -> None:
         """Start queued runs while places are free."""
@@ -296,12 +306,33 @@ class TrainRuns:
         finally:
             run.export_wanted.clear()
             run.exported.set()  # nobody waits for an export that will not come
+            self._forget_old()
             self._pump()
 
     def _forget_old(self) -> None:
-        """Keep at most max_kept ended app runs (in memory and on disk), the oldest going first."""
+        """Keep at most max_kept ended app runs (in memory and on disk), and their folders within
+        max_disk_mb together; the run seen longest ago goes first."""
         with self._lock:
-            ended = [r for r in self._runs.values() if r.status in ("stopped", "finished", "failed")]
-            for run in sorted(ended, key=lambda r: r.last_seen)[:max(0, len(ended) - self.max_kept)]:
+            ended = sorted((r for r in self._runs.values() if r.status in ("stopped", "finished", "failed")),
+                           key=lambda r: r.last_seen)
+            total = sum(folder_bytes(r.run_dir) for r in self._runs.values())
+            while ended and (len(ended) > self.max_kept or total > self.max_disk_mb << 20):
+                run = ended.pop(0)
+                total -= folder_bytes(run.run_dir)
                 del self._runs[run.id]
                 shutil.rmtree(run.run_dir, ignore_errors=True)
+
+    def clean_orphans(self) -> list[str]:
+        """Delete the app-* run folders that no run of this process owns: runs of an earlier start of the app.
+        Their tickets died with it (a run is reached only through this process's registry), so nobody can
+        resume or use them. Returns the names deleted. Called once at start (from_config)."""
+        if not self.runs_dir.is_dir():
+            return []
+        with self._lock:
+            owned = {r.run_dir.name for r in self._runs.values()}
+        gone = [p.name for p in self.runs_dir.glob("app-*") if p.is_dir() and p.name not in owned]
+        for name in gone:
+            shutil.rmtree(self.runs_dir / name, ignore_errors=True)
+        if gone:
+            log.info("deleted %d run folders left by an earlier start of the app", len(gone))
+        return gone

@@ -24,7 +24,6 @@ from demo.inputs.images import display_name, open_image
 from demo.inputs.pairs import check_dataset_source
 from demo.platform.contract import Call, handler, listen
 from demo.platform.fair import visitor_of
-from demo.platform.models import shown_path
 from demo.platform.scratch import scratch_folder
 from demo.tabs.shared.picker import describe_model
 from demo.tabs.shared.zero_shot_scores import render, score
@@ -128,7 +127,7 @@ CHECKS = {"steps": in_range("steps", 1, "max_train_steps", integer=True, default
           "files": at_most_items("images"), "dataset": at_most_chars("the dataset", 500)}
 
 
-@handler("train", turn=False, checks=CHECKS, uploads=("files",))
+@handler("train", turn=False, checks=CHECKS, uploads=("files",), cost="training")
 def start_run(call: Call, mode: str = SCRATCH, recipe: str = "quick-demo", steps: float = 400, batch_size: float = 64,
               lr: float = 1e-3, init_logit_scale: float = 0.0, learn_logit_scale: bool = True,
               hard_negatives: float = 0.0, group_loss: float = 0.0, loss: str = "clip", seed: float = 0,
@@ -212,11 +211,11 @@ def run_summary(call: Call, ticket: dict | None = None) -> dict:
     run = lookup(call, ticket)
     view = run.recorder.view()
     last = view.frames[-1] if view.frames else None
-    return {"id": run.id, "status": run.status, "place": runs.place(run), "step": view.last_step,
+    return {"status": run.status, "place": runs.place(run), "step": view.last_step,
             "steps": view.total_steps, "frames": len(view.frames), "frame_steps": [f.step for f in view.frames],
             "probe_loss": last.probe.loss if last else None, "probe_accuracy": last.probe.accuracy if last else None,
             "modality_gap": last.map.gap if last else None, "evals": [{"step": s, **e} for s, e in view.evals],
-            "run_dir": run.run_dir.name, "error": run.error, "stop_reason": run.stop_reason}
+            "error": run.error, "stop_reason": run.stop_reason}
 
 
 @handler("train", turn=False)
@@ -237,10 +236,25 @@ def resume_run(call: Call, ticket: dict | None = None):
 @handler("train", turn=False)
 def use_model(call: Call, ticket: dict | None = None):
     """Make the run's current weights this session's model in every tab (a copy that pruning never deletes)."""
-    run = lookup(call, ticket)
-    name = shown_path(train_runs(call.ctx).stable_weights(run))
+    name = run_weights(call, lookup(call, ticket))
     call.model(name)
     return name, gr.Dropdown(choices=sorted(set(call.ctx.models.choices()) | {name}), value=name), describe_model(call.ctx, name)
+
+
+def run_weights(call: Call, run) -> str:
+    """The model name of the run's weights now: a stable copy (TrainRuns.stable_weights), loadable only under
+    a private name that its owner alone is given (ModelCache.add_private)."""
+    folder = train_runs(call.ctx).stable_weights(run)
+    return call.ctx.models.add_private(private_name(run, folder), folder)
+
+
+def private_name(run, folder: Path) -> str:
+    """The name under which a run's exported weights load: unguessable (derived from the run's secret key),
+    with no run id and no server path in it, e.g. 'my run 3f9a2c41d0b7, step 400'."""
+    import hashlib
+
+    token = hashlib.sha256(run.key.encode()).hexdigest()[:12]
+    return f"my run {token}, step {int(folder.name.rsplit('-', 1)[-1])}"
 
 
 @handler("train", turn=False)
@@ -248,7 +262,13 @@ def download_model(call: Call, ticket: dict | None = None):
     """A zip of the run's current weights as a Hugging Face folder (CLIPModel.from_pretrained opens it)."""
     run = lookup(call, ticket)
     folder = train_runs(call.ctx).current_weights(run)
-    out = scratch_folder("model-zips", call.config.upload_ttl_s) / f"clip-lab-{run.id}-step{run.recorder.view().last_step}.zip"
+    # one zip per run at a time, in the scratch area (deleted after upload_ttl_s): repeated clicks cannot fill the disk
+    zips = Path(run.meta.get("zip_folder") or scratch_folder("model-zips", call.config.upload_ttl_s))
+    run.meta["zip_folder"] = str(zips)
+    zips.mkdir(parents=True, exist_ok=True)
+    for old in zips.glob("*.zip"):
+        old.unlink(missing_ok=True)
+    out = zips / f"clip-lab-model-step{run.recorder.view().last_step}.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(Path(folder).iterdir()):
             if path.is_file() and path.suffix in (".json", ".safetensors", ".txt"):
@@ -262,8 +282,7 @@ def try_current(call: Call, ticket: dict | None = None, image: str | None = str(
     """Zero-shot classify an image with the run's current weights (an image, class names one per line or comma-separated)."""
     if not image:
         raise UserInputError("add an image to classify")
-    run = lookup(call, ticket)
-    name = shown_path(train_runs(call.ctx).stable_weights(run))
+    name = run_weights(call, lookup(call, ticket))
     clip = call.model(name)
     names = parse_classnames(classnames or "")
     if len(names) < 2:

@@ -1,0 +1,83 @@
+"""The hostile load test's attackers on every tab (`python scripts/hostile_loadtest.py --tabs`).
+
+Each attacker stays inside its own limits (one request in flight, well under the rate) and asks for
+the most expensive valid work a tab allows, again and again:
+- `evaluate`: the shapes world at 5,000 images with template selection and the few-shot probe;
+- `search`: an index of 5,000 shapes-world images (a new seed each time: no cache helps);
+- `map`: a UMAP map of 5,000 pairs (a new seed each time);
+- `heads`: a 20,000-prompt zero-shot head (new templates each time);
+- `train`: Train starts (one running and one waiting per visitor at most: the rest are refused);
+- `callflood`: zero-shots posted to /gradio_api/call/ without reading the answers (the gate counts
+  them in flight: after 4, 429).
+A heavy request may be told that the server is busy: that is an expected refusal, not a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+BUSY = r"server is busy|busy with"
+REFUSED_TABS = {
+    "evaluate": BUSY,
+    "search": BUSY,
+    "map": BUSY,
+    "heads": BUSY,
+    "train": r"already have a run waiting|runs are already waiting|limit is",
+    "callflood": r"429|limit is 4|too many requests",
+}
+TAB_ROLES = (["good"] * 2 + ["evaluate"] * 4 + ["search"] * 4 + ["map"] * 4 + ["heads"] * 3 + ["train"] * 3
+             + ["callflood"] * 2)
+
+
+def tab_attacks(url: str, live: Callable[[], bool], tally, call, star, handle_file, imagenet: str,
+                big_templates: Callable[[], str], address: Callable[[int], str]) -> dict:
+    """{role: attack(client, i)} for the tab attackers; `call(tally, kind, fn, must_fail, refused_regex)`
+    records one request's outcome (scripts/hostile_measure.py)."""
+    import httpx
+
+    def evaluate(c, i):
+        seed = 0
+        while live():
+            seed += 1
+            call(tally, "evaluate", lambda: c.predict(n=5000, seed=seed, select_templates=True, linear_probe=True,
+                                                      api_name="/evaluate"), False, REFUSED_TABS["evaluate"])
+
+    def search(c, i):
+        seed = 0
+        while live():
+            seed += 1
+            call(tally, "search", lambda: c.predict(n=5000, seed=1000 * i + seed, api_name="/search_index"), False,
+                 REFUSED_TABS["search"])
+
+    def map_(c, i):
+        seed = 0
+        while live():
+            seed += 1
+            call(tally, "map", lambda: c.predict(n=5000, seed=1000 * i + seed, method="UMAP", api_name="/embedding_map"),
+                 False, REFUSED_TABS["map"])
+
+    def heads(c, i):
+        while live():
+            call(tally, "heads", lambda: c.predict(image=handle_file(star), classnames=imagenet, templates=big_templates(),
+                                                   api_name="/zero_shot"), False, REFUSED_TABS["heads"])
+
+    def train(c, i):
+        while live():
+            call(tally, "train", lambda: c.predict(recipe="quick-demo", steps=5000, batch_size=512, api_name="/train_start"),
+                 False, REFUSED_TABS["train"])
+            time.sleep(2.2)  # inside the rate of 30 a minute
+
+    def callflood(c, i):
+        params = httpx.get(f"{url}gradio_api/info", timeout=30).json()["named_endpoints"]["/zero_shot"]["parameters"]
+        body = {"data": [p.get("parameter_default") for p in params]}
+        while live():
+            def post():
+                r = httpx.post(f"{url}gradio_api/call/zero_shot", json=body, timeout=30,
+                               headers={"X-Forwarded-For": address(i)})
+                if r.status_code != 200:
+                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+            call(tally, "callflood", post, False, REFUSED_TABS["callflood"])
+            time.sleep(2.2)
+
+    return {"evaluate": evaluate, "search": search, "map": map_, "heads": heads, "train": train, "callflood": callflood}
