@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=ATTACKS, help="run only this attack beside the good visitors")
     p.add_argument("--tabs", action="store_true", help="attackers on every tab (evaluate, search, map, heads, train, /call/)")
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for requests in flight after the attack")
-    p.add_argument("--settle", type=float, default=30.0, help="at most this long for the app to go idle before the last disk reading")
+    p.add_argument("--settle", type=float, default=60.0, help="at most this long for the app to go idle before the last disk reading")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--attackers-share-cpu", action="store_true",
                    help="run the attackers' client threads at normal priority (by default nice 19: on a Space they run on "
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         for th in threads:
             th.join(timeout=max(0.0, deadline_box["t"] + a.drain - time.perf_counter()))
         still = sum(th.is_alive() for th in threads)
+        cancelled = work["cancel_all"]()  # the tab attackers' requests still in flight: their tabs close
         attack_wall = time.perf_counter() - t_attack
         harness_cpu = time.process_time() - self_cpu0
         # let the app go idle (below 0.2 cores for 2 s), then read the disk once more
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M"), "command": "python scripts/hostile_loadtest.py" + (" --quick" if a.quick else "")
             + (f" --only {a.only}" if a.only else "") + (" --tabs" if a.tabs else ""), "clients": len(roles), "roles": dict(Counter(roles)),
-            "attack_s": duration, "attack_wall_s": round(attack_wall, 1), "clients_still_running": still,
+            "attack_s": duration, "attack_wall_s": round(attack_wall, 1), "clients_still_running": still, "cancelled_at_end": cancelled,
             "total_runtime_s": round(time.perf_counter() - t_start, 1),
             "floor_good_p50_s": round(statistics.median(floor), 3), "big_head_alone_s": round(big_alone, 1),
             "heads_on_disk_after": len(list((cache / "heads").glob("*"))) if (cache / "heads").exists() else 0,

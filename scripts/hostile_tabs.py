@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-BUSY = r"server is busy|busy with"
+BUSY = r"server is busy|busy with|cancelled at the end of the attack"
 REFUSED_TABS = {
     "evaluate": BUSY,
     "search": BUSY,
     "map": BUSY,
-    "heads": BUSY,
+    "heads": BUSY + r"|429|too many requests",  # three attackers at ~2 s a head pass the rate of 30 a minute
     "train": r"already have a run waiting|runs are already waiting|limit is",
     "callflood": r"429|limit is 4|too many requests",
 }
@@ -32,35 +32,60 @@ TAB_ROLES = (["good"] * 2 + ["evaluate"] * 4 + ["search"] * 4 + ["map"] * 4 + ["
 
 def tab_attacks(url: str, live: Callable[[], bool], tally, call, star, handle_file, imagenet: str,
                 big_templates: Callable[[], str], address: Callable[[int], str]) -> dict:
-    """{role: attack(client, i)} for the tab attackers; `call(tally, kind, fn, must_fail, refused_regex)`
-    records one request's outcome (scripts/hostile_measure.py)."""
+    """{role: attack(client, i)} for the tab attackers, and "cancel_all": a function that cancels every
+    request still in flight when the attack ends (as closing their tabs would), so that the app's memory
+    is read at rest afterwards. `call(tally, kind, fn, must_fail, refused_regex)` records one request's
+    outcome (scripts/hostile_measure.py)."""
     import httpx
+
+    jobs: list = []
+    ended = []
+
+    def result(c, **kwargs):
+        job = c.submit(**kwargs)
+        jobs.append(job)
+        try:
+            return job.result()
+        except Exception as e:
+            if ended:  # cancelled by cancel_all: counted as such, not as the app's error
+                raise RuntimeError("cancelled at the end of the attack") from e
+            raise
+
+    def cancel_all() -> int:
+        ended.append(True)
+        pending = [job for job in jobs if not job.done()]
+        for job in pending:
+            try:
+                job.cancel()
+            except Exception:  # a job that ended meanwhile
+                pass
+        return len(pending)
 
     def evaluate(c, i):
         seed = 0
         while live():
             seed += 1
-            call(tally, "evaluate", lambda: c.predict(n=5000, seed=seed, select_templates=True, linear_probe=True,
+            call(tally, "evaluate", lambda: result(c, n=5000, seed=seed, select_templates=True, linear_probe=True,
                                                       api_name="/evaluate"), False, REFUSED_TABS["evaluate"])
 
     def search(c, i):
         seed = 0
         while live():
             seed += 1
-            call(tally, "search", lambda: c.predict(n=5000, seed=1000 * i + seed, api_name="/search_index"), False,
+            call(tally, "search", lambda: result(c, n=5000, seed=1000 * i + seed, api_name="/search_index"), False,
                  REFUSED_TABS["search"])
 
     def map_(c, i):
         seed = 0
         while live():
             seed += 1
-            call(tally, "map", lambda: c.predict(n=5000, seed=1000 * i + seed, method="UMAP", api_name="/embedding_map"),
+            call(tally, "map", lambda: result(c, n=5000, seed=1000 * i + seed, method="UMAP", api_name="/embedding_map"),
                  False, REFUSED_TABS["map"])
 
     def heads(c, i):
         while live():
-            call(tally, "heads", lambda: c.predict(image=handle_file(star), classnames=imagenet, templates=big_templates(),
-                                                   api_name="/zero_shot"), False, REFUSED_TABS["heads"])
+            call(tally, "heads", lambda: result(c, image=handle_file(star), classnames=imagenet, templates=big_templates(),
+                                                api_name="/zero_shot"), False, REFUSED_TABS["heads"])
 
     def train(c, i):
         while live():
@@ -80,4 +105,5 @@ def tab_attacks(url: str, live: Callable[[], bool], tally, call, star, handle_fi
             call(tally, "callflood", post, False, REFUSED_TABS["callflood"])
             time.sleep(2.2)
 
-    return {"evaluate": evaluate, "search": search, "map": map_, "heads": heads, "train": train, "callflood": callflood}
+    return {"evaluate": evaluate, "search": search, "map": map_, "heads": heads, "train": train, "callflood": callflood,
+            "cancel_all": cancel_all}
