@@ -27,6 +27,7 @@ Handlers never see Gradio's request or progress objects; tests call them by name
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import typing
@@ -225,16 +226,24 @@ def _turn(ctx, request, contract: Contract):
             return_freed_memory()  # a heavy request's big arrays are freed; give the pages back to the system
 
 
-def return_freed_memory() -> None:
-    """Ask glibc to return freed heap pages to the system (malloc_trim), so that memory freed after a
-    heavy request shows up as free again instead of staying in the process's arenas; a no-op elsewhere."""
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library, looked up once (ctypes.util.find_library runs ldconfig: not per request); None when absent."""
     import ctypes
     import ctypes.util
 
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def return_freed_memory() -> None:
+    """Ask glibc to return freed heap pages to the system (malloc_trim), so that memory freed after a
+    heavy request shows up as free again instead of staying in the process's arenas; a no-op elsewhere."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _shown(error: BaseException, name: str, n_outputs: int, refusal_output: int | None = None):
