@@ -230,3 +230,36 @@ def test_the_documented_example_tab_gets_the_contract_without_extra_code(tmp_pat
         run("a", "b", "no/such-model-here")
     ctx.config.time_limit_s = 0
     assert run("a", "b", str(micro_dir), request=Visitor()) == SKIP
+
+
+def test_heavy_work_runs_on_a_low_priority_thread_that_keeps_the_requests_turn_and_stop(ctx):
+    """The kernel gives quick requests the cores first: a heavy handler's thread, and the torch threads it
+    starts, have the raised nice value; it still holds its request's turn and hears its tab's Stop."""
+    import torch
+
+    from demo.platform.fair import current_turn
+    from demo.platform.low_priority import thread_nice
+
+    seen = {}
+
+    def torch_thread_nices() -> list[int]:
+        import glob
+        return [int(open(f"{d}/stat").read().rsplit(")", 1)[1].split()[16]) for d in glob.glob("/proc/self/task/*")]
+
+    @handler("demo", cost="heavy")
+    def heavy(call: Call):
+        before = set(torch_thread_nices())
+        torch.ones(512, 512) @ torch.ones(512, 512)  # starts this thread's OpenMP team
+        seen.update(nice=thread_nice(), turn=current_turn(), heavy=current_turn().heavy, before=before,
+                    main=threading.current_thread() is threading.main_thread(), job=call.job)
+        return "done"
+
+    @handler("demo", cost="quick")
+    def quick(call: Call):
+        return thread_nice()
+
+    assert endpoint(ctx, heavy)(request=Visitor()) == "done"
+    assert seen["nice"] >= ctx.config.heavy_nice > 0 and seen["heavy"] and not seen["main"] and seen["job"] is not None
+    assert endpoint(ctx, quick)(request=Visitor()) == 0  # quick work keeps the normal priority
+    if torch.get_num_threads() > 1:  # the OpenMP workers of the heavy thread inherit its nice value
+        assert torch_thread_nices().count(seen["nice"]) >= 2

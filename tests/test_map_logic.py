@@ -247,3 +247,22 @@ def test_map_set_is_encoded_once_under_concurrent_requests(clip, monkeypatch):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert len(calls) == 1 and results[0] is results[1] is results[2]
+
+
+def test_a_sessions_map_never_keeps_a_set_the_cache_let_go(clip):
+    """A drawn map refers to the set cache's embeddings weakly: once the cache lets the set go, nothing
+    of it stays alive in the session, and a new centring asks for Draw again instead of failing oddly."""
+    import gc
+    import weakref
+
+    pairs = shapes_pairs(30)
+    img, txt = core.encode_images(clip, pairs.images), core.encode_texts(clip, pairs.captions)
+    st = em.new_state(em.MapRequest("m", ("k",), None, ProjectionConfig("pca", 2)), pairs, img, txt)
+    assert em.coordinates(st, False).shape == (60, 2)  # drawn while the cache holds the set
+    kept = weakref.ref(img)
+    del img, txt  # the cache evicts the set
+    gc.collect()
+    assert kept() is None
+    assert em.coordinates(st, False).shape == (60, 2)  # what was drawn stays drawn
+    with pytest.raises(UserInputError, match="press Draw again"):
+        em.coordinates(st, True)

@@ -20,7 +20,9 @@ from PIL import Image
 
 from core.errors import UserInputError
 from core.search import caption_rank, retrieval_report, search
+from demo.inputs.pairs import Pairs
 from demo.tabs.search.index import (
+    HeldSet,
     SearchIndex,
     cosine_counts,
     gallery_items,
@@ -45,8 +47,9 @@ def _index(n=300, d=32, captions=True, thumb=None):
     img = _unit(n, d)
     txt = F.normalize(img + 0.8 * _unit(n, d, seed=1), dim=-1)  # each caption near its image
     thumb = thumb or Image.new("RGB", (64, 64), "red")
-    return SearchIndex("m", ("m", "r"), ("set",), "shapes world", "test set", img, txt if captions else None,
-                       [f"caption {i}" for i in range(n)], [f"#{i}" for i in range(n)], [thumb] * n)
+    pairs = Pairs([thumb] * n, [f"caption {i}" for i in range(n)], [f"#{i}" for i in range(n)])
+    return SearchIndex("m", ("m", "r"), ("set",), "shapes world", "test set",
+                       HeldSet(pairs, img, txt if captions else None, strong=True))
 
 
 # ---------------------------------------------------------------- pure view logic
@@ -160,6 +163,34 @@ def test_colormap_overlay_and_model_square():
         processor = Processor()
 
     assert model_square(FakeClip(), Image.new("RGB", (300, 200))).size == (200, 200)
+
+
+def test_a_sessions_index_never_keeps_a_set_the_cache_let_go(clip):
+    """Sessions hold their index weakly: the set cache alone bounds the memory of every session's sets
+    together, and an index whose set was evicted asks for Index again instead of keeping it alive."""
+    import gc
+    import weakref
+
+    from demo.inputs.pairs import SourceSpec
+    from demo.platform.config import AppConfig
+    from demo.platform.context import AppContext
+    from demo.platform.jobs import Job
+    from demo.tabs.search.index import index_markdown
+    from demo.tabs.search.tab import build_index
+
+    with pytest.raises(UserInputError, match="more than this server keeps in memory"):
+        build_index(AppContext.create(AppConfig(set_cache_mb=1)), clip, "m", SourceSpec("shapes world", 100, 1), None, Job())
+    ctx = AppContext.create(AppConfig(set_cache_mb=2))  # room for one set of 100 pairs (1.3 MB) at a time
+    first = build_index(ctx, clip, "m", SourceSpec("shapes world", 100, 1), None, Job())
+    assert first.n == 100 and len(first.captions) == 100
+    kept = weakref.ref(first.image_emb)
+    second = build_index(ctx, clip, "m", SourceSpec("shapes world", 100, 2), None, Job())
+    gc.collect()
+    assert kept() is None  # evicted: no session keeps the first set's embeddings alive
+    with pytest.raises(UserInputError, match="press Index again"):
+        first.image_emb
+    assert second.image_emb.shape == (100, second.held.dim)
+    assert "Indexed 100 images" in index_markdown(first)  # what it was is still said without the set
 
 
 # ---------------------------------------------------------------- the running app

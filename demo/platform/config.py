@@ -44,13 +44,17 @@ class AppConfig:
     hub_models: tuple[str, ...] = HUB_MODELS
     # memory: models in memory, bytes of zero-shot heads and of encoded sets, opened datasets
     max_models: int = 2
-    head_cache_mb: int = 512
-    set_cache_mb: int = 512
+    # what heavy work leaves in memory afterwards is bounded by these two [CLIP_LAB_HEAD_CACHE_MB, CLIP_LAB_SET_CACHE_MB]
+    head_cache_mb: int = 256
+    set_cache_mb: int = 256
     max_datasets: int = 4
     cache_dir: Path | None = None  # the disk cache of heads [CLIP_LAB_CACHE_DIR; from_env: see demo.platform.disk_cache]
     disk_cache_mb: int = 2048
     heavy_prompts: int = 2000  # head builds with more prompts share the `concurrency` heavy slots
     heavy_wait_s: float = 0.5  # a big request waits this long for a heavy slot, then is told the server is busy
+    # heavy work and training run on threads at this nice value, so that the kernel gives quick requests the
+    # cores first (demo/platform/low_priority.py); 0 runs them at the normal priority [CLIP_LAB_HEAVY_NICE]
+    heavy_nice: int = 10
     upload_ttl_s: int = 3600  # uploads are deleted this long after they arrive [CLIP_LAB_UPLOAD_TTL_S]
     # inputs
     max_file_size: str = "10mb"
@@ -165,6 +169,11 @@ class AppConfig:
             cfg.hub_models = tuple(m.strip() for m in env["CLIP_LAB_HUB_MODELS"].split(",") if m.strip())
         cfg.cache_dir = None if env.get("CLIP_LAB_CACHE_DIR") == "off" else default_cache_dir(env)
         cfg.preload = tuple(n.strip() for n in env.get("CLIP_LAB_PRELOAD", "").split(",") if n.strip())
+        for name, attr in (("CLIP_LAB_HEAD_CACHE_MB", "head_cache_mb"), ("CLIP_LAB_SET_CACHE_MB", "set_cache_mb")):
+            if env.get(name):
+                setattr(cfg, attr, max(16, int(env[name])))
+        if env.get("CLIP_LAB_HEAVY_NICE"):
+            cfg.heavy_nice = min(19, max(0, int(env["CLIP_LAB_HEAVY_NICE"])))
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):
             if env.get(name):
                 try:

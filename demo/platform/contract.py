@@ -191,6 +191,8 @@ def endpoint(ctx, fn, names: list[str] | None = None, n_outputs: int = 1) -> Cal
                     values[name] = check(values[name], ctx.config)
             ctx.check_own_uploads(request, *(values[name] for name in contract.uploads if name in values))
             with _turn(ctx, request, contract) as job:
+                if contract.cost == "heavy":  # on a low-priority thread: quick requests get the cores first
+                    return ctx.services.background.run(fn, Call(ctx, request, progress, job), **values)
                 return fn(Call(ctx, request, progress, job), **values)
         except BaseException as e:
             return _shown(e, fn.__name__, n_outputs, contract.refusal_output)

@@ -61,6 +61,16 @@ def current_turn() -> "Turn | None":
     return getattr(_current, "turn", None)
 
 
+@contextmanager
+def holding(turn: "Turn | None"):
+    """Make `turn` this thread's current turn for the block (work handed to another thread keeps its turn)."""
+    outer, _current.turn = current_turn(), turn
+    try:
+        yield turn
+    finally:
+        _current.turn = outer
+
+
 class Turn:
     """A running request's hold on a slot: whether it is heavy, and when it started."""
 
@@ -132,11 +142,10 @@ class FairScheduler:
             turn.heavy = heavy
             self._running.append(turn)
             self.peak_running = max(self.peak_running, len(self._running))
-        outer, _current.turn = current_turn(), turn
         try:
-            yield turn
+            with holding(turn):
+                yield turn
         finally:
-            _current.turn = outer
             with self._cv:
                 self._running.remove(turn)
                 now = time.monotonic()

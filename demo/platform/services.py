@@ -9,7 +9,7 @@ Tabs never build caches of their own; they call these methods.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -21,6 +21,7 @@ from demo.platform.errors import Busy
 from demo.platform.fair import FairScheduler, current_turn
 from demo.platform.config import AppConfig
 from demo.platform.lru import ByteLRU
+from demo.platform.low_priority import LowPriority
 from demo.platform.gpu import embed_texts, use_models
 from demo.platform.models import ModelCache
 
@@ -61,6 +62,8 @@ class Services:
         self.heavy = threading.BoundedSemaphore(config.concurrency)  # big encodes outside any turn (the warm-up)
         # requests running at once, served fairly per visitor; `concurrency` of them may be heavy
         self.cpu = FairScheduler(config.inference_slots(), heavy_slots=config.concurrency)
+        # heavy work runs on low-priority threads: a heavy turn of each slot, an upgraded one, the warm-up
+        self.background = LowPriority(2 * config.concurrency + 1, config.heavy_nice)
         self.disk = DiskCache(config.cache_dir / "heads", config.disk_cache_mb * MB) if config.cache_dir else None
 
     def zero_shot_head(self, clip, classnames: list[str], templates: list[str],
@@ -78,8 +81,8 @@ class Services:
             emb = self.disk.get(disk_key) if disk_key else None  # [T, C, D]
             if emb is None or tuple(emb.shape[:2]) != (len(templates), len(classnames)):
                 heavy = len(classnames) * len(templates) > self.config.heavy_prompts
-                with self.heavy_slot() if heavy else nullcontext():
-                    emb = template_embeddings(clip, classnames, templates, progress, encode=embed_texts)
+                build = lambda: template_embeddings(clip, classnames, templates, progress, encode=embed_texts)  # noqa: E731
+                emb = self.heavy_work(build) if heavy else build()
                 if disk_key:
                     self.disk.put(disk_key, emb)
             return ZeroShotHead(tuple(classnames), tuple(templates), emb, ensemble_head(emb))
@@ -111,6 +114,11 @@ class Services:
         finally:
             self.cpu.downgrade(turn)
 
+    def heavy_work(self, fn: Callable[[], object]):
+        """fn() in a heavy slot (`heavy_slot`), on a low-priority thread (demo/platform/low_priority.py)."""
+        with self.heavy_slot():
+            return self.background.run(fn)
+
     def encoded_set(self, clip, key: Hashable, build: Callable[[], object]) -> tuple[object, bool]:
         """(value, was_cached) for an encoded set of this model: build() runs once (a second request for
         the same set waits for it), in a heavy slot; other sets build beside it."""
@@ -121,8 +129,8 @@ class Services:
         with self._building_lock:
             gate = self._building.setdefault(full_key, threading.Lock())
         try:
-            with gate, self.heavy_slot():  # two requests for one set build it once; other sets build beside it
-                return self.sets.get_or_compute(full_key, build)
+            with gate:  # two requests for one set build it once; other sets build beside it
+                return self.heavy_work(lambda: self.sets.get_or_compute(full_key, build))
         finally:
             with self._building_lock:
                 if not gate.locked():

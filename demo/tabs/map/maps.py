@@ -9,7 +9,9 @@ the map stale until it is drawn again.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,8 +40,10 @@ class MapRequest:
 class MapState:
     """A session's drawn map: per-pair data, embeddings, gap figures, and coordinates per centring.
 
-    emb: images [n, D], captions [n, D], class prompts [P, D] (float32). coords[centred]: [2n + P, dims]
-    (images, captions, prompts), filled lazily by `coordinates`.
+    emb: images [n, D], captions [n, D], class prompts [P, D] (float32); the image and caption
+    embeddings are the set cache's own tensors, held weakly (`held_embeddings`), so that sessions
+    never keep an evicted set alive. coords[centred]: [2n + P, dims] (images, captions, prompts),
+    filled lazily by `coordinates`.
     """
 
     request: MapRequest
@@ -48,7 +52,7 @@ class MapState:
     labels: list[dict]
     atlas: Atlas
     prompt_names: list[str]
-    emb: tuple[np.ndarray, np.ndarray, np.ndarray]
+    held: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     gap: dict
     coords: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
@@ -56,6 +60,26 @@ class MapState:
     @property
     def n(self) -> int:
         return len(self.captions)
+
+    @property
+    def emb(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.held()
+
+
+def held_embeddings(img, txt, prompts: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A function giving (images [n, D], captions [n, D], prompts [P, D]) as float32 arrays, holding
+    `img` and `txt` (a cache's tensors or arrays) weakly and the prompts strongly; once the cache let the
+    set go it raises a UserInputError that asks for the map to be drawn again."""
+    refs = (weakref.ref(img), weakref.ref(txt))
+
+    def get():
+        i, t = refs[0](), refs[1]()
+        if i is None or t is None:
+            raise UserInputError("this map's embeddings were dropped from memory to make room for other sets: "
+                                 "press Draw again")
+        return np.asarray(i, np.float32), np.asarray(t, np.float32), prompts
+
+    return get
 
 
 def retrieval_top1(img: np.ndarray, txt: np.ndarray) -> float:
@@ -93,8 +117,8 @@ def new_state(request: MapRequest, pairs: Pairs, img, txt, prompts=None, prompt_
     i_np, t_np = np.asarray(img, np.float32), np.asarray(txt, np.float32)
     p_np = np.asarray(prompts, np.float32) if prompts is not None and len(prompts) else np.zeros((0, i_np.shape[1]), np.float32)
     return MapState(request, list(pairs.captions), list(pairs.names), list(pairs.labels or []),
-                    thumbnail_atlas(pairs.images, atlas_tile(len(pairs))), list(prompt_names or []), (i_np, t_np, p_np),
-                    gap_figures(i_np, t_np))
+                    thumbnail_atlas(pairs.images, atlas_tile(len(pairs))), list(prompt_names or []),
+                    held_embeddings(img, txt, p_np), gap_figures(i_np, t_np))
 
 
 def coordinates(state: MapState, centred: bool) -> np.ndarray:

@@ -81,7 +81,7 @@ def embedding_map(call: Call, source: str | None = None, n: float | None = None,
         if use_prompts:
             call.say(0.55, "encoding the class prompts")
         p_emb, p_names = prompt_embeddings(call.ctx, clip, *wanted.prompts) if use_prompts else (None, None)
-        map_state = new_state(wanted, pairs, img.numpy(), txt.numpy(), None if p_emb is None else p_emb.numpy(), p_names)
+        map_state = new_state(wanted, pairs, img, txt, None if p_emb is None else p_emb.numpy(), p_names)
     if bool(centred) not in map_state.coords:
         call.say(0.6, projection_message(wanted.config, 2 * map_state.n + len(map_state.prompt_names)))
     fig = render(map_state, colour_by or "modality", bool(centred), links is not False)

@@ -1,8 +1,9 @@
 """The Search tab's logic, free of Gradio: the session's index, a query, and everything shown for it.
 
 The index is the embedding map's encoded set (demo.tabs.map.tab.encoded_set: the same cache entry
-for the same model and set), held in the session by reference: embeddings [N, D], captions, names
-and the cache's 64-px thumbnails, never decoded full images. A query is core.search's exact
+for the same model and set), held in the session by weak reference (`HeldSet`): embeddings [N, D],
+captions, names and the cache's 64-px thumbnails, never decoded full images; the cache alone
+decides how long they stay. A query is core.search's exact
 search: one matrix product [N, D] @ [D], a top-k and a 40-bin histogram; everything else here is
 O(k), so its time does not grow with N beyond that product.
 """
@@ -10,6 +11,7 @@ O(k), so its time does not grow with N beyond that product.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,21 +30,37 @@ GALLERY_SIDE = 128  # hits smaller than this are enlarged (crisp pixels) for the
 HISTOGRAM_BINS = 40
 
 
+class HeldSet:
+    """The encoded set an index searches, held *weakly*: the services' cache owns it and bounds the
+    memory of all sets together (AppConfig.set_cache_mb); a session's index never keeps an evicted set
+    alive (a thousand sessions would otherwise keep a thousand sets). `strong=True` keeps it (tests)."""
+
+    def __init__(self, pairs, image_emb: torch.Tensor, text_emb: torch.Tensor | None, strong: bool = False):
+        self._refs = (weakref.ref(pairs), weakref.ref(image_emb), None if text_emb is None else weakref.ref(text_emb))
+        self._strong = (pairs, image_emb, text_emb) if strong else None
+        self.n, self.dim = int(image_emb.shape[0]), int(image_emb.shape[1])
+        self.mb = image_emb.element_size() * image_emb.nelement() / 2**20
+
+    def get(self) -> tuple:
+        """(pairs, image_emb [N, D], text_emb [N, D] or None), or a UserInputError once the cache let it go."""
+        pairs, img, txt = (r() if r is not None else None for r in self._refs)
+        if pairs is None or img is None or (self._refs[2] is not None and txt is None):
+            raise UserInputError("this index was dropped from memory to make room for other sets: press Index again")
+        return pairs, img, txt
+
+
 @dataclass
 class SearchIndex:
-    """A session's indexed set. image_emb [N, D] and text_emb [N, D] (float32, normalised) are the
-    cached tensors themselves; thumbs are the cache's thumbnails; files are the uploads' paths."""
+    """A session's indexed set: what it is and, held weakly (`HeldSet`), the cached tensors
+    image_emb [N, D] and text_emb [N, D] (float32, normalised; text_emb None for uploads, which have
+    no real captions), captions, names and the cache's thumbnails; files are the uploads' paths."""
 
     model: str
     model_key: tuple
     set_key: tuple
     source: str
     description: str
-    image_emb: torch.Tensor
-    text_emb: torch.Tensor | None  # None: no real captions (uploads are captioned by file name)
-    captions: list[str]
-    names: list[str]
-    thumbs: list
+    held: HeldSet
     files: tuple[str, ...] = ()
     report: dict | None = None
     seconds: float = 0.0
@@ -50,7 +68,27 @@ class SearchIndex:
 
     @property
     def n(self) -> int:
-        return int(self.image_emb.shape[0])
+        return self.held.n
+
+    @property
+    def image_emb(self) -> torch.Tensor:
+        return self.held.get()[1]
+
+    @property
+    def text_emb(self) -> torch.Tensor | None:
+        return self.held.get()[2]
+
+    @property
+    def captions(self) -> list[str]:
+        return self.held.get()[0].captions
+
+    @property
+    def names(self) -> list[str]:
+        return self.held.get()[0].names
+
+    @property
+    def thumbs(self) -> list:
+        return self.held.get()[0].images
 
 
 @dataclass
@@ -106,8 +144,7 @@ def retrieval_numbers(image_emb: torch.Tensor, text_emb: torch.Tensor, progress=
 
 def index_markdown(index: SearchIndex) -> str:
     """The index status line: what is indexed, with which model, how fast, and whether the cache had it."""
-    d = index.image_emb.shape[1]
-    mb = index.image_emb.element_size() * index.image_emb.nelement() / 2**20
+    d, mb = index.held.dim, index.held.mb
     how = ("from the shared cache (the Embedding map tab uses the same entry)" if index.cached
            else f"encoded in {index.seconds:.1f} s and cached (the Embedding map tab shares it)")
     return (f"**Indexed {index.n:,} images** ({index.description}) with `{index.model}`, {how}. "

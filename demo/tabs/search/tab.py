@@ -27,6 +27,7 @@ from demo.platform.gpu import embed_images, embed_texts
 from demo.platform.mcp import mcp_tool
 from demo.platform.services import model_key
 from demo.tabs.search.index import (
+    HeldSet,
     SearchIndex,
     cosine_counts,
     gallery_items,
@@ -89,10 +90,12 @@ def build_index(ctx, clip, model_name: str, spec: SourceSpec, progress, job) -> 
             numbers = retrieval_numbers(img, txt, job.reporter(progress, "ranking captions", "pairs"))
             return {**numbers, "distinct_captions": len(set(pairs.captions))}
         report = ctx.services.encoded_set(clip, ("search retrieval",) + key, ranks)[0]
+    if (model_key(clip), key) not in ctx.services.sets:  # larger than the whole set cache: nothing would hold it
+        raise UserInputError(f"{len(pairs):,} images are more than this server keeps in memory "
+                             f"({ctx.config.set_cache_mb} MB of encoded sets): index fewer")
     files = tuple(str(getattr(f, "path", f)) for f in spec.files or []) if spec.source == "uploaded images" else ()
-    return SearchIndex(model_name, model_key(clip), key, spec.source, describe(spec, len(pairs)), img,
-                       txt if captioned else None, pairs.captions, pairs.names, pairs.images, files, report,
-                       time.perf_counter() - t0, cached)
+    return SearchIndex(model_name, model_key(clip), key, spec.source, describe(spec, len(pairs)),
+                       HeldSet(pairs, img, txt if captioned else None), files, report, time.perf_counter() - t0, cached)
 
 
 def same_model(index: SearchIndex, clip) -> None:

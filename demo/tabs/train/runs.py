@@ -33,6 +33,7 @@ from pathlib import Path
 from core.errors import UserInputError
 from core.model import save_pretrained_atomic
 from core.train import Hook, TrainConfig, latest_checkpoint, train
+from demo.platform.low_priority import lower_this_thread
 from demo.tabs.train.gpu_chunks import CHUNK_SECONDS, request_export, request_stop, train_in_chunks
 from demo.tabs.train.gpu_chunks import chunk_seconds as clamp_chunk
 from demo.tabs.train.live import LiveRecorder
@@ -262,7 +263,8 @@ class TrainRuns:
         """The app's runs, with the limits of an AppConfig."""
         runs = cls(config.runs_dir, config.max_runs, config.max_train_steps, 60 * config.max_train_minutes,
                    60 * config.train_idle_minutes, chunked=config.train_chunk_s > 0,
-                   chunk_seconds=config.train_chunk_s or None, max_disk_mb=config.runs_disk_mb)
+                   chunk_seconds=config.train_chunk_s or None, max_disk_mb=config.runs_disk_mb,
+                   nice=config.heavy_nice)
         runs.clean_orphans()
         return runs
 
@@ -276,10 +278,7 @@ class TrainRuns:
                 threading.Thread(target=context.run, args=(self._work, run), name=f"train-{run.id}", daemon=True).start()
 
     def _work(self, run: TrainRun) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # its torch threads inherit it
-        except (OSError, AttributeError):
-            pass
+        lower_this_thread(self.nice)  # its torch threads inherit it
         try:
             hooks = [run.recorder, RunControl(run, self.max_wall_s, self.idle_s, self.chunked)]
             if self.chunked:
