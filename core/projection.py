@@ -21,6 +21,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -150,13 +151,28 @@ def cosine_knn(x, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     return indices, dists
 
 
+class _EpochCheck:
+    """A stand-in for tqdm's output file: umap-learn's layout loop reports every epoch to it, and each
+    report calls `check()`, which may raise (a Stop) to end the fit between two epochs."""
+
+    def __init__(self, check: Callable[[], None]):
+        self.check = check
+
+    def write(self, _text: str) -> None:
+        self.check()
+
+    def flush(self) -> None:
+        pass
+
+
 def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0,
-                 n_epochs: int | None = 200) -> np.ndarray:
+                 n_epochs: int | None = 200, check: Callable[[], None] | None = None) -> np.ndarray:
     """UMAP coordinates [N, dims] of x [N, D] under the cosine metric.
 
     The neighbour graph is built from `cosine_knn` (exact, vectorised). n_neighbors is capped at
     N - 1 (umap breaks when it exceeds N). Spectral initialisation falls back to a random one for
-    tiny or degenerate sets, and the result is checked for NaN.
+    tiny or degenerate sets, and the result is checked for NaN. `check()`, if given, runs between
+    layout epochs and may raise to stop the fit (a Stop button).
     """
     arr = _as_array(x)
     n = len(arr)
@@ -169,7 +185,9 @@ def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
     for attempt in (init, "random"):
         reducer = umap.UMAP(n_components=dims, n_neighbors=k, min_dist=float(min_dist), metric="cosine",
                             init=attempt, random_state=seed, n_epochs=n_epochs, low_memory=True,
-                            precomputed_knn=(knn[0].copy(), knn[1].copy(), None))
+                            precomputed_knn=(knn[0].copy(), knn[1].copy(), None),
+                            tqdm_kwds=None if check is None else dict(disable=False, file=_EpochCheck(check),
+                                                                      mininterval=0, miniters=1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_jobs vs random_state; no search index (no transform); spectral fallbacks
             coords = reducer.fit_transform(arr)
@@ -179,11 +197,11 @@ def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
     raise UserInputError("UMAP produced NaN coordinates; try PCA or more points")
 
 
-def project(x, config: ProjectionConfig = ProjectionConfig()) -> np.ndarray:
-    """Project x [N, D] with the method and settings in `config`."""
+def project(x, config: ProjectionConfig = ProjectionConfig(), check: Callable[[], None] | None = None) -> np.ndarray:
+    """Project x [N, D] with the method and settings in `config`; `check()` may stop a UMAP fit between epochs."""
     if config.method == "pca":
         return pca(x, config.dims)
-    return umap_project(x, config.dims, config.n_neighbors, config.min_dist, config.seed, config.n_epochs)
+    return umap_project(x, config.dims, config.n_neighbors, config.min_dist, config.seed, config.n_epochs, check)
 
 
 @dataclass(frozen=True)

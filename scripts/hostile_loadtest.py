@@ -142,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     imagenet = preset_text("classnames", "ImageNet-1k")
     openai = preset_text("templates", "OpenAI's 80").splitlines()
     env = {"CLIP_LAB_WARMUP": "0", "CLIP_LAB_CACHE_DIR": str(cache), "GRADIO_TEMP_DIR": str(gtmp), "OMP_NUM_THREADS": "2",
-           "CLIP_LAB_UPLOAD_TTL_S": str(UPLOAD_TTL_S)}
+           "CLIP_LAB_UPLOAD_TTL_S": str(UPLOAD_TTL_S), "CLIP_LAB_RUNS_DIR": str(tmp / "runs")}
     t_start = time.perf_counter()
     started = start_app_or_none(tmp / "app.log", env)
     if started is None:
         return 1
     proc, url = started
-    watched = [gtmp, cache]
+    watched = [gtmp, cache, tmp / "runs"]  # uploads and temp files, the heads' disk cache, the Train tab's runs
     samples: list[dict] = []
     stop_sampling = threading.Event()
     try:

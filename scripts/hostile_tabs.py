@@ -59,6 +59,11 @@ def tab_attacks(url: str, live: Callable[[], bool], tally, call, star, handle_fi
                 job.cancel()
             except Exception:  # a job that ended meanwhile
                 pass
+        for c, ticket in tickets:  # the Train attackers stop their runs (else each runs until 5 minutes unwatched)
+            try:
+                c.predict(ticket=ticket, api_name="/train_stop")
+            except Exception:  # a run refused, finished or pruned meanwhile
+                pass
         return len(pending)
 
     def evaluate(c, i):
@@ -87,10 +92,17 @@ def tab_attacks(url: str, live: Callable[[], bool], tally, call, star, handle_fi
             call(tally, "heads", lambda: result(c, image=handle_file(star), classnames=imagenet, templates=big_templates(),
                                                 api_name="/zero_shot"), False, REFUSED_TABS["heads"])
 
+    tickets: list = []  # (client, ticket) of every run the train attackers started
+
     def train(c, i):
+        def start():
+            out = c.predict(recipe="quick-demo", steps=5000, batch_size=512, api_name="/train_start")
+            if isinstance(out, (list, tuple)) and isinstance(out[0], dict):
+                tickets.append((c, out[0]))
+            return out
+
         while live():
-            call(tally, "train", lambda: c.predict(recipe="quick-demo", steps=5000, batch_size=512, api_name="/train_start"),
-                 False, REFUSED_TABS["train"])
+            call(tally, "train", start, False, REFUSED_TABS["train"])
             time.sleep(2.2)  # inside the rate of 30 a minute
 
     def callflood(c, i):

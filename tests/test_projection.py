@@ -96,3 +96,17 @@ def test_umap_small_run_is_finite_and_caps_neighbors():
     img, txt = _paired(n=40)
     coords = umap_project(np.concatenate([img, txt]), dims=2, n_neighbors=500, n_epochs=30)
     assert coords.shape == (80, 2) and np.isfinite(coords).all()
+
+    class Stop(Exception):
+        pass
+
+    epochs = []
+
+    def check():  # a Stop pressed during the 5th epoch of 30
+        epochs.append(1)
+        if len(epochs) == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        umap_project(np.concatenate([img, txt]), dims=2, n_neighbors=10, n_epochs=30, check=check)
+    assert 5 <= len(epochs) < 15  # the fit ended between epochs, not after all 30 (tqdm reports once more as it closes)

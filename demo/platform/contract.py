@@ -80,8 +80,8 @@ def handler(tab: str, *, turn: bool = True, checks: Mapping[str, Callable] | Non
     uploads: parameter names whose files must be the visitor's own uploads.
     cost: what a turn costs, for the fair scheduler (demo/platform/fair.py): "quick" (seconds: any free
         slot; a quick handler that meets big work, a huge zero-shot head, asks for a heavy slot then),
-        "heavy" (a set encoded, a study, an index, a map: only the heavy slots, and it steps aside between
-        batches while others' quick requests run), "training" (starts a Train-tab run, which has its own line).
+        "heavy" (a set encoded, a study, an index, a map: only the heavy slots, on low-priority threads that
+        leave the cores to quick requests first), "training" (starts a Train-tab run, which has its own line).
     refusal_output: for a handler that redraws a view the page keeps (another view of a built batch):
         the output that says a refusal ("⚠️ …", with a warning toast) while every other output keeps
         what it shows. An error would cover the view with error marks; the API still reads the reason there.
@@ -219,8 +219,7 @@ def _turn(ctx, request, contract: Contract):
     job = ctx.jobs.start(session, contract.tab, ctx.config.time_limit_s)
     try:
         job.check()  # a Stop that came while the request waited in Gradio's queue
-        with ctx.services.cpu.turn(visitor_of(request), job.check, heavy=contract.cost == "heavy") as turn:
-            job.turn = turn
+        with ctx.services.cpu.turn(visitor_of(request), job.check, heavy=contract.cost == "heavy"):
             yield job
     finally:
         ctx.jobs.finish(session, contract.tab, job)

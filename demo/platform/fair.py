@@ -1,4 +1,4 @@
-"""Fair shares of the CPU between visitors: who runs next, and heavy work that steps aside.
+"""Fair shares of the CPU between visitors: who runs next, and how much of it may be heavy.
 
 Gradio's queue is first in, first out within a concurrency group, so a visitor who keeps four
 requests in flight (the per-visitor cap) gets four times the service of one who asks a question,
@@ -9,9 +9,13 @@ and wait in a `FairScheduler` instead:
 - at most `slots` requests run at once (the number a test counts);
 - when a slot frees, it goes to the waiting visitor who has used the least service lately
   (seconds of running, halved every `half_life_s`), first come first served among equals;
-- a heavy request (a big head build, `Services.heavy_slot`) steps aside at each of its batch
-  boundaries while a quick request of someone else is running, for at most `max_pause_s` a batch:
-  it keeps its slot and its locks (so nothing can deadlock on them), it only stops taking CPU.
+- at most `heavy_slots` of them are heavy (an evaluation, a map, a search index, a big head build):
+  a heavy request waits only for a heavy slot and never blocks a quick one, and a quick request
+  that meets big work (`Services.heavy_slot`) takes a heavy slot only when no heavy request that
+  is owed it more waits. Heavy work yields the cores to quick work through the kernel, not here:
+  it runs on low-priority threads (demo/platform/low_priority.py). (Pausing heavy work between
+  its batches while quick work ran, as this module once did, left a third of the cores idle under
+  load and finished almost none of it.)
 
 A visitor is an address where a proxy gives one (the last X-Forwarded-For hop, as in
 demo/platform/guard.py), else a browser session.
@@ -79,18 +83,13 @@ class Turn:
         self.started = time.monotonic()
         self.heavy = False
 
-    def step_aside(self) -> None:
-        """Called between batches: a heavy request pauses while someone else's quick request runs."""
-        if self.heavy:
-            self.scheduler._pause(self)
-
 
 class FairScheduler:
     """At most `slots` requests running, at most `heavy_slots` of them heavy; free slots go to the
     least-served visitor waiting whose request may take one (a heavy request never blocks a quick one)."""
 
-    def __init__(self, slots: int, half_life_s: float = 60.0, max_pause_s: float = 1.0, heavy_slots: int | None = None):
-        self.slots, self.half_life_s, self.max_pause_s = int(slots), float(half_life_s), float(max_pause_s)
+    def __init__(self, slots: int, half_life_s: float = 60.0, heavy_slots: int | None = None):
+        self.slots, self.half_life_s = int(slots), float(half_life_s)
         self.heavy_slots = self.slots if heavy_slots is None else int(heavy_slots)
         self._cv = threading.Condition()
         self._running: list[Turn] = []
@@ -124,7 +123,7 @@ class FairScheduler:
     def turn(self, visitor: str, check: Callable[[], None] | None = None, poll_s: float = 0.25, heavy: bool = False):
         """Hold a slot for the block; waits in fair order. `check()` runs while waiting and may raise
         (a Stop, a deadline): the request then leaves the line without having run. A heavy turn waits
-        for one of the `heavy_slots` and steps aside between batches (Turn.step_aside)."""
+        for one of the `heavy_slots`."""
         ticket = _Ticket(next(self._seq), visitor, heavy)
         with self._cv:
             self._waiting.append(ticket)
@@ -168,7 +167,7 @@ class FairScheduler:
         deadline = time.monotonic() + timeout_s
         with self._cv:
             while not turn.heavy:
-                if sum(t.heavy for t in self._running) < self.heavy_slots:
+                if sum(t.heavy for t in self._running) < self.heavy_slots and not self._owed_more(turn):
                     turn.heavy = True
                     break
                 left = deadline - time.monotonic()
@@ -177,17 +176,15 @@ class FairScheduler:
                 self._cv.wait(left)
             return True
 
+    def _owed_more(self, turn: "Turn") -> bool:
+        """Whether a waiting heavy request is owed a heavy slot before this turn's upgrade (it has had
+        less service): an upgrade never jumps the line of heavy work."""
+        now = time.monotonic()
+        mine = self.usage(turn.visitor, now)
+        return any(t.heavy and t.visitor != turn.visitor and self.usage(t.visitor, now) <= mine for t in self._waiting)
+
     def downgrade(self, turn: "Turn") -> None:
         """A turn made heavy by `upgrade` is quick again: its heavy slot is free for others."""
         with self._cv:
             turn.heavy = False
             self._cv.notify_all()
-
-    def _pause(self, turn: Turn) -> None:
-        deadline = time.monotonic() + self.max_pause_s
-        with self._cv:
-            while any(not t.heavy and t.visitor != turn.visitor for t in self._running):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._cv.wait(left)

@@ -23,18 +23,14 @@ class Job:
         self.stopped = threading.Event()
         self.time_limit_s = time_limit_s
         self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-        self.turn = None  # its demo.platform.fair.Turn once it runs: heavy work steps aside there between batches
 
     def check(self) -> None:
-        """Raise Stopped if Stop was pressed for this job, TimedOut past its deadline; a heavy job
-        then steps aside while someone else's quick request runs (demo/platform/fair.py)."""
+        """Raise Stopped if Stop was pressed for this job, TimedOut past its deadline."""
         if self.stopped.is_set():
             raise Stopped("stopped")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TimedOut(f"this request ran past the time limit of {self.time_limit_s:g} s and was stopped: "
                               "ask for less at once (fewer classes, templates or pairs)")
-        if self.turn is not None:
-            self.turn.step_aside()
 
     def reporter(self, progress, desc: str, unit: str = "steps") -> Callable[[int, int], None]:
         """A (done, total) callback: checks the flag, then shows this step on a gr.Progress bar (if any):

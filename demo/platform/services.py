@@ -92,9 +92,9 @@ class Services:
     @contextmanager
     def heavy_slot(self):
         """Big work (a huge head, a set encode) holds one of the `concurrency` heavy slots: a heavy
-        request already does; a quick one is upgraded (it then steps aside between batches for others'
-        quick requests), and if no heavy slot frees up within heavy_wait_s, a busy message rather than
-        holding a quick slot while waiting. Work outside any request (the warm-up) takes a semaphore."""
+        request already does; a quick one is upgraded (unless heavy requests owed the slot more wait),
+        and if no heavy slot frees up within heavy_wait_s, a busy message rather than holding a quick
+        slot while waiting. Work outside any request (the warm-up) takes a semaphore."""
         turn = current_turn()
         if turn is not None and turn.heavy:
             yield

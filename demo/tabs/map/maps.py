@@ -121,8 +121,9 @@ def new_state(request: MapRequest, pairs: Pairs, img, txt, prompts=None, prompt_
                     held_embeddings(img, txt, p_np), gap_figures(i_np, t_np))
 
 
-def coordinates(state: MapState, centred: bool) -> np.ndarray:
-    """Map coordinates [2n + P, dims] of the raw or the centred embeddings: projected once per state and kept."""
+def coordinates(state: MapState, centred: bool, check=None) -> np.ndarray:
+    """Map coordinates [2n + P, dims] of the raw or the centred embeddings: projected once per state and kept.
+    `check()` (a Stop) may end a UMAP fit between its epochs."""
     centred = bool(centred)
     if centred not in state.coords:
         img, txt, prm = state.emb
@@ -130,7 +131,7 @@ def coordinates(state: MapState, centred: bool) -> np.ndarray:
             img, txt, p = centre_modalities(img, txt, prm if len(prm) else None)
             prm = p if p is not None else prm
         t0 = time.perf_counter()
-        state.coords[centred] = project(np.concatenate([img, txt, prm]), state.request.config)
+        state.coords[centred] = project(np.concatenate([img, txt, prm]), state.request.config, check)
         state.seconds[centred] = time.perf_counter() - t0
     return state.coords[centred]
 

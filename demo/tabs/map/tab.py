@@ -21,7 +21,7 @@ from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, encoded_set
 from demo.platform.contract import Call, handler, input_names, listen, stop_button
 from demo.platform.mcp import mcp_tool
-from demo.tabs.map.maps import gap_markdown, map_data, map_request, new_state, projection_message, prompt_embeddings, render
+from demo.tabs.map.maps import coordinates, gap_markdown, map_data, map_request, new_state, projection_message, prompt_embeddings, render
 from demo.tabs.shared.map_figure import COLOUR_BY
 from demo.tabs.shared.source_inputs import upload_and_dataset_inputs
 
@@ -84,6 +84,7 @@ def embedding_map(call: Call, source: str | None = None, n: float | None = None,
         map_state = new_state(wanted, pairs, img, txt, None if p_emb is None else p_emb.numpy(), p_names)
     if bool(centred) not in map_state.coords:
         call.say(0.6, projection_message(wanted.config, 2 * map_state.n + len(map_state.prompt_names)))
+        coordinates(map_state, bool(centred), call.check)  # a Stop ends UMAP between epochs
     fig = render(map_state, colour_by or "modality", bool(centred), links is not False)
     call.check()
     return fig, gap_markdown(map_state.gap, bool(centred)), map_data(map_state, bool(centred)), map_state
@@ -116,6 +117,7 @@ def centre(call: Call, map_state=None, colour_by: str = "modality", centred: boo
     if on not in map_state.coords:
         call.say(0.3, projection_message(map_state.request.config, 2 * map_state.n + len(map_state.prompt_names),
                                          "centred " if on else "raw "))
+        coordinates(map_state, on, call.check)
     fig = render(map_state, colour_by, on, bool(links))
     return fig, gap_markdown(map_state.gap, on, is_stale(call, map_state, settings)), map_data(map_state, on), map_state
 
