@@ -120,6 +120,9 @@ def import_umap():
                 import umap
         finally:
             numba.njit = original
+        import umap.layouts
+
+        umap.layouts.tqdm = _epochs  # each layout loop runs the caller's check per epoch (`umap_project`)
         _umap_module = umap
         return umap
 
@@ -151,18 +154,19 @@ def cosine_knn(x, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     return indices, dists
 
 
-class _EpochCheck:
-    """A stand-in for tqdm's output file: umap-learn's layout loop reports every epoch to it, and each
-    report calls `check()`, which may raise (a Stop) to end the fit between two epochs."""
+_epoch_check = threading.local()  # the check of the UMAP fit running on this thread, if any
 
-    def __init__(self, check: Callable[[], None]):
-        self.check = check
 
-    def write(self, _text: str) -> None:
-        self.check()
-
-    def flush(self) -> None:
-        pass
+def _epochs(iterable, *args, **kwargs):
+    """What umap-learn's layout loops iterate their epochs with, in place of its tqdm bar (which this
+    module never shows): it runs the current thread's check before each epoch. A check that raises
+    (a Stop) ends the fit between two epochs, outside any lock: raising inside tqdm's own output
+    would leave tqdm's process-wide write lock held, and every later progress bar would wait forever."""
+    for item in iterable:
+        check = getattr(_epoch_check, "check", None)
+        if check is not None:
+            check()
+        yield item
 
 
 def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0,
@@ -185,12 +189,14 @@ def umap_project(x, dims: int = 2, n_neighbors: int = 15, min_dist: float = 0.1,
     for attempt in (init, "random"):
         reducer = umap.UMAP(n_components=dims, n_neighbors=k, min_dist=float(min_dist), metric="cosine",
                             init=attempt, random_state=seed, n_epochs=n_epochs, low_memory=True,
-                            precomputed_knn=(knn[0].copy(), knn[1].copy(), None),
-                            tqdm_kwds=None if check is None else dict(disable=False, file=_EpochCheck(check),
-                                                                      mininterval=0, miniters=1))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # n_jobs vs random_state; no search index (no transform); spectral fallbacks
-            coords = reducer.fit_transform(arr)
+                            precomputed_knn=(knn[0].copy(), knn[1].copy(), None))
+        _epoch_check.check = check
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # n_jobs vs random_state; no search index (no transform); spectral fallbacks
+                coords = reducer.fit_transform(arr)
+        finally:
+            _epoch_check.check = None
         _umap_runs[0] += 1
         if np.isfinite(coords).all():
             return coords.astype(np.float32)

@@ -51,7 +51,7 @@ def _state(encoded, method="pca", dims=2, prompts=None, names=None):
 def counted(monkeypatch):
     """Count calls of the projection the tab uses."""
     calls, real = [], em.project
-    monkeypatch.setattr(em, "project", lambda x, config: calls.append(config) or real(x, config))
+    monkeypatch.setattr(em, "project", lambda x, config, check=None: calls.append(config) or real(x, config, check))
     return calls
 
 
