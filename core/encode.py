@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import families
 from .model import Clip
 
 
@@ -29,15 +30,15 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Projected, un-normalised image embeddings [B, D] from pixel_values [B, 3, H, W]."""
-    pooled = model.vision_model(pixel_values=pixel_values).pooler_output  # [B, vision_width]: CLS after LN
-    return model.visual_projection(pooled)  # [B, D]
+    """Un-normalised image embeddings [B, D] from pixel_values [B, 3, H, W] (core.families: projected for
+    CLIP, the attention-pool head for SigLIP)."""
+    return families.image_features(model, pixel_values)
 
 
 def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Projected, un-normalised text embeddings [B, D] taken at each text's end-of-text token."""
-    pooled = model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output  # [B, text_width]
-    return model.text_projection(pooled)  # [B, D]
+    """Un-normalised text embeddings [B, D] (core.families: the end-of-text token projected for CLIP, the
+    text head at the last of 64 positions for SigLIP)."""
+    return families.text_features(model, input_ids, attention_mask)
 
 
 def tokenize(clip: Clip, texts: Sequence[str], warn: bool = True) -> dict[str, torch.Tensor]:
@@ -52,7 +53,8 @@ def token_ids(clip: Clip, texts: Sequence[str], warn: bool = True) -> list[list[
     """Unpadded token ids of each text (start- and end-of-text included), cut to the context length."""
     tok = clip.tokenizer
     ctx = clip.context_length
-    ids = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    texts = [t.lower() for t in texts] if clip.family.lowercase else list(texts)  # SigLIP 2 learned lower case
+    ids = tok(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     eos = tok.eos_token_id
     too_long = [i for i, seq in enumerate(ids) if len(seq) > ctx]
     if too_long:
@@ -69,10 +71,19 @@ def pad_token_ids(clip: Clip, ids: Sequence[Sequence[int]]) -> dict[str, torch.T
     tok = clip.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     lengths = np.array([len(seq) for seq in ids])
-    input_ids = np.full((len(ids), int(lengths.max())), pad, dtype=np.int64)
+    width = clip.family.pad_to or int(lengths.max())  # SigLIP: always 64 positions, the last one pooled
+    input_ids = np.full((len(ids), width), pad, dtype=np.int64)
+    left = clip.family.pad_to and getattr(tok, "padding_side", "right") == "left"  # as the tokenizer pads
     for i, seq in enumerate(ids):
-        input_ids[i, : len(seq)] = seq
-    mask = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)
+        if left:
+            input_ids[i, width - len(seq):] = seq
+        else:
+            input_ids[i, : len(seq)] = seq
+    if clip.family.pad_to and "attention_mask" not in getattr(tok, "model_input_names", ()):
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": None}  # SigLIP: the pads are read too
+    positions = np.arange(input_ids.shape[1])
+    mask = (positions >= width - lengths[:, None]) if left else (positions < lengths[:, None])
+    mask = mask.astype(np.int64)
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
 
@@ -117,7 +128,8 @@ def encode_texts(clip: Clip, texts: Sequence[str], batch_size: int = 256, precis
         idx = order[start : start + batch_size]
         batch = pad_token_ids(clip, [ids[i] for i in idx])
         with autocast_context(device, precision):
-            feats = text_features(clip.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            mask = batch["attention_mask"]
+            feats = text_features(clip.model, batch["input_ids"].to(device), None if mask is None else mask.to(device))
         out[torch.as_tensor(idx)] = F.normalize(feats.float(), dim=-1).cpu()
         if progress is not None:
             progress(min(start + batch_size, len(texts)), len(texts))

@@ -45,6 +45,9 @@ class ContrastiveOutput:
     loss_i: torch.Tensor | None = None
     loss_t: torch.Tensor | None = None
     loss: torch.Tensor | None = None
+    bias: float = 0.0  # SigLIP's b: its cell probabilities are sigmoid(logit + b)
+    sigmoid_cells: torch.Tensor | None = None  # [n, n] each cell's binary term -log sigmoid(±(logit + b)), square only
+    sigmoid_loss: torch.Tensor | None = None  # SigLIP's loss of the batch: sigmoid_cells.sum() / n
 
     @property
     def accuracy_i2t(self) -> float | None:
@@ -136,15 +139,20 @@ def group_contrastive_loss(image_features: torch.Tensor, text_features: torch.Te
 
 
 def similarity(image_features: torch.Tensor, text_features: torch.Tensor,
-               scale: float | torch.Tensor = INIT_LOGIT_SCALE) -> ContrastiveOutput:
+               scale: float | torch.Tensor = INIT_LOGIT_SCALE, bias: float | None = None) -> ContrastiveOutput:
     """The full matrix view of a batch, for display and teaching (no gradients needed).
 
     image_features [n, d] and text_features [m, d]; when n == m, row i and column i are a pair and
-    the losses are filled in. Features are normalised here; scale multiplies cosines into logits.
+    the losses are filled in. Features are normalised here; scale multiplies cosines into logits
+    (clamped at 100 as CLIP does). With `bias` (a sigmoid-trained model: SigLIP) the scale is the
+    model's own, unclamped, and a square batch also gets SigLIP's loss: every cell a binary term
+    -log sigmoid(label · (logit + b)), label +1 on the diagonal and -1 elsewhere, summed over the
+    cells and divided by n; the softmax figures then say what CLIP's loss would give on the same logits.
     """
     img = F.normalize(image_features.detach().float(), dim=-1)
     txt = F.normalize(text_features.detach().float(), dim=-1)
-    scale_t = torch.as_tensor(scale, dtype=torch.float32).clamp(max=MAX_LOGIT_SCALE)
+    scale_t = torch.as_tensor(scale, dtype=torch.float32)
+    scale_t = scale_t if bias is not None else scale_t.clamp(max=MAX_LOGIT_SCALE)
     cosine = img @ txt.T  # [n, m]
     logits = scale_t * cosine
     out = ContrastiveOutput(cosine=cosine, logits=logits, probs_rows=logits.softmax(dim=1),
@@ -156,6 +164,11 @@ def similarity(image_features: torch.Tensor, text_features: torch.Tensor,
         out.loss_i = out.loss_rows.mean()
         out.loss_t = out.loss_cols.mean()
         out.loss = (out.loss_i + out.loss_t) / 2
+        if bias is not None:
+            signs = 2 * torch.eye(img.shape[0]) - 1  # +1 on the diagonal, -1 elsewhere
+            out.bias = float(bias)
+            out.sigmoid_cells = -F.logsigmoid(signs * (logits + out.bias))  # [n, n]
+            out.sigmoid_loss = out.sigmoid_cells.sum() / img.shape[0]
     return out
 
 

@@ -23,6 +23,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 
 from .errors import ModelLoadError, UserInputError
+from .families import CLIP, Family, family_of, logit_bias_of, logit_scale_of
 from .model_limits import (check_config, check_hub_repo, check_loaded_weights, check_preprocessor, check_size,
                            weights_bytes)
 
@@ -90,6 +91,7 @@ class Clip:
     processor: CLIPImageProcessor
     source: str
     revision: str = ""  # fingerprint of the weights on disk (see weights_revision); "" for in-memory models
+    family: Family = CLIP  # how it tokenizes, embeds and scores (core.families)
 
     @property
     def device(self) -> torch.device:
@@ -105,12 +107,19 @@ class Clip:
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.config.projection_dim)
+        config = self.model.config
+        dim = getattr(config, "projection_dim", None)  # CLIP, MetaCLIP 2; SigLIP's heads keep the text width
+        return int(dim or getattr(config.text_config, "projection_size", None) or config.text_config.hidden_size)
 
     @property
     def logit_scale(self) -> float:
-        """exp(t), the multiplier of cosines that gives logits (clamped at 100 as in the paper)."""
-        return float(self.model.logit_scale.detach().exp().clamp(max=100.0))
+        """exp(t), the multiplier of cosines that gives logits (clamped at 100 for CLIP, as in the paper)."""
+        return logit_scale_of(self.model, self.family)
+
+    @property
+    def logit_bias(self) -> float:
+        """b in sigmoid(scale · cos + b) for the sigmoid families (SigLIP); 0 for CLIP."""
+        return logit_bias_of(self.model)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write an ordinary HF checkpoint (safetensors) atomically: temp dir, then rename."""
@@ -153,15 +162,19 @@ def _has_safetensors(directory: Path) -> bool:
     return any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json"))
 
 
-def _check_clip_config(config_path: Path, source: str) -> None:
+def _family_of_folder(directory: Path, source: str) -> Family:
+    """The family of a model folder from its config.json and tokenizer_config.json; its sizes checked."""
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{source}: config.json is unreadable ({e.__class__.__name__})") from e
-    kind = config.get("model_type")
-    if kind != "clip":
-        raise ModelLoadError(f"{source} is not a CLIP model (model_type={kind!r}); CLIP Lab loads model_type 'clip' only")
+    try:
+        tokenizer_class = json.loads((directory / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        tokenizer_class = None
+    family = family_of(config, tokenizer_class, source)
     check_config(config, source)
+    return family
 
 
 def looks_like_path(source: str) -> bool:
@@ -233,22 +246,26 @@ def load(source: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(f"{label}: no config.json, so this is not a Hugging Face model directory")
-    _check_clip_config(config_path, label)
+    family = _family_of_folder(directory, label)
     if not _has_safetensors(directory):
         raise ModelLoadError(f"{label}: no .safetensors weights; CLIP Lab never loads pickle checkpoints (.bin/.pt)")
     check_size(weights_bytes(directory), max_bytes, label)
     check_preprocessor(directory, label)
     try:
-        model, info = CLIPModel.from_pretrained(directory, use_safetensors=True, dtype=dtype, output_loading_info=True)
+        tokenizer = _load_tokenizer(directory, family)  # first: a missing tokenizer package fails before the weights load
+        model, info = family.model_class().from_pretrained(directory, use_safetensors=True, dtype=dtype,
+                                                           output_loading_info=True)
         check_loaded_weights(list(info.get("missing_keys", [])), label)
-        tokenizer = CLIPTokenizerFast.from_pretrained(directory) if _has_tokenizer(directory) else load_tokenizer()
-        processor = _load_processor(directory, int(model.config.vision_config.image_size))
+        processor = _load_processor(directory, int(model.config.vision_config.image_size), family)
     except (UserInputError, torch.OutOfMemoryError):  # out of memory is the server's limit, not a bad model
         raise
+    except ImportError as e:  # SigLIP's SentencePiece tokenizer without the sentencepiece package
+        why = next((line.strip() for line in str(e).splitlines() if line.strip()), e.__class__.__name__)
+        raise ModelLoadError(f"{label}: its {family.title} tokenizer needs a package that is not installed ({why[:160]})") from e
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelLoadError(f"{label}: could not be loaded ({str(e).splitlines()[0][:200]})") from e
     model.to(device).eval()
-    return Clip(model, tokenizer, processor, source=label, revision=weights_revision(directory))
+    return Clip(model, tokenizer, processor, source=label, revision=weights_revision(directory), family=family)
 
 
 def weights_revision(directory: Path) -> str:
@@ -268,7 +285,24 @@ def _has_tokenizer(directory: Path) -> bool:
     return (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file()
 
 
-def _load_processor(directory: Path, image_size: int) -> CLIPImageProcessor:
+def _load_tokenizer(directory: Path, family: Family):
+    """The folder's tokenizer: CLIP's BPE (the bundled one when the folder has none), else the class its
+    tokenizer_config.json names, from transformers only (never remote code)."""
+    if family is CLIP:
+        return CLIPTokenizerFast.from_pretrained(directory) if _has_tokenizer(directory) else load_tokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+
+
+def _load_processor(directory: Path, image_size: int, family: Family = CLIP):
+    """The folder's image processor (SigLIP's: a plain resize, mean and std 0.5), else CLIP's at image_size."""
+    if family.name in ("siglip", "siglip2"):
+        from transformers import SiglipImageProcessor
+
+        if importlib.util.find_spec("torchvision") is None:
+            from transformers import SiglipImageProcessorPil as SiglipImageProcessor
+        return SiglipImageProcessor.from_pretrained(directory)
     if (directory / "preprocessor_config.json").is_file():
         return CLIPImageProcessor.from_pretrained(directory)
     return image_processor_for(image_size)
@@ -296,7 +330,7 @@ def save_pretrained_atomic(clip: Clip, directory: str | os.PathLike, dtype: torc
     try:
         model = clip.model
         if dtype is not None:
-            model = CLIPModel(clip.model.config).to(dtype)
+            model = type(clip.model)(clip.model.config).to(dtype)
             state = {k: v.to(dtype) for k, v in clip.model.state_dict().items()}
             # ln 100 rounds up in fp16 (exp = 100.03): store the largest value whose scale stays <= 100
             limit = torch.tensor(math.log(100.0), dtype=dtype)

@@ -1,8 +1,9 @@
 """Zero-shot classification with prompt-template ensembling, as in OpenAI's prompt-engineering notebook.
 
 For each class, every template is filled with the class name and encoded; the class's weight row
-is the mean of those normalised embeddings, normalised again. An image's probabilities are
-softmax(logit_scale * image_embedding @ W.T). Templates and class names are data: presets live in
+is the mean of those normalised embeddings, normalised again. An image's probabilities follow its
+model family's rule (core.families): softmax(scale · image_embedding @ W.T) over the classes for
+CLIP, sigmoid(scale · cos + bias) per class for SigLIP. Templates and class names are data: presets live in
 assets/templates/ and assets/classnames/ as one entry per line.
 """
 
@@ -135,8 +136,10 @@ class Prediction:
     """Zero-shot result for N images over C classes."""
 
     classnames: list[str]
-    probs: torch.Tensor  # [N, C], rows sum to 1
+    probs: torch.Tensor  # [N, C]: rows sum to 1 under the softmax rule, not under the sigmoid one
     logit_scale: float
+    logit_bias: float = 0.0
+    rule: str = "softmax"  # 'softmax' over the classes or 'sigmoid' per class (core.families.Family.rule)
 
     def top_k(self, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per image, the k most likely (class name, probability) pairs, best first."""
@@ -145,9 +148,12 @@ class Prediction:
         return [[(self.classnames[j], float(v)) for v, j in zip(vs, ids)] for vs, ids in zip(values.tolist(), idx.tolist())]
 
 
-def classify_embeddings(image_emb: torch.Tensor, classifier: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """Probabilities [N, C] from normalised image embeddings [N, D] and a head [C, D]."""
-    return (logit_scale * image_emb @ classifier.T).softmax(dim=-1)
+def classify_embeddings(image_emb: torch.Tensor, classifier: torch.Tensor, logit_scale: float,
+                        logit_bias: float = 0.0, rule: str = "softmax") -> torch.Tensor:
+    """Probabilities [N, C] from normalised image embeddings [N, D] and a head [C, D]: softmax over the
+    classes of scale · cos, or (rule 'sigmoid', SigLIP) sigmoid(scale · cos + bias) per class."""
+    logits = logit_scale * image_emb @ classifier.T
+    return (logits + logit_bias).sigmoid() if rule == "sigmoid" else logits.softmax(dim=-1)
 
 
 def classify(clip: Clip, images, classnames: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",)) -> Prediction:
@@ -157,7 +163,9 @@ def classify(clip: Clip, images, classnames: Sequence[str], templates: Sequence[
     """
     classifier = build_classifier(clip, classnames, templates)  # [C, D]
     image_emb = encode_images(clip, images)  # [N, D]
-    return Prediction(list(classnames), classify_embeddings(image_emb, classifier, clip.logit_scale), clip.logit_scale)
+    rule, bias = clip.family.rule, clip.logit_bias
+    probs = classify_embeddings(image_emb, classifier, clip.logit_scale, bias, rule)
+    return Prediction(list(classnames), probs, clip.logit_scale, bias, rule)
 
 
 def per_template_cosines(image_emb: torch.Tensor, template_emb: torch.Tensor) -> torch.Tensor:
@@ -168,4 +176,5 @@ def per_template_cosines(image_emb: torch.Tensor, template_emb: torch.Tensor) ->
 def per_template_probs(clip: Clip, image_emb: torch.Tensor, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """What each template alone predicts: probabilities [T, N, C] (each template's own head)."""
     emb = template_embeddings(clip, classnames, templates)  # [T, C, D]
-    return (clip.logit_scale * per_template_cosines(image_emb, emb)).softmax(dim=-1)
+    logits = clip.logit_scale * per_template_cosines(image_emb, emb)
+    return (logits + clip.logit_bias).sigmoid() if clip.family.rule == "sigmoid" else logits.softmax(dim=-1)

@@ -51,7 +51,7 @@ def bundled() -> Clip:
     return load(DEFAULT_MODEL)
 
 
-APP_FIXTURES = {"url", "client", "app", "mcp_url"}  # fixtures that start the app (tests/conftest_app.running_app)
+APP_FIXTURES = {"url", "client", "app", "mcp_url", "siglip_url"}  # fixtures that start the app (tests/conftest_app.running_app)
 SLOW = {"test_an_uploaded_image_folder_zip_matches_the_transformers_pipeline", "test_two_gloo_processes_give_the_global_batch_gradients",
         "test_siglip_and_options_train_end_to_end", "test_torchrun_two_cpu_processes_train_and_resume",
         "test_a_run_cut_into_gpu_chunks_ends_with_the_weights_of_an_uninterrupted_run",

@@ -201,7 +201,7 @@ def test_an_edited_table_must_describe_the_batch(url):
 def test_model_picker_failures_keep_the_model(client, env):
     dirs = env["dirs"]
     for name, message in [("openai/clip-vit-base-patch32", "local Hugging Face cache|cannot be reached"),
-                          (str(dirs["not_clip"]), "not a CLIP model"), (str(dirs["pickle_only"]), "safetensors"),
+                          (str(dirs["not_clip"]), "not a model CLIP Lab loads"), (str(dirs["pickle_only"]), "safetensors"),
                           ("/etc", "allowed folders"), ("not a model id!", "not a known model"), ("", "no model chosen")]:
         with pytest.raises(AppError, match=message):
             client.predict(name, api_name="/load_model")

@@ -307,7 +307,7 @@ def test_model_cache_allowlist_and_failures(tmp_path):
         cache.get(str(tmp_path))
     with pytest.raises(ModelLoadError, match="allowed folders"):
         cache.get(str(dirs["folder"] / ".." / ".."))
-    with pytest.raises(ModelLoadError, match="not a CLIP model"):
+    with pytest.raises(ModelLoadError, match="not a model CLIP Lab loads"):
         cache.get(str(dirs["not_clip"]))
     with pytest.raises(ModelLoadError, match="safetensors"):
         cache.get(str(dirs["pickle_only"]))

@@ -45,7 +45,7 @@ def test_local_dir_refusals(tmp_path, micro_dir):
     not_clip = tmp_path / "bert"
     not_clip.mkdir()
     (not_clip / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelLoadError, match="not a CLIP model"):
+    with pytest.raises(ModelLoadError, match="not a model CLIP Lab loads"):
         load(str(not_clip))
     with pytest.raises(ModelLoadError, match="neither a bundled model"):
         load("no such thing!")

@@ -91,7 +91,7 @@ class Evaluation:
 
 def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, templates: list[str], logit_scale: float,
              model: str, select: bool = True, probe: bool = True, seed: int = 0, notices: list[str] | None = None,
-             progress=None) -> Evaluation:
+             progress=None, logit_bias: float = 0.0, rule: str = "softmax") -> Evaluation:
     """The study of an EncodedSet (demo.inputs.labelled_sets) with template embeddings [T, C, D] of its classes."""
     kind, classnames, labels = enc.task(label)
     img = enc.image_emb.float()
@@ -106,7 +106,8 @@ def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, temp
         notices.append(f"ℹ️ Forward selection and the linear probe were skipped: {e}")
         study = run_study(img, y, template_emb, templates, prompt_names, seed=seed, select=False, probe=False)
     head = torch.from_numpy(ensemble(template_emb))  # [C, D]
-    probs = (logit_scale * img @ head.T).softmax(dim=-1)  # [N, C]
+    logits = logit_scale * img @ head.T  # [N, C]
+    probs = (logits + logit_bias).sigmoid() if rule == "sigmoid" else logits.softmax(dim=-1)  # the family's rule
     pred = probs.argmax(dim=1).numpy()
     rows = np.arange(len(y))
     retrieval = retrieval_metrics(img, enc.caption_emb.float()) if enc.caption_emb is not None else None

@@ -140,7 +140,7 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
     notices += [x for x in (vocabulary_notice(clip.source, names),) if x]
     e = evaluate_set(enc, kind, names, head.template_emb, templates_, clip.logit_scale, model,
                      select_templates is not False, linear_probe is not False, spec.seed, notices,
-                     progress=study_reporter(call.job, call.progress))
+                     progress=study_reporter(call.job, call.progress), logit_bias=clip.logit_bias, rule=clip.family.rule)
     wrong, right = galleries(e)
     paths = write_downloads(e, scratch_folder("evaluate", cfg.upload_ttl_s))
     picked = e.study.selection.chosen_templates if e.study.selection is not None else None

@@ -94,7 +94,18 @@ def figures_markdown(out: ContrastiveOutput, n: int, m: int) -> str:
             f"**loss_t** (text → image, columns) = **{float(out.loss_t):.4f}** · "
             f"**loss** = (loss_i + loss_t) / 2 = **{float(out.loss):.4f}**  \n"
             f"**Accuracy** image → text {out.accuracy_i2t:.0%} · text → image {out.accuracy_t2i:.0%} · "
-            f"logit scale {out.scale:.2f} · chance loss ln({n}) = {math.log(n):.3f}")
+            f"logit scale {out.scale:.2f} · chance loss ln({n}) = {math.log(n):.3f}" + sigmoid_markdown(out, n))
+
+
+def sigmoid_markdown(out: ContrastiveOutput, n: int) -> str:
+    """For a sigmoid-trained model (SigLIP), the loss it was trained with, beside the softmax figures above."""
+    if out.sigmoid_loss is None:
+        return ""
+    diagonal = float(out.sigmoid_cells.diagonal().sum()) / n
+    return (f"  \n**This model was trained with the sigmoid loss (SigLIP)**: every cell is its own yes/no question, "
+            f"p = sigmoid(logit + b) with bias b = {out.bias:+.2f}. **Sigmoid loss** = Σ −log σ(±(logit + b)) / n = "
+            f"**{float(out.sigmoid_loss):.4f}** ({diagonal:.4f} from the {n} matching pairs, the rest from the "
+            f"{n * n - n} non-matching ones). The softmax losses above are what CLIP's loss would give on the same logits.")
 
 
 def loss_table(out: ContrastiveOutput, captions: list[str]) -> pd.DataFrame:
@@ -220,7 +231,9 @@ def matrix_data(out: ContrastiveOutput, view: str, captions: list[str], names: l
             "loss_i": None if out.loss_i is None else float(out.loss_i), "loss_t": None if out.loss_t is None else float(out.loss_t),
             "loss_rows": r(out.loss_rows), "loss_cols": r(out.loss_cols),
             "accuracy_i2t": out.accuracy_i2t, "accuracy_t2i": out.accuracy_t2i,
-            "chance_loss": math.log(n) if n == m else None}
+            "chance_loss": math.log(n) if n == m else None,
+            "sigmoid_loss": None if out.sigmoid_loss is None else float(out.sigmoid_loss),
+            "logit_bias": out.bias if out.sigmoid_loss is not None else None}
 
 
 def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | None = None,
@@ -237,7 +250,7 @@ def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | No
     batch.pairs.captions = captions
     all_captions = captions + list(extra_captions or [])
     img, txt, _ = embeddings(clip, batch, all_captions, progress)
-    out = similarity(img, txt, clip.logit_scale)
+    out = similarity(img, txt, clip.logit_scale, clip.logit_bias if clip.family.independent else None)
     n, m = len(captions), len(all_captions)
     fig = matrix_figure(view_values(out, view), batch.thumbnails, all_captions, view, n)
     batch.view = view

@@ -54,7 +54,7 @@ def reblend(call: Call, view=None, opacity: float = DEFAULT_OPACITY):
 
 def class_choices(scores) -> tuple[list[tuple[str, str]], str]:
     """The zero-shot classes ranked by the first image's probability (at the model's scale): choices and the top one."""
-    probs = (scores.model_scale * scores.cosines[0]).softmax(-1)  # [C]
+    probs = scores.probabilities(scores.cosines[0], scores.model_scale)  # [C], under the model family's rule
     order = probs.argsort(descending=True).tolist()[:200]
     return [(f"{scores.classnames[j]} · {float(probs[j]):.0%}", scores.classnames[j]) for j in order], scores.classnames[order[0]]
 

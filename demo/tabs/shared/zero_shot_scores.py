@@ -21,7 +21,8 @@ from core.model import bundled_models
 from core.zeroshot import parse_classnames, parse_templates, per_template_cosines, split_classnames, split_templates
 from demo.platform.gpu import embed_images
 
-MIN_SCALE, MAX_SCALE = 1.0, 100.0
+# the slider's range: CLIP clamps its scale at 100 (the default shown); SigLIP's learned scales lie above it
+MIN_SCALE, MAX_SCALE, DEFAULT_SCALE = 1.0, 150.0, 100.0
 TEMPLATE_COLUMNS = ["template", "top-1", "p(top-1)", "agrees with ensemble", "cosine of top-1", "margin over runner-up"]
 BATCH_COLUMNS = ["image", "top-1", "p(top-1)", "top-k"]
 
@@ -42,6 +43,14 @@ class ZeroShotScores:
     model_name: str
     model_scale: float
     notices: list[str] = field(default_factory=list)
+    model_bias: float = 0.0  # the bias b of sigmoid(scale · cos + b) (sigmoid families)
+    rule: str = "softmax"  # the model family's probability rule (core.families.Family.rule)
+
+    def probabilities(self, cosines: torch.Tensor, scale: float) -> torch.Tensor:
+        """Probabilities [..., C] of cosines [..., C] at `scale` under the family's rule: softmax over the
+        classes (CLIP), or sigmoid(scale · cos + bias) per class (SigLIP), which need not sum to 1."""
+        logits = scale * cosines
+        return (logits + self.model_bias).sigmoid() if self.rule == "sigmoid" else logits.softmax(dim=-1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,7 +127,7 @@ def score(clip, head, images: list, names: list[str], model_name: str, notices: 
     cosines = image_emb @ head.head.T  # [N, C]
     template_cos = per_template_cosines(image_emb[:1], head.template_emb)[:, 0]  # [T, C]
     return ZeroShotScores(list(names), list(head.classnames), list(head.templates), cosines, template_cos,
-                          model_name, float(clip.logit_scale), notices)
+                          model_name, float(clip.logit_scale), notices, float(clip.logit_bias), clip.family.rule)
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -179,8 +188,8 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
     """What the tab shows for scores `s`, the top-k and a logit scale (1 to 100)."""
     scale = check_scale(scale)
     top_k = max(1, min(int(top_k), len(s.classnames)))
-    probs = (scale * s.cosines).softmax(dim=-1)  # [N, C]
-    t_probs = (scale * s.template_cosines).softmax(dim=-1)  # [T, C]
+    probs = s.probabilities(s.cosines, scale)  # [N, C]
+    t_probs = s.probabilities(s.template_cosines, scale)  # [T, C]
     first = probs[0]
     values, idx = first.topk(top_k)
     top = [(s.classnames[j], float(v)) for v, j in zip(values.tolist(), idx.tolist())]
@@ -204,7 +213,10 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
                            "top-k": ", ".join(f"{s.classnames[j]} {q:.0%}" for q, j in zip(v.tolist(), i.tolist()))})
     cosine = float(ens[winner])
     scale_note = "the model's own" if abs(scale - s.model_scale) < 5e-3 else f"set by you; the model's is {s.model_scale:.2f}"
-    info = (f"**Logit scale {scale:.2f}** ({scale_note}): probabilities are softmax(scale × cosine). "
+    rule = ("softmax(scale × cosine) over the classes" if s.rule == "softmax" else
+            f"sigmoid(scale × cosine + bias {s.model_bias:+.2f}) per class: **independent probabilities, they need not sum "
+            "to 1** (this model was trained with the sigmoid loss; a softmax over its logits would be wrong)")
+    info = (f"**Logit scale {scale:.2f}** ({scale_note}): probabilities are {rule}. "
             f"The winner's cosine is **{cosine:.3f}**, its logit {scale * cosine:.1f}; the runner-up "
             f"({s.classnames[runner]}) is {float(ens[runner]):.3f}. Only these differences, times the scale, decide the "
             f"probabilities: at a scale near 100 a gap of 0.05 in cosine is already e⁵ ≈ 150× in odds, so every prompt reads "
@@ -214,6 +226,7 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
             f"**Model:** `{s.model_name}`.")
     info = "  \n".join(s.notices + [info])
     data = {"model": s.model_name, "logit_scale": scale, "model_logit_scale": s.model_scale,
+            "probability_rule": s.rule, "logit_bias": s.model_bias,
             "num_classes": len(s.classnames), "templates": s.templates,
             "images": [{"image": name, "top_k": [{"class": s.classnames[j], "probability": float(q), "cosine": float(c[j])}
                                                   for q, j in zip(*[x.tolist() for x in p.topk(top_k)])]}

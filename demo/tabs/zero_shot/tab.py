@@ -33,6 +33,7 @@ from demo.tabs.shared.saliency_panels import build_zero_shot_saliency
 from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.zero_shot_scores import (
     BATCH_COLUMNS,
+    DEFAULT_SCALE,
     MAX_SCALE,
     MIN_SCALE,
     TEMPLATE_COLUMNS,
@@ -69,7 +70,7 @@ def examples() -> tuple[list[list], list[str], list[list], list[str]]:
 
 CHECKS = {"images": at_most_items("images"), "classnames": at_most_chars("the class names"),
           "templates": at_most_chars("the templates"), "top_k": in_range("top-k", 1, 20, integer=True, default=5),
-          "logit_scale": in_range("the logit scale", MIN_SCALE, MAX_SCALE, default=MAX_SCALE)}
+          "logit_scale": in_range("the logit scale", MIN_SCALE, MAX_SCALE, default=DEFAULT_SCALE)}
 VIEW_OUTPUTS = 7  # label, plot, info, templates table, heatmap, batch table, JSON
 
 
@@ -113,7 +114,7 @@ def shown(call: Call, scores, top_k: int, scale: float, model: str | None) -> tu
 
 
 @handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
-def rescale(call: Call, scores=None, top_k: float = 5, logit_scale: float = MAX_SCALE, use_model_scale: bool = True,
+def rescale(call: Call, scores=None, top_k: float = 5, logit_scale: float = DEFAULT_SCALE, use_model_scale: bool = True,
             model: str | None = None):
     """Re-render the kept cosines at another top-k or scale (encodes nothing); the model's own scale when
     use_model_scale. Outputs: the view, the scale shown on the slider, the checkbox."""
@@ -124,7 +125,7 @@ def rescale(call: Call, scores=None, top_k: float = 5, logit_scale: float = MAX_
 
 
 @handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
-def rescale_by_hand(call: Call, scores=None, top_k: float = 5, logit_scale: float = MAX_SCALE, model: str | None = None):
+def rescale_by_hand(call: Call, scores=None, top_k: float = 5, logit_scale: float = DEFAULT_SCALE, model: str | None = None):
     """The slider (or its number box) moved: render at that scale, and stop following the model's."""
     return rescale(call, scores, top_k, logit_scale, False, model)
 
@@ -227,8 +228,9 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
                                        label="…or several images (gives a table)", height=180))
             top_k = gr.Slider(1, 20, value=5, step=1, label="top-k")
             with gr.Row():
-                scale = gr.Slider(MIN_SCALE, MAX_SCALE, value=MAX_SCALE, step=0.01, label="logit scale (1 / temperature)",
-                                  info="probabilities = softmax(scale × cosine); moving it re-renders at once", scale=3,
+                scale = gr.Slider(MIN_SCALE, MAX_SCALE, value=DEFAULT_SCALE, step=0.01, label="logit scale (1 / temperature)",
+                                  info="CLIP: softmax(scale × cosine); SigLIP: sigmoid(scale × cosine + bias) per class. "
+                                       "Moving it re-renders at once", scale=3,
                                   elem_id="zs-scale")
                 follow = gr.Checkbox(True, label="use the model's scale", scale=1, elem_id="zs-follow")
             with gr.Row():

@@ -1,0 +1,151 @@
+"""Model families (core.families): each loads, and its zero-shot probabilities are transformers' own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from family_standins import metaclip2_standin, siglip2_standin
+from PIL import Image
+
+import core
+from core.errors import ModelLoadError
+from core.zeroshot import classify
+
+LABELS = ["circle", "star", "square"]
+TEMPLATE = "a photo of a {}."
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {"siglip2": siglip2_standin(root / "siglip2"), "metaclip_2": metaclip2_standin(root / "metaclip2")}
+
+
+def _images(n=3):
+    return [Image.fromarray((np.random.RandomState(i).rand(40, 48, 3) * 255).astype("uint8")) for i in range(n)]
+
+
+@pytest.mark.parametrize("name, rule", [("siglip2", "sigmoid"), ("metaclip_2", "softmax")])
+def test_zero_shot_probabilities_are_transformers_pipelines(folders, name, rule):
+    """The independent oracle: transformers' zero-shot pipeline on the same folder, labels and template."""
+    from transformers import pipeline
+
+    clip = core.load(str(folders[name]))
+    assert clip.family.name == name and clip.family.rule == rule
+    ours = classify(clip, _images(), LABELS, [TEMPLATE])
+    pipe = pipeline("zero-shot-image-classification", model=str(folders[name]), device="cpu")
+    for i, image in enumerate(_images()):
+        theirs = {o["label"]: o["score"] for o in pipe(image, candidate_labels=LABELS, hypothesis_template=TEMPLATE)}
+        np.testing.assert_allclose(ours.probs[i].numpy(), [theirs[c] for c in LABELS], atol=1e-4)
+    assert ours.rule == rule
+
+
+def test_a_sigmoid_model_gets_independent_probabilities_with_its_bias_never_a_softmax(folders):
+    clip = core.load(str(folders["siglip2"]))
+    assert clip.logit_bias == pytest.approx(-1.5) and clip.logit_scale == pytest.approx(float(np.exp(2.3)), rel=1e-5)
+    ours = classify(clip, _images(), LABELS, [TEMPLATE])
+    image_emb = core.encode_images(clip, _images())
+    text_emb = core.encode_texts(clip, [TEMPLATE.format(c) for c in LABELS])
+    logits = clip.logit_scale * image_emb @ text_emb.T
+    np.testing.assert_allclose(ours.probs.numpy(), torch.sigmoid(logits + clip.logit_bias).numpy(), atol=1e-6)
+    assert not torch.allclose(ours.probs, logits.softmax(-1), atol=1e-3)  # what a softmax would wrongly show
+    assert not torch.allclose(ours.probs.sum(1), torch.ones(3), atol=1e-2)  # they need not sum to 1
+    assert "need not sum to 1" in clip.family.rule_text()
+
+
+def test_siglip2_reads_lower_case_as_it_was_trained(folders):
+    clip = core.load(str(folders["siglip2"]))
+    upper = core.encode_texts(clip, ["A Photo Of A STAR."])
+    lower = core.encode_texts(clip, ["a photo of a star."])
+    assert torch.allclose(upper, lower)
+    meta = core.load(str(folders["metaclip_2"]))  # a cased family keeps the case
+    assert not torch.allclose(core.encode_texts(meta, ["A Photo Of A STAR."]), core.encode_texts(meta, ["a photo of a star."]))
+
+
+def test_the_sigmoid_loss_of_a_batch_is_numpys_with_the_bias_and_the_scale_unclamped():
+    from core.loss import similarity
+
+    rng = np.random.default_rng(0)
+    img, txt = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
+    out = similarity(torch.tensor(img), torch.tensor(txt), scale=117.0, bias=-12.5)
+    a = img / np.linalg.norm(img, axis=1, keepdims=True)
+    b = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    logits = 117.0 * a @ b.T - 12.5  # SigLIP's scale stays above CLIP's clamp of 100
+    labels = 2 * np.eye(5) - 1
+    expected = np.sum(np.log1p(np.exp(-labels * logits))) / 5  # -log sigmoid(label * logit), summed, over n
+    assert float(out.sigmoid_loss) == pytest.approx(expected, rel=1e-5) and out.scale == pytest.approx(117.0)
+    assert similarity(torch.tensor(img), torch.tensor(txt), scale=117.0).scale == 100.0  # CLIP's clamp
+    assert similarity(torch.tensor(img), torch.tensor(txt), scale=117.0).sigmoid_loss is None
+
+
+def test_the_matrix_of_a_sigmoid_model_shows_its_loss_beside_clips(folders):
+    from demo.inputs.pairs import shapes_pairs
+    from demo.tabs.matrix.batch import compute_matrix, new_batch
+
+    clip = core.load(str(folders["siglip2"]))
+    result = compute_matrix(clip, new_batch(shapes_pairs(4), "shapes world", 8), "cosine")
+    assert result.data["sigmoid_loss"] is not None and result.data["logit_bias"] == pytest.approx(-1.5)
+    assert "sigmoid loss" in result.figures_md.lower() and "what CLIP's loss would give" in result.figures_md
+
+
+def test_unsupported_checkpoints_are_refused_with_what_is_supported(folders, tmp_path):
+    naflex = tmp_path / "naflex"
+    naflex.mkdir()
+    (naflex / "config.json").write_text(json.dumps({"model_type": "siglip2"}))
+    with pytest.raises(ModelLoadError, match="NaFlex.*fixed-resolution"):
+        core.load(str(naflex))
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelLoadError, match="CLIP, SigLIP, SigLIP 2 .* MetaCLIP 2"):
+        core.load(str(bert))
+
+
+def test_a_siglip_tokenizer_without_its_package_is_one_line_before_any_weights_load(folders, tmp_path):
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed here: SigLIP's tokenizer loads")
+    folder = tmp_path / "siglip"
+    shutil.copytree(folders["siglip2"], folder)
+    (folder / "tokenizer.json").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "SiglipTokenizer"}))
+    (folder / "spiece.model").write_bytes(b"SentencePiece model")
+    with pytest.raises(ModelLoadError, match=r"SigLIP tokenizer needs a package that is not installed \(SiglipTokenizer requires"):
+        core.load(str(folder))
+
+
+@pytest.fixture(scope="module")
+def siglip_url(folders):
+    from conftest_app import running_app
+
+    env = {"CLIP_LAB_MODEL_DIRS": str(folders["siglip2"].parent), "CLIP_LAB_MODEL": str(folders["siglip2"])}
+    with running_app(env) as url:  # the SigLIP 2 stand-in is the app's default model
+        yield url
+
+
+def test_the_zero_shot_tab_shows_a_sigmoid_models_own_rule_and_numbers(siglip_url, folders):
+    """Through the app's API: the probabilities are the pipeline's, the rule and bias are in the JSON, and the
+    text on screen says the probabilities are independent."""
+    from gradio_client import Client, handle_file
+    from transformers import pipeline
+
+    image = folders["siglip2"].parent / "one.png"
+    _images(1)[0].save(image)
+    client = Client(siglip_url, verbose=False)
+    out = client.predict(image=handle_file(str(image)), classnames="\n".join(LABELS), templates=TEMPLATE,
+                         api_name="/zero_shot")
+    data = next(o for o in out if isinstance(o, dict) and "probability_rule" in o)
+    info = next(o for o in out if isinstance(o, str) and "Logit scale" in o)
+    assert data["probability_rule"] == "sigmoid" and data["logit_bias"] == pytest.approx(-1.5)
+    assert "need not sum to 1" in info
+    pipe = pipeline("zero-shot-image-classification", model=str(folders["siglip2"]), device="cpu")
+    theirs = {o["label"]: o["score"] for o in pipe(Image.open(image), candidate_labels=LABELS, hypothesis_template=TEMPLATE)}
+    ours = {c["class"]: c["probability"] for c in data["images"][0]["top_k"]}
+    for label in LABELS:
+        assert ours[label] == pytest.approx(theirs[label], abs=1e-4)
