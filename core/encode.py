@@ -41,6 +41,11 @@ def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     return families.text_features(model, input_ids, attention_mask)
 
 
+def family_of(clip) -> families.Family:
+    """The family of a Clip, or CLIP for what only tokenizes like one (the trainer's TextTokens)."""
+    return getattr(clip, "family", families.CLIP)
+
+
 def tokenize(clip: Clip, texts: Sequence[str], warn: bool = True) -> dict[str, torch.Tensor]:
     """Token ids [B, L] and attention mask [B, L], padded to the longest text (L <= context length).
 
@@ -53,7 +58,7 @@ def token_ids(clip: Clip, texts: Sequence[str], warn: bool = True) -> list[list[
     """Unpadded token ids of each text (start- and end-of-text included), cut to the context length."""
     tok = clip.tokenizer
     ctx = clip.context_length
-    texts = [t.lower() for t in texts] if clip.family.lowercase else list(texts)  # SigLIP 2 learned lower case
+    texts = [t.lower() for t in texts] if family_of(clip).lowercase else list(texts)  # SigLIP 2 learned lower case
     ids = tok(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     eos = tok.eos_token_id
     too_long = [i for i, seq in enumerate(ids) if len(seq) > ctx]
@@ -71,15 +76,16 @@ def pad_token_ids(clip: Clip, ids: Sequence[Sequence[int]]) -> dict[str, torch.T
     tok = clip.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     lengths = np.array([len(seq) for seq in ids])
-    width = clip.family.pad_to or int(lengths.max())  # SigLIP: always 64 positions, the last one pooled
+    family = family_of(clip)
+    width = family.pad_to or int(lengths.max())  # SigLIP: always 64 positions, the last one pooled
     input_ids = np.full((len(ids), width), pad, dtype=np.int64)
-    left = clip.family.pad_to and getattr(tok, "padding_side", "right") == "left"  # as the tokenizer pads
+    left = family.pad_to and getattr(tok, "padding_side", "right") == "left"  # as the tokenizer pads
     for i, seq in enumerate(ids):
         if left:
             input_ids[i, width - len(seq):] = seq
         else:
             input_ids[i, : len(seq)] = seq
-    if clip.family.pad_to and "attention_mask" not in getattr(tok, "model_input_names", ()):
+    if family.pad_to and "attention_mask" not in getattr(tok, "model_input_names", ()):
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": None}  # SigLIP: the pads are read too
     positions = np.arange(input_ids.shape[1])
     mask = (positions >= width - lengths[:, None]) if left else (positions < lengths[:, None])

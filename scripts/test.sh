@@ -27,4 +27,4 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-exec python -m pytest -q -m "" "$@"
+exec python -m pytest -q -m "" --durations=15 "$@"
