@@ -149,3 +149,29 @@ def test_the_zero_shot_tab_shows_a_sigmoid_models_own_rule_and_numbers(siglip_ur
     ours = {c["class"]: c["probability"] for c in data["images"][0]["top_k"]}
     for label in LABELS:
         assert ours[label] == pytest.approx(theirs[label], abs=1e-4)
+
+
+def test_evaluates_confidences_follow_the_families_rule_and_its_accuracy_does_not_depend_on_it():
+    """Evaluate's per-image confidences (its tables and CSVs) are sigmoid(scale · cos + b) for a sigmoid model;
+    its accuracy ranks the classes, the same under either rule."""
+    import torch.nn.functional as F
+
+    from demo.tabs.evaluate.study import evaluate
+
+    class Encoded:  # an encoded labelled set: 12 images of 3 classes
+        image_emb = F.normalize(torch.randn(12, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+        caption_emb, names, thumbs, description = None, [f"#{i}" for i in range(12)], [b""] * 12, "test set"
+
+        def task(self, label):
+            return "shape", LABELS, [i % 3 for i in range(12)]
+
+    templates = F.normalize(torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1)), dim=-1).numpy()  # [T, C, D]
+    args = (Encoded(), "shape", LABELS, templates, ["a {}.", "the {}."], 117.0, "m")
+    soft = evaluate(*args, select=False, probe=False)
+    sig = evaluate(*args, select=False, probe=False, logit_bias=-12.5, rule="sigmoid")
+    head = F.normalize(torch.from_numpy(templates).mean(0), dim=-1)
+    logits = 117.0 * Encoded.image_emb @ head.T
+    expected = torch.sigmoid(logits - 12.5)[torch.arange(12), torch.as_tensor(sig.pred)].numpy()
+    np.testing.assert_allclose(sig.p_pred, expected, atol=1e-6)
+    assert (sig.pred == soft.pred).all() and sig.metrics["top1"] == soft.metrics["top1"]
+    assert not np.allclose(sig.p_pred, soft.p_pred, atol=1e-3)

@@ -185,7 +185,7 @@ def template_heatmap(template_cos: torch.Tensor, classes: list[int], classnames:
 
 
 def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
-    """What the tab shows for scores `s`, the top-k and a logit scale (1 to 100)."""
+    """What the tab shows for scores `s`, the top-k and a logit scale (1 to 150)."""
     scale = check_scale(scale)
     top_k = max(1, min(int(top_k), len(s.classnames)))
     probs = s.probabilities(s.cosines, scale)  # [N, C]

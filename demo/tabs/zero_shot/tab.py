@@ -86,7 +86,7 @@ def zero_shot(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: list |
         classnames: class names, one per line or comma-separated; omitted: the shapes-world shapes.
         templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
         top_k: how many classes to list, 1 to 20.
-        logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 100.
+        logit_scale: the scale (1 / temperature) that turns cosines into probabilities, 1 to 150 (CLIP clamps its own at 100).
         use_model_scale: when true (the default), logit_scale is ignored and the model's own scale is used.
         model: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
