@@ -155,7 +155,9 @@ def test_run_folders_are_bounded_on_disk_and_a_restart_cleans_the_orphans(tmp_pa
     wait_for(lambda: first.status == "finished", what="the first run")
     second = runs.submit(tiny_cfg(2, save_every=1))
     wait_for(lambda: second.status == "finished", what="the second run")
-    assert not first.run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["published"]
+    # the worker prunes just after it marks its run finished: wait for that, not only for the status
+    wait_for(lambda: sorted(p.name for p in tmp_path.iterdir()) == ["published"], what="the ended runs pruned")
+    assert not first.run_dir.exists()
 
 
 def test_a_cpu_server_refuses_runs_too_big_for_it():
