@@ -143,7 +143,9 @@ def test_the_zero_shot_tab_shows_a_sigmoid_models_own_rule_and_numbers(siglip_ur
     data = next(o for o in out if isinstance(o, dict) and "probability_rule" in o)
     info = next(o for o in out if isinstance(o, str) and "Logit scale" in o)
     assert data["probability_rule"] == "sigmoid" and data["logit_bias"] == pytest.approx(-1.5)
-    assert "need not sum to 1" in info
+    assert "need not sum to 1" in info and "e⁵" not in info  # no softmax odds for a sigmoid model
+    first = data["per_template_first_image"][0]["classes"][LABELS[0]]
+    assert first["logit"] == pytest.approx(data["logit_scale"] * first["cosine"] - 1.5, abs=1e-4)  # the bias included
     pipe = pipeline("zero-shot-image-classification", model=str(folders["siglip2"]), device="cpu")
     theirs = {o["label"]: o["score"] for o in pipe(Image.open(image), candidate_labels=LABELS, hypothesis_template=TEMPLATE)}
     ours = {c["class"]: c["probability"] for c in data["images"][0]["top_k"]}

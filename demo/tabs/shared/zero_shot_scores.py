@@ -216,11 +216,15 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
     rule = ("softmax(scale × cosine) over the classes" if s.rule == "softmax" else
             f"sigmoid(scale × cosine + bias {s.model_bias:+.2f}) per class: **independent probabilities, they need not sum "
             "to 1** (this model was trained with the sigmoid loss; a softmax over its logits would be wrong)")
+    bias = s.model_bias if s.rule == "sigmoid" else 0.0
+    how = ("Only these differences, times the scale, decide the probabilities: at a scale near 100 a gap of 0.05 in "
+           "cosine is already e⁵ ≈ 150× in odds, so every prompt reads p ≈ 1; lower the scale to see which prompts are "
+           "closer calls." if s.rule == "softmax" else
+           "Each class's probability is the sigmoid of its own logit, whatever the other classes score: a class "
+           "is a match when scale × cosine rises above −bias.")
     info = (f"**Logit scale {scale:.2f}** ({scale_note}): probabilities are {rule}. "
-            f"The winner's cosine is **{cosine:.3f}**, its logit {scale * cosine:.1f}; the runner-up "
-            f"({s.classnames[runner]}) is {float(ens[runner]):.3f}. Only these differences, times the scale, decide the "
-            f"probabilities: at a scale near 100 a gap of 0.05 in cosine is already e⁵ ≈ 150× in odds, so every prompt reads "
-            f"p ≈ 1; lower the scale to see which prompts are closer calls. (OpenAI's CLIP puts matching image–text cosines "
+            f"The winner's cosine is **{cosine:.3f}**, its logit {scale * cosine + bias:.1f}; the runner-up "
+            f"({s.classnames[runner]}) is {float(ens[runner]):.3f}. {how} (OpenAI's CLIP puts matching image–text cosines "
             f"near 0.2–0.3; a small model trained on one world, like shapes-tiny, can sit higher.)  \n"
             f"**Prompts:** {plural(len(s.classnames), 'class', 'classes')} × {plural(len(s.templates), 'template')}. "
             f"**Model:** `{s.model_name}`.")
@@ -232,7 +236,7 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
                                                   for q, j in zip(*[x.tolist() for x in p.topk(top_k)])]}
                        for name, p, c in zip(s.names, probs, s.cosines)],
             "per_template_first_image": [
-                {"template": t, "classes": {s.classnames[j]: {"cosine": float(cos[j]), "logit": scale * float(cos[j]),
+                {"template": t, "classes": {s.classnames[j]: {"cosine": float(cos[j]), "logit": scale * float(cos[j]) + bias,
                                                               "probability": float(p[j])} for j in idx.tolist()}}
                 for t, cos, p in zip(s.templates, s.template_cosines, t_probs)],
             "notices": s.notices}
