@@ -46,9 +46,9 @@ class Family:
         """Whether each class gets its own probability (sigmoid), which need not sum to 1."""
         return self.rule == "sigmoid"
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities [B, C] from logits [B, C] (scale · cos, plus the bias for sigmoid families)."""
-        return logits.sigmoid() if self.rule == "sigmoid" else logits.softmax(dim=-1)
+    def probabilities(self, logits: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
+        """Probabilities [..., C] from logits scale · cos [..., C] under this family's rule."""
+        return probabilities(logits, self.rule, bias)
 
     def rule_text(self) -> str:
         """The probability rule in words, for the screen and for every JSON result."""
@@ -63,6 +63,19 @@ class Family:
 
         return {"clip": transformers.CLIPModel, "siglip": transformers.SiglipModel, "siglip2": transformers.SiglipModel,
                 "metaclip_2": transformers.MetaClip2Model}[self.name]
+
+
+def probabilities(logits: torch.Tensor, rule: str, bias: float = 0.0) -> torch.Tensor:
+    """Probabilities [..., C] from logits scale · cos [..., C]: the one place the rule is written.
+
+    rule 'softmax' (CLIP): softmax over the classes, rows sum to 1; rule 'sigmoid' (SigLIP):
+    sigmoid(logit + bias) per class, independent probabilities that need not sum to 1.
+    """
+    if rule == "sigmoid":
+        return (logits + bias).sigmoid()
+    if rule != "softmax":
+        raise ValueError(f"unknown probability rule {rule!r}")
+    return logits.softmax(dim=-1)
 
 
 CLIP = Family("clip", "CLIP", "softmax")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .encode import encode_images, encode_texts
 from .errors import UserInputError
+from .families import probabilities
 from .model import ASSETS, Clip
 
 TEMPLATES_DIR = ASSETS / "templates"
@@ -152,8 +153,7 @@ def classify_embeddings(image_emb: torch.Tensor, classifier: torch.Tensor, logit
                         logit_bias: float = 0.0, rule: str = "softmax") -> torch.Tensor:
     """Probabilities [N, C] from normalised image embeddings [N, D] and a head [C, D]: softmax over the
     classes of scale · cos, or (rule 'sigmoid', SigLIP) sigmoid(scale · cos + bias) per class."""
-    logits = logit_scale * image_emb @ classifier.T
-    return (logits + logit_bias).sigmoid() if rule == "sigmoid" else logits.softmax(dim=-1)
+    return probabilities(logit_scale * image_emb @ classifier.T, rule, logit_bias)
 
 
 def classify(clip: Clip, images, classnames: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",)) -> Prediction:
@@ -176,5 +176,4 @@ def per_template_cosines(image_emb: torch.Tensor, template_emb: torch.Tensor) ->
 def per_template_probs(clip: Clip, image_emb: torch.Tensor, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """What each template alone predicts: probabilities [T, N, C] (each template's own head)."""
     emb = template_embeddings(clip, classnames, templates)  # [T, C, D]
-    logits = clip.logit_scale * per_template_cosines(image_emb, emb)
-    return (logits + clip.logit_bias).sigmoid() if clip.family.rule == "sigmoid" else logits.softmax(dim=-1)
+    return clip.family.probabilities(clip.logit_scale * per_template_cosines(image_emb, emb), clip.logit_bias)

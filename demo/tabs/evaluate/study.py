@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 import torch
 
 from core.errors import UserInputError
+from core.families import probabilities
 from core.eval_study import Study, ensemble, finite, row_normalise, run_study
 from core.evaluate import retrieval_metrics, zero_shot_metrics
 from core.zeroshot import parse_classnames
@@ -106,8 +107,7 @@ def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, temp
         notices.append(f"ℹ️ Forward selection and the linear probe were skipped: {e}")
         study = run_study(img, y, template_emb, templates, prompt_names, seed=seed, select=False, probe=False)
     head = torch.from_numpy(ensemble(template_emb))  # [C, D]
-    logits = logit_scale * img @ head.T  # [N, C]
-    probs = (logits + logit_bias).sigmoid() if rule == "sigmoid" else logits.softmax(dim=-1)  # the family's rule
+    probs = probabilities(logit_scale * img @ head.T, rule, logit_bias)  # [N, C], the family's rule
     pred = probs.argmax(dim=1).numpy()
     rows = np.arange(len(y))
     retrieval = retrieval_metrics(img, enc.caption_emb.float()) if enc.caption_emb is not None else None

@@ -9,7 +9,6 @@ the map stale until it is drawn again.
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,6 +20,7 @@ from core.projection import ProjectionConfig, centre_modalities, modality_gap, p
 from core.zeroshot import parse_classnames, parse_templates
 from demo.inputs.checks import number, text
 from demo.inputs.pairs import DEFAULT_SET, Pairs, SourceSpec, set_key
+from demo.platform.weak_hold import WeakHold
 from demo.tabs.shared.map_figure import COLOUR_BY, Atlas, atlas_tile, label_values, map_figure, thumbnail_atlas
 
 STALE = "**Settings changed: press Draw map.** The map below was drawn with the previous settings."
@@ -70,13 +70,11 @@ def held_embeddings(img, txt, prompts: np.ndarray) -> Callable[[], tuple[np.ndar
     """A function giving (images [n, D], captions [n, D], prompts [P, D]) as float32 arrays, holding
     `img` and `txt` (a cache's tensors or arrays) weakly and the prompts strongly; once the cache let the
     set go it raises a UserInputError that asks for the map to be drawn again."""
-    refs = (weakref.ref(img), weakref.ref(txt))
+    hold = WeakHold((img, txt), "this map's embeddings were dropped from memory to make room for other sets: "
+                                "press Draw again")
 
     def get():
-        i, t = refs[0](), refs[1]()
-        if i is None or t is None:
-            raise UserInputError("this map's embeddings were dropped from memory to make room for other sets: "
-                                 "press Draw again")
+        i, t = hold.get()
         return np.asarray(i, np.float32), np.asarray(t, np.float32), prompts
 
     return get

@@ -11,7 +11,6 @@ O(k), so its time does not grow with N beyond that product.
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image
 from core.errors import UserInputError
 from core.search import caption_rank, combined_query, cosine_histogram, cosines, retrieval_report
 from demo.inputs.images import open_image
+from demo.platform.weak_hold import WeakHold
 
 KS = (1, 5, 10)
 DIRECT_MAX = 2048  # up to this many pairs the retrieval report is core.search.retrieval_report itself
@@ -30,23 +30,15 @@ GALLERY_SIDE = 128  # hits smaller than this are enlarged (crisp pixels) for the
 HISTOGRAM_BINS = 40
 
 
-class HeldSet:
-    """The encoded set an index searches, held *weakly*: the services' cache owns it and bounds the
-    memory of all sets together (AppConfig.set_cache_mb); a session's index never keeps an evicted set
-    alive (a thousand sessions would otherwise keep a thousand sets). `strong=True` keeps it (tests)."""
+class HeldSet(WeakHold):
+    """The encoded set an index searches, held *weakly* (demo.platform.weak_hold): get() gives
+    (pairs, image_emb [N, D], text_emb [N, D] or None). `strong=True` keeps it (tests)."""
 
     def __init__(self, pairs, image_emb: torch.Tensor, text_emb: torch.Tensor | None, strong: bool = False):
-        self._refs = (weakref.ref(pairs), weakref.ref(image_emb), None if text_emb is None else weakref.ref(text_emb))
-        self._strong = (pairs, image_emb, text_emb) if strong else None
+        super().__init__((pairs, image_emb, text_emb),
+                         "this index was dropped from memory to make room for other sets: press Index again", strong)
         self.n, self.dim = int(image_emb.shape[0]), int(image_emb.shape[1])
         self.mb = image_emb.element_size() * image_emb.nelement() / 2**20
-
-    def get(self) -> tuple:
-        """(pairs, image_emb [N, D], text_emb [N, D] or None), or a UserInputError once the cache let it go."""
-        pairs, img, txt = (r() if r is not None else None for r in self._refs)
-        if pairs is None or img is None or (self._refs[2] is not None and txt is None):
-            raise UserInputError("this index was dropped from memory to make room for other sets: press Index again")
-        return pairs, img, txt
 
 
 @dataclass

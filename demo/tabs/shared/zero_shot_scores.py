@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import torch
 
 from core.errors import UserInputError
+from core.families import probabilities
 from core.model import bundled_models
 from core.zeroshot import parse_classnames, parse_templates, per_template_cosines, split_classnames, split_templates
 from demo.platform.gpu import embed_images
@@ -49,8 +50,7 @@ class ZeroShotScores:
     def probabilities(self, cosines: torch.Tensor, scale: float) -> torch.Tensor:
         """Probabilities [..., C] of cosines [..., C] at `scale` under the family's rule: softmax over the
         classes (CLIP), or sigmoid(scale · cos + bias) per class (SigLIP), which need not sum to 1."""
-        logits = scale * cosines
-        return (logits + self.model_bias).sigmoid() if self.rule == "sigmoid" else logits.softmax(dim=-1)
+        return probabilities(scale * cosines, self.rule, self.model_bias)
 
 
 @functools.lru_cache(maxsize=1)
