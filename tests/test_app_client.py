@@ -103,24 +103,26 @@ def test_the_mcp_tools_describe_themselves(url):
 
 
 def test_zero_shot_single_and_batch(client, env):
-    label, plot, notes, table, heatmap, batch, data, scale, cls_preset, tpl_preset = zero_shot(client)
+    label, plot, notes, table, heatmap, batch, data, saw, scale, cls_preset, tpl_preset = zero_shot(client)
     assert label["label"] in {"circle", "star", "square"} and len(label["confidences"]) == 3
     assert "Logit scale" in notes and plot and heatmap and cls_preset == "custom" and tpl_preset == "custom"
     assert table["data"][-1][0].startswith("ENSEMBLE") and len(table["data"]) == 3
     assert data["logit_scale"] == pytest.approx(scale, abs=0.005) and data["num_classes"] == 3  # the slider shows 2 decimals
     assert [t["template"] for t in data["per_template_first_image"]] == ["a photo of a {}.", "a {}."]
-    *_, batch, data, _, _, _ = zero_shot(client, files=[STAR, env["blue"]])
+    assert "`a photo of a {}.`" in saw and "No known pitfall" in saw and data["pitfalls"] == []
+    assert data["receipt"]["model"] == "shapes-tiny" and data["receipt"]["logit_scale"] == pytest.approx(scale, abs=0.005)
+    *_, batch, data, _, _, _, _ = zero_shot(client, files=[STAR, env["blue"]])
     assert [row[0] for row in batch["data"]] == ["shapes_purple_star.png", "shapes_purple_star.png", "blue_square.png"]
     assert len(data["images"]) == 3
 
 
 def test_zero_shot_logit_scale_and_defaults(client):
-    *_, data, scale, cls_preset, tpl_preset = zero_shot(client, classes=None, templates=None, logit_scale=5.0,
+    *_, data, _, scale, cls_preset, tpl_preset = zero_shot(client, classes=None, templates=None, logit_scale=5.0,
                                                         use_model_scale=False)
     assert data["logit_scale"] == 5.0 and data["model_logit_scale"] > 5 and data["num_classes"] == 8
     assert (cls_preset, tpl_preset) == ("shapes world: shapes", "shapes world")
     probs = [c["probability"] for c in data["images"][0]["top_k"]]
-    *_, data_model, _, _, _ = zero_shot(client, classes=None, templates=None)
+    *_, data_model, _, _, _, _ = zero_shot(client, classes=None, templates=None)
     assert max(probs) < data_model["images"][0]["top_k"][0]["probability"]  # a lower scale is flatter
 
 

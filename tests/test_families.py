@@ -151,6 +151,13 @@ def test_the_zero_shot_tab_shows_a_sigmoid_models_own_rule_and_numbers(siglip_ur
     ours = {c["class"]: c["probability"] for c in data["images"][0]["top_k"]}
     for label in LABELS:
         assert ours[label] == pytest.approx(theirs[label], abs=1e-4)
+    receipt = data["receipt"]  # what made these numbers travels with them
+    assert receipt["family"] == "SigLIP 2" and receipt["probability_rule"] == "sigmoid"
+    assert receipt["logit_bias"] == pytest.approx(-1.5) and receipt["templates"] == [TEMPLATE]
+    assert receipt["tokenizer"]["lowercase"] and receipt["image_processor"]["size"] == {"height": 32, "width": 32}
+    assert receipt["libraries"]["transformers"] and len(receipt["weights_revision"]) == 16
+    saw = next(o for o in out if isinstance(o, str) and "as the text tower got them" in o)
+    assert "lower-cased first" in saw and "max_length 64" in saw and "No known pitfall" in saw
 
 
 def test_evaluates_confidences_follow_the_families_rule_and_its_accuracy_does_not_depend_on_it():

@@ -107,6 +107,22 @@ def test_the_model_cache_never_holds_more_than_its_limit():
     assert max(peak) <= 2 and max(resident) <= 2
 
 
+def test_a_comparison_never_evicts_another_sessions_model():
+    cache = ModelCache(AppConfig(default_model="a/one", max_models=2, compare_models=2), loader=lambda s: object())
+    mine, theirs = cache.get("a/one"), cache.get("b/two")  # two sessions' models fill the main pool
+    for pair in (("c/three", "d/four"), ("e/five", "a/one"), ("f/six", "g/seven")):  # comparisons, one after another
+        for name in pair:
+            cache.get(name, pool="compare")
+        assert sorted(cache.cached()) == ["a/one", "b/two"]
+        assert len(cache.cached("compare")) <= 2
+    assert cache.get("a/one") is mine and cache.get("b/two") is theirs  # never reloaded
+    assert cache.get("a/one", pool="compare") is mine  # a comparison shares a model in memory
+    cache.get("g/seven")  # a tab asks for a comparison's model: it moves to the main pool
+    assert "g/seven" in cache.cached() and "g/seven" not in cache.cached("compare")
+    with pytest.raises(ModelLoadError, match="compares only models already in memory"):
+        ModelCache(AppConfig(default_model="a/one", compare_models=0), loader=lambda s: object()).get("x/y", pool="compare")
+
+
 def test_a_public_space_loads_only_the_listed_hub_models(monkeypatch):
     cfg = AppConfig.from_env({"SPACE_ID": "someone/clip-lab"})
     cache = ModelCache(cfg, loader=lambda s: object())

@@ -44,6 +44,9 @@ class AppConfig:
     hub_models: tuple[str, ...] = HUB_MODELS
     # memory: models in memory, bytes of zero-shot heads and of encoded sets, opened datasets
     max_models: int = 2
+    # the comparison view's own pool: models it loads go here, so a comparison never evicts a model another
+    # session uses from the `max_models` above (it shares those when they are in memory) [CLIP_LAB_COMPARE_MODELS]
+    compare_models: int = 2
     # what heavy work leaves in memory afterwards is bounded by these two [CLIP_LAB_HEAD_CACHE_MB, CLIP_LAB_SET_CACHE_MB]
     head_cache_mb: int = 256
     set_cache_mb: int = 256
@@ -172,6 +175,8 @@ class AppConfig:
         for name, attr in (("CLIP_LAB_HEAD_CACHE_MB", "head_cache_mb"), ("CLIP_LAB_SET_CACHE_MB", "set_cache_mb")):
             if env.get(name):
                 setattr(cfg, attr, max(16, int(env[name])))
+        if env.get("CLIP_LAB_COMPARE_MODELS"):
+            cfg.compare_models = max(0, int(env["CLIP_LAB_COMPARE_MODELS"]))
         if env.get("CLIP_LAB_HEAVY_NICE"):
             cfg.heavy_nice = min(19, max(0, int(env["CLIP_LAB_HEAVY_NICE"])))
         for name, attr in (("CLIP_LAB_QUEUE_SIZE", "queue_size"), ("CLIP_LAB_CONCURRENCY", "concurrency")):

@@ -130,14 +130,15 @@ class Call:
         if self.progress is not None:
             self.progress(fraction, desc=desc)
 
-    def model(self, name: str | None = None):
-        """The model called `name` (the app's default when empty) from the shared cache, loading it if needed."""
+    def model(self, name: str | None = None, pool: str = "main"):
+        """The model called `name` (the app's default when empty) from the shared cache, loading it if needed
+        (pool 'compare': the comparison view's, which never evicts another session's model)."""
         name = (name or "").strip() or self.config.default_model
 
         def loading(fraction: float, message: str) -> None:
             if self.progress is not None:
                 self.progress(0.3 * fraction, desc=message)
-        return self.ctx.models.get(name, loading)
+        return self.ctx.models.get(name, loading, pool=pool)
 
     @property
     def session(self) -> str:

@@ -111,6 +111,15 @@ class ByteLRU:
                 _, (_, freed) = self._data.popitem(last=False)
                 self.bytes -= freed
 
+    def pop(self, key):
+        """Remove key and return its value (None when absent)."""
+        with self._lock:
+            entry = self._data.pop(key, None)
+            if entry is None:
+                return None
+            self.bytes -= entry[1]
+            return entry[0]
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

@@ -3,6 +3,11 @@
 Sessions hold only a model *name* (in `gr.State`); the models themselves live here, in one LRU
 shared by all sessions, so two users on the same model share its weights and its cached
 zero-shot heads, and two users on different models never see each other's.
+
+The comparison view loads two models at once. What it loads goes to a pool of its own
+(`config.compare_models`), so a comparison never evicts the model another session is using; it
+shares the main pool's models when they are already in memory, and a model the main pool asks for
+moves out of the comparison pool into it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ def shown_path(path: Path) -> str:
 
 
 class ModelCache:
-    """Up to `config.max_models` loaded models, least recently used evicted first (thread-safe)."""
+    """Up to `config.max_models` loaded models, least recently used evicted first (thread-safe), and up to
+    `config.compare_models` more that only the comparison view loaded (pool "compare")."""
 
     def __init__(self, config: "AppConfig", loader: Callable[[str], core.Clip] | None = None):
         self.config = config
@@ -38,6 +44,7 @@ class ModelCache:
                                                            max_bytes=config.max_model_mb << 20))
         # the app's one LRU type, counted in models (each is large): demo.platform.services.ByteLRU
         self._models = ByteLRU(max_bytes=1 << 62, max_items=config.max_models)
+        self._compared = ByteLRU(max_bytes=1 << 62, max_items=max(1, config.compare_models))
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._one_load = threading.Lock()  # one model loads at a time: peak memory is one model over the cache
@@ -115,31 +122,54 @@ class ModelCache:
 
     def peek(self, source: str) -> core.Clip | None:
         """The model loaded from `source` (as `resolve` returns it) if it is in memory, else None; loads nothing."""
-        return self._models.get(source)
+        clip = self._models.get(source)
+        return clip if clip is not None else self._compared.get(source)
 
-    def cached(self) -> list[str]:
-        """Names of the models now in memory, least recently used first."""
-        return self._models.keys()
+    def cached(self, pool: str = "main") -> list[str]:
+        """Names of the models now in memory in a pool ('main' or 'compare'), least recently used first."""
+        return (self._models if pool == "main" else self._compared).keys()
 
-    def get(self, name: str, progress: Callable[[float, str], None] | None = None) -> core.Clip:
-        """The model called `name`, loading it (once, even under concurrent calls) if needed."""
+    def get(self, name: str, progress: Callable[[float, str], None] | None = None, pool: str = "main") -> core.Clip:
+        """The model called `name`, loading it (once, even under concurrent calls) if needed.
+
+        pool 'main' (every tab): least recently used of `max_models` evicted. pool 'compare' (the comparison
+        view): a model of the main pool is shared; any other loads into the comparison pool, evicting only
+        what comparisons loaded, so a comparison never evicts the model of another session.
+        """
         source = self.resolve(name)
-        clip = self._models.get(source)  # marks it recently used
+        clip = self._cached(source, pool)
         if clip is not None:
             return clip
+        if pool == "compare" and self.config.compare_models < 1:
+            raise ModelLoadError(f"{name}: this server compares only models already in memory "
+                                 f"({', '.join(self.cached()) or 'none now'}); CLIP_LAB_COMPARE_MODELS is 0")
         with self._lock:
             gate = self._loading.setdefault(source, threading.Lock())
         with gate, self._one_load:
-            clip = self._models.get(source)
+            clip = self._cached(source, pool)
             if clip is not None:
                 return clip
-            self._models.evict_to(self.config.max_models - 1)  # room first: never more resident than the limit
+            target = self._models if pool == "main" else self._compared
+            limit = self.config.max_models if pool == "main" else self.config.compare_models
+            target.evict_to(limit - 1)  # room first: never more resident than the limit
             if progress is not None:
                 progress(0.1, f"loading {name}")
             clip = self._loader(source)
-            self._models.put(source, clip, size=1)
+            target.put(source, clip, size=1)
             with self._lock:
                 self._loading.pop(source, None)
             if progress is not None:
                 progress(1.0, f"{name} ready")
             return clip
+
+    def _cached(self, source: str, pool: str) -> core.Clip | None:
+        """A model in memory for `pool`: the main pool's serves both; a comparison's moves to the main pool when
+        a tab asks for it (it is then everyone's, and the comparison pool's limit no longer applies to it)."""
+        clip = self._models.get(source)
+        if clip is not None or (clip := self._compared.get(source)) is None or pool != "main":
+            return clip
+        with self._lock:
+            self._compared.pop(source)
+            self._models.evict_to(self.config.max_models - 1)
+            self._models.put(source, clip, size=1)
+        return clip

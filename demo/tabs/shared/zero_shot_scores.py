@@ -19,8 +19,10 @@ import torch
 from core.errors import UserInputError
 from core.families import probabilities
 from core.model import bundled_models
+from core.receipts import receipt
 from core.zeroshot import parse_classnames, parse_templates, per_template_cosines, split_classnames, split_templates
 from demo.platform.gpu import embed_images
+from demo.tabs.shared.model_saw import ModelSaw, model_saw
 
 # the slider's range: CLIP clamps its scale at 100 (the default shown); SigLIP's learned scales lie above it
 MIN_SCALE, MAX_SCALE, DEFAULT_SCALE = 1.0, 150.0, 100.0
@@ -46,6 +48,8 @@ class ZeroShotScores:
     notices: list[str] = field(default_factory=list)
     model_bias: float = 0.0  # the bias b of sigmoid(scale · cos + b) (sigmoid families)
     rule: str = "softmax"  # the model family's probability rule (core.families.Family.rule)
+    saw: ModelSaw | None = None  # what the model saw: the panel, the pitfalls, the first prompts' tokens
+    receipt: dict = field(default_factory=dict)  # what made these numbers (core.receipts.receipt)
 
     def probabilities(self, cosines: torch.Tensor, scale: float) -> torch.Tensor:
         """Probabilities [..., C] of cosines [..., C] at `scale` under the family's rule: softmax over the
@@ -127,7 +131,8 @@ def score(clip, head, images: list, names: list[str], model_name: str, notices: 
     cosines = image_emb @ head.head.T  # [N, C]
     template_cos = per_template_cosines(image_emb[:1], head.template_emb)[:, 0]  # [T, C]
     return ZeroShotScores(list(names), list(head.classnames), list(head.templates), cosines, template_cos,
-                          model_name, float(clip.logit_scale), notices, float(clip.logit_bias), clip.family.rule)
+                          model_name, float(clip.logit_scale), notices, float(clip.logit_bias), clip.family.rule,
+                          model_saw(clip, list(head.classnames), list(head.templates)), receipt(clip, head.templates))
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -157,6 +162,7 @@ class ZeroShotView:
     batch: pd.DataFrame
     info: str
     data: dict
+    saw: str = ""  # the "what the model actually saw" panel at this scale
 
 
 def bar_chart(top: list[tuple[str, float]], title: str) -> go.Figure:
@@ -239,7 +245,9 @@ def render(s: ZeroShotScores, top_k: int, scale: float) -> ZeroShotView:
                 {"template": t, "classes": {s.classnames[j]: {"cosine": float(cos[j]), "logit": scale * float(cos[j]) + bias,
                                                               "probability": float(p[j])} for j in idx.tolist()}}
                 for t, cos, p in zip(s.templates, s.template_cosines, t_probs)],
-            "notices": s.notices}
+            "notices": s.notices, **(s.saw.json() if s.saw else {}),
+            "receipt": {**s.receipt, "logit_scale": round(scale, 4)} if s.receipt else None}
     return ZeroShotView(dict(top), bar_chart(top, f"{s.names[0]}: top-{top_k}"),
                         template_heatmap(s.template_cosines, idx.tolist(), s.classnames, s.templates, scale),
-                        pd.DataFrame(rows, columns=TEMPLATE_COLUMNS), pd.DataFrame(batch_rows, columns=BATCH_COLUMNS), info, data)
+                        pd.DataFrame(rows, columns=TEMPLATE_COLUMNS), pd.DataFrame(batch_rows, columns=BATCH_COLUMNS), info, data,
+                        s.saw.markdown(scale) if s.saw else "")

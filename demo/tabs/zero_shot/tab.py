@@ -71,7 +71,7 @@ def examples() -> tuple[list[list], list[str], list[list], list[str]]:
 CHECKS = {"images": at_most_items("images"), "classnames": at_most_chars("the class names"),
           "templates": at_most_chars("the templates"), "top_k": in_range("top-k", 1, 20, integer=True, default=5),
           "logit_scale": in_range("the logit scale", MIN_SCALE, MAX_SCALE, default=DEFAULT_SCALE)}
-VIEW_OUTPUTS = 7  # label, plot, info, templates table, heatmap, batch table, JSON
+VIEW_OUTPUTS = 8  # label, plot, info, templates table, heatmap, batch table, JSON, what the model saw
 
 
 @handler("zero_shot", checks=CHECKS, uploads=("image", "images"))
@@ -102,7 +102,7 @@ def zero_shot(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: list |
     s = score(clip, head, images_, names, model, notices, progress=call.report("encoding images", "images"))
     scale = s.model_scale if use_model_scale or logit_scale is None else logit_scale
     v = render(s, top_k, scale)
-    return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, round(scale, 2),
+    return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, v.saw, round(scale, 2),
             matching_preset("classnames", classnames), matching_preset("templates", templates))
 
 
@@ -110,7 +110,7 @@ def shown(call: Call, scores, top_k: int, scale: float, model: str | None) -> tu
     """The view outputs for kept scores at a scale, with a notice when they belong to another model."""
     v = render(scores, top_k, scale)
     notice = model_notice(scores.model_name, model, call.config.default_model, "Classify")
-    return v.label, v.figure, "  \n".join(x for x in (notice, v.info) if x), v.templates, v.heatmap, v.batch, v.data
+    return v.label, v.figure, "  \n".join(x for x in (notice, v.info) if x), v.templates, v.heatmap, v.batch, v.data, v.saw
 
 
 @handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
@@ -264,7 +264,9 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     batch = gr.Dataframe(headers=BATCH_COLUMNS, label="Predictions per image", wrap=True, elem_id="zs-batch")
     with gr.Accordion("All numbers (JSON: probabilities, per-template cosines, logits and probabilities)", open=False):
         data = gr.JSON(label="All numbers (JSON)", elem_id="zs-json")
-    view_outputs = [label, plot, info, table, heatmap, batch, data]
+    with gr.Accordion("What the model actually saw: templates, tokens, preprocessing, rule, pitfalls", open=False):
+        saw = gr.Markdown(label="What the model actually saw", elem_id="zs-saw")
+    view_outputs = [label, plot, info, table, heatmap, batch, data, saw]
     run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
     event = listen(ctx, run.click, zero_shot, run_inputs, run_outputs, api_name="zero_shot",
