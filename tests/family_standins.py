@@ -1,6 +1,7 @@
 """Tiny stand-ins of the other model families, built offline: a real transformers config of the
-family with small towers, a tokenizer of the family's kind (SigLIP 2's Gemma BPE, MetaCLIP 2's XLM-R
-Unigram) with a small vocabulary, its image processor, and random weights, saved as safetensors."""
+family with small towers, a tokenizer of the family's kind (SigLIP's SentencePiece, SigLIP 2's Gemma
+BPE, MetaCLIP 2's XLM-R Unigram) with a small vocabulary, its image processor, and random weights,
+saved as safetensors."""
 
 from __future__ import annotations
 
@@ -55,4 +56,47 @@ def metaclip2_standin(folder: Path, seed: int = 0) -> Path:
     MetaClip2Model(config).save_pretrained(folder, safe_serialization=True)
     XLMRobertaTokenizer(vocab=pieces).save_pretrained(folder)
     _pil("CLIPImageProcessor")(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return Path(folder)
+
+
+def siglip_spiece(path: Path, vocab_size: int = 64, extra_words: tuple[str, ...] = ()) -> Path:
+    """A small SentencePiece Unigram model with SigLIP's special ids (pad 0 '<pad>', eos 1 '</s>', unk 2
+    '<unk>', no bos), trained offline on a generated corpus of WORDS (and extra_words) and the alphabet."""
+    import io
+    import random
+
+    import sentencepiece as spm
+
+    words = WORDS + list(extra_words)
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(400)] + [" ".join(words)]
+    corpus += [string.ascii_lowercase, string.digits]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, vocab_size=vocab_size,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
+    Path(path).write_bytes(model.getvalue())
+    return Path(path)
+
+
+def siglip_standin(folder: Path, seed: int = 0, scale: float = 2.3, bias: float = -1.5) -> Path:
+    """A SigLIP (model_type 'siglip', SentencePiece `SiglipTokenizer`, which needs the sentencepiece and
+    protobuf packages) of 32-px images, saved with a SiglipProcessor."""
+    import tempfile
+
+    from transformers import SiglipConfig, SiglipModel, SiglipProcessor, SiglipTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = SiglipTokenizer(str(siglip_spiece(Path(tmp) / "spiece.model")))
+    torch.manual_seed(seed)
+    config = SiglipConfig(text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, pad_token_id=1,
+                                           eos_token_id=1, **TOWER),
+                          vision_config=dict(image_size=32, patch_size=8, **TOWER))
+    model = SiglipModel(config)
+    with torch.no_grad():
+        model.logit_scale.fill_(scale)
+        model.logit_bias.fill_(bias)
+    model.save_pretrained(folder, safe_serialization=True)
+    image_processor = _pil("SiglipImageProcessor")(size={"height": 32, "width": 32})
+    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return Path(folder)
