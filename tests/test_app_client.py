@@ -95,7 +95,7 @@ def test_the_mcp_tools_describe_themselves(url):
         tools = json.load(r)
     tools = {t["name"]: t for t in (tools if isinstance(tools, list) else tools.get("tools", []))
              if t.get("meta", {}).get("mcp_type", "tool") == "tool"}  # UI endpoints are listed as "api", not tools
-    assert set(tools) == {"zero_shot", "build_batch", "embedding_map", "evaluate", "search_images", "saliency"}
+    assert set(tools) == {"zero_shot", "compare_models", "build_batch", "embedding_map", "evaluate", "search_images", "saliency"}
     for name, tool in tools.items():
         assert len(tool["description"]) > 40, name
         props = tool["inputSchema"]["properties"]

@@ -184,3 +184,57 @@ def test_evaluates_confidences_follow_the_families_rule_and_its_accuracy_does_no
     np.testing.assert_allclose(sig.p_pred, expected, atol=1e-6)
     assert (sig.pred == soft.pred).all() and sig.metrics["top1"] == soft.metrics["top1"]
     assert not np.allclose(sig.p_pred, soft.p_pred, atol=1e-3)
+
+
+def test_the_comparison_shows_each_model_under_its_own_rule_and_flags_a_softmax_over_sigmoid(siglip_url, folders):
+    """Through the app's API: SigLIP 2 beside MetaCLIP 2, each model's probabilities are the pipeline's on that
+    model; one softmax for both is flagged on the SigLIP side and makes its probabilities sum to 1."""
+    from gradio_client import Client, handle_file
+    from transformers import pipeline
+
+    paths = []
+    for i, im in enumerate(_images(3)):
+        paths.append(folders["siglip2"].parent / f"cmp{i}.png")
+        im.save(paths[-1])
+    client = Client(siglip_url, verbose=False)
+    ask = dict(image=handle_file(str(paths[0])), images=[handle_file(str(p)) for p in paths[1:]],
+               classnames="\n".join(LABELS), templates=TEMPLATE, model_a=str(folders["siglip2"]),
+               model_b=str(folders["metaclip_2"]), api_name="/compare_models")
+    summary, _, per_image, _, saw_a, saw_b, data = client.predict(**ask)
+    a, b = data["models"]
+    assert (a["probability_rule"], b["probability_rule"]) == ("sigmoid", "softmax")
+    assert a["receipt"]["family"] == "SigLIP 2" and b["receipt"]["family"] == "MetaCLIP 2"
+    for side, name in ((a, "siglip2"), (b, "metaclip_2")):
+        pipe = pipeline("zero-shot-image-classification", model=str(folders[name]), device="cpu")
+        for path, answer in zip(paths, side["images"]):
+            theirs = {o["label"]: o["score"] for o in pipe(Image.open(path), candidate_labels=LABELS,
+                                                             hypothesis_template=TEMPLATE)}
+            for label in LABELS:
+                assert answer["probabilities"][label] == pytest.approx(theirs[label], abs=1e-4)
+        assert side["pitfalls"] == [] and side["seconds"] > 0
+    tops = [(max(x["probabilities"], key=x["probabilities"].get), max(y["probabilities"], key=y["probabilities"].get))
+            for x, y in zip(a["images"], b["images"])]
+    assert data["top1_agreement"] == pytest.approx(sum(p == q for p, q in tops) / 3)
+    assert [row[-1] == "✓" for row in per_image["data"]] == [p == q for p, q in tops]
+    assert "Top-1 agreement" in summary and "need not sum to 1" in summary and "No known pitfall" in saw_a
+    *_, saw_a, saw_b, wrong = client.predict(**{**ask, "rule": "softmax for both"})
+    assert [p["code"] for p in wrong["models"][0]["pitfalls"]] == ["softmax_over_sigmoid"]
+    assert wrong["models"][1]["pitfalls"] == [] and "softmax_over_sigmoid" in saw_a
+    assert sum(wrong["models"][0]["images"][0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(Exception, match="same model"):
+        client.predict(**{**ask, "model_b": str(folders["siglip2"])})
+
+
+def test_the_comparison_answers_an_mcp_client_with_the_apis_numbers(siglip_url, folders):
+    from test_mcp import call_tools
+
+    from gradio_client import Client
+
+    args = {"classnames": "\n".join(LABELS), "templates": TEMPLATE, "model_a": str(folders["metaclip_2"]),
+            "model_b": str(folders["siglip2"])}
+    _, answers = call_tools(siglip_url, {"compare_models": args})
+    assert not answers["compare_models"].isError, answers["compare_models"].content
+    mine = json.loads(answers["compare_models"].content[0].text)
+    theirs = Client(siglip_url, verbose=False).predict(**args, api_name="/compare_models")[-1]
+    for m, t in zip(mine["models"], theirs["models"]):
+        assert m["images"] == t["images"] and m["probability_rule"] == t["probability_rule"]

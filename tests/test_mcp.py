@@ -16,7 +16,7 @@ from mcp.client.streamable_http import streamablehttp_client
 
 from conftest_app import running_app
 
-TOOLS = {"zero_shot", "build_batch", "embedding_map", "evaluate", "search_images", "saliency"}
+TOOLS = {"zero_shot", "compare_models", "build_batch", "embedding_map", "evaluate", "search_images", "saliency"}
 SMALL = {  # arguments that keep each call small; every other argument is the tool's default
     "zero_shot": {"classnames": "circle, star, square", "templates": "a photo of a {}.", "top_k": 3},
     "build_batch": {"n": 4, "seed": 1},
@@ -31,6 +31,8 @@ VOLATILE = {"timings_ms", "seconds", "encode_seconds", "elapsed_s"}
 # endpoints whose snippet needs an earlier step of the same session (a training run's ticket): they
 # must still run, and answer with their one-line message
 NEEDS_A_RUN = {"/train_stop", "/train_status", "/train_resume", "/train_use_model", "/train_download", "/train_try"}
+# the comparison's second model is the next in the app's list: here, offline, a Hub model not in the cache
+NEEDS_THE_HUB = {name: "not in the local Hugging Face cache" for name in ("/compare_models", "/mcp_compare_models")}
 
 
 @pytest.fixture(scope="module")
@@ -110,4 +112,5 @@ def test_every_api_snippet_runs_as_pasted(mcp_url):
         try:
             exec(snippet, {"print": lambda *a: None})
         except AppError as e:
-            assert api_name in NEEDS_A_RUN and "no such run" in str(e), (api_name, str(e))
+            expected = NEEDS_THE_HUB.get(api_name, "no such run" if api_name in NEEDS_A_RUN else None)
+            assert expected and expected in str(e), (api_name, str(e))

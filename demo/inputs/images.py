@@ -84,6 +84,14 @@ def display_name(item) -> str:
         return "image"
 
 
+def gather_images(image, files, max_images: int) -> tuple[list[Image.Image], list[str]]:
+    """The single image (a path) and any uploaded files, opened safely, with display names."""
+    items = ([image] if image else []) + list(files or [])
+    if len(items) > max_images:
+        raise UserInputError(f"{len(items)} images; the limit is {max_images} per request")
+    return [open_image(item) for item in items], [display_name(item) for item in items]
+
+
 def thumbnail_uri(image: Image.Image, size: int = 48, fmt: str = "JPEG") -> str:
     """A small data: URI of the image, for plotly layout images and hover cards."""
     thumb = image.convert("RGB")

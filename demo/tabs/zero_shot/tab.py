@@ -15,7 +15,7 @@ import gradio as gr
 from core.errors import UserInputError
 from core.zeroshot import parse_templates
 from demo.inputs.checks import at_most_chars, at_most_items, in_range
-from demo.inputs.images import display_name, open_image
+from demo.inputs.images import gather_images
 from demo.inputs.presets import (
     CLASSNAME_PRESETS,
     CUSTOM,
@@ -45,14 +45,6 @@ from demo.tabs.shared.zero_shot_scores import (
 )
 
 PHOTO_CLASSES = "apple\nhouse\ntree\nsunset over the sea\nsailing boat\ncat\ncar"
-
-
-def gather_images(image, files, max_images: int) -> tuple[list, list[str]]:
-    """The single image (a path) and any uploaded files, opened safely, with display names."""
-    items = ([image] if image else []) + list(files or [])
-    if len(items) > max_images:
-        raise UserInputError(f"{len(items)} images; the limit is {max_images} per request")
-    return [open_image(item) for item in items], [display_name(item) for item in items]
 
 
 def examples() -> tuple[list[list], list[str], list[list], list[str]]:

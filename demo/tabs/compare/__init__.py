@@ -1,0 +1,1 @@
+"""The comparison tab: two models side by side on one request."""
