@@ -9,6 +9,7 @@ the resize, crop and normalisation of the images).
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -18,6 +19,7 @@ from .encode import family_of, token_ids
 LIBRARIES = ("torch", "transformers", "tokenizers", "numpy")
 
 
+@functools.lru_cache(maxsize=1)
 def library_versions() -> dict[str, str]:
     """Versions of Python and of the libraries a number depends on."""
     from importlib.metadata import PackageNotFoundError, version

@@ -73,6 +73,9 @@ def test_every_tool_answers_the_apis_json_numbers(mcp_url):
         assert not answer.isError, (name, answer.content)
         mine = json.loads(answer.content[0].text)
         assert isinstance(mine, dict) and mine, name
+        receipt = mine["receipt"]  # every result says which model, weights, preprocessing and rule made it
+        assert receipt["model"] == "shapes-tiny" and receipt["family"] == "CLIP" and receipt["weights_revision"], name
+        assert receipt["image_processor"]["class"] and receipt["libraries"]["transformers"], name
         if name in API_OF:
             outputs = client.predict(**SMALL[name], api_name=API_OF[name])
             theirs = next(o for o in outputs if isinstance(o, dict) and set(o) == set(mine))

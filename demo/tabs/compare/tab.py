@@ -64,7 +64,7 @@ def compare_models(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: l
         templates: prompt templates, one per line, each with {} where the class name goes; omitted: the shapes-world templates.
         model_a: the first model (a bundled name, an allowed local folder or a Hub id); omitted: the app's default.
         model_b: the second model, different from the first; omitted: the next model in the app's list.
-        rule: "each model's own rule" (right), or "softmax for both" / "sigmoid (with each bias) for both" to see the common mistake flagged.
+        rule: "each model's own rule" (right), or "softmax for both" / "sigmoid (with each bias) for both" (the mistakes, flagged).
         top_k: classes per model shown in the chart, 1 to 20.
     """
     cfg = call.config

@@ -88,6 +88,7 @@ class Evaluation:
     thumbs: list[bytes]
     logit_scale: float
     notices: list[str] = field(default_factory=list)
+    receipt: dict = field(default_factory=dict)  # what made these numbers (core.receipts.receipt)
 
 
 def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, templates: list[str], logit_scale: float,
@@ -290,7 +291,7 @@ def result_data(e: Evaluation, for_page: bool = False) -> dict:
     return finite({"model": e.model, "set": e.description, "label": e.label, "n": len(e.labels),
                    "num_classes": len(e.classnames), "logit_scale": e.logit_scale, "classnames": e.classnames,
                    "prompt_names": e.prompt_names, "templates": e.templates, "metrics": e.metrics,
-                   "retrieval": e.retrieval, "study": study, "notices": e.notices})
+                   "retrieval": e.retrieval, "study": study, "notices": e.notices, "receipt": e.receipt or None})
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

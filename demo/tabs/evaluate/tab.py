@@ -15,6 +15,7 @@ import warnings
 
 import gradio as gr
 
+from core.receipts import receipt
 from core.errors import UserInputError
 from core.zeroshot import parse_templates
 from demo.tabs.shared.api_examples import no_example
@@ -141,6 +142,7 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
     e = evaluate_set(enc, kind, names, head.template_emb, templates_, clip.logit_scale, model,
                      select_templates is not False, linear_probe is not False, spec.seed, notices,
                      progress=study_reporter(call.job, call.progress), logit_bias=clip.logit_bias, rule=clip.family.rule)
+    e.receipt = receipt(clip, templates_)
     wrong, right = galleries(e)
     paths = write_downloads(e, scratch_folder("evaluate", cfg.upload_ttl_s))
     picked = e.study.selection.chosen_templates if e.study.selection is not None else None

@@ -55,6 +55,7 @@ class MapState:
     held: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     gap: dict
     coords: dict = field(default_factory=dict)
+    receipt: dict = field(default_factory=dict)  # what made the embeddings (core.receipts.receipt)
     seconds: dict = field(default_factory=dict)
 
     @property
@@ -164,7 +165,7 @@ def map_data(state: MapState, centred: bool) -> dict:
     return {"model": state.request.model, "pairs": n, "class_prompts": len(state.prompt_names),
             "projection": {"method": c.method, "dims": c.dims, "n_neighbors": c.n_neighbors, "min_dist": c.min_dist,
                            "seed": c.seed, "n_epochs": c.n_epochs, "centred": bool(centred)},
-            "gap": state.gap, "points": points}
+            "gap": state.gap, "receipt": state.receipt or None, "points": points}
 
 
 def prompt_embeddings(ctx, clip, classnames_text: str | None, templates_text: str | None) -> tuple[torch.Tensor, list[str]]:

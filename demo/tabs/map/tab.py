@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.receipts import receipt
+from core.zeroshot import parse_templates
 from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, encoded_set
 from demo.platform.contract import Call, handler, input_names, listen, stop_button
@@ -82,6 +84,7 @@ def embedding_map(call: Call, source: str | None = None, n: float | None = None,
             call.say(0.55, "encoding the class prompts")
         p_emb, p_names = prompt_embeddings(call.ctx, clip, *wanted.prompts) if use_prompts else (None, None)
         map_state = new_state(wanted, pairs, img, txt, None if p_emb is None else p_emb.numpy(), p_names)
+        map_state.receipt = receipt(clip, parse_templates(wanted.prompts[1]) if use_prompts else None)
     if bool(centred) not in map_state.coords:
         call.say(0.6, projection_message(wanted.config, 2 * map_state.n + len(map_state.prompt_names)))
         coordinates(map_state, bool(centred), call.check)  # a Stop ends UMAP between epochs

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from core.receipts import receipt
 from core.errors import UserInputError
 from core.loss import ContrastiveOutput, similarity
 from demo.inputs.images import pack, thumbnail_uri, unpack
@@ -255,4 +256,4 @@ def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | No
     fig = matrix_figure(view_values(out, view), batch.thumbnails, all_captions, view, n)
     batch.view = view
     return MatrixResult(out, fig, figures_markdown(out, n, m), loss_table(out, all_captions),
-                        matrix_data(out, view, all_captions, batch.pairs.names))
+                        {**matrix_data(out, view, all_captions, batch.pairs.names), "receipt": receipt(clip)})

@@ -57,6 +57,7 @@ class SearchIndex:
     report: dict | None = None
     seconds: float = 0.0
     cached: bool = False
+    receipt: dict = field(default_factory=dict)  # what made the embeddings (core.receipts.receipt)
 
     @property
     def n(self) -> int:
@@ -239,7 +240,7 @@ def results_data(index: SearchIndex, results: SearchResults, counts: np.ndarray,
             "hits": [{"rank": r, "index": i, "name": index.names[i], "caption": index.captions[i], "cosine": round(c, 6)}
                      for r, (i, c) in enumerate(zip(results.hits, results.scores), 1)],
             "histogram": {"counts": counts.tolist(), "edges": np.round(edges, 6).tolist()},
-            "timings_ms": {k: round(v, 2) for k, v in results.timings_ms.items()}}
+            "timings_ms": {k: round(v, 2) for k, v in results.timings_ms.items()}, "receipt": index.receipt or None}
 
 
 def hit_markdown(index: SearchIndex, results: SearchResults, rank: int) -> str:

@@ -16,6 +16,7 @@ import time
 
 import gradio as gr
 
+from core.receipts import receipt
 from core.errors import UserInputError
 from core.saliency import DEFAULT_METHOD
 from demo.tabs.shared.api_examples import no_example
@@ -95,7 +96,8 @@ def build_index(ctx, clip, model_name: str, spec: SourceSpec, progress, job) -> 
                              f"({ctx.config.set_cache_mb} MB of encoded sets): index fewer")
     files = tuple(str(getattr(f, "path", f)) for f in spec.files or []) if spec.source == "uploaded images" else ()
     return SearchIndex(model_name, model_key(clip), key, spec.source, describe(spec, len(pairs)),
-                       HeldSet(pairs, img, txt if captioned else None), files, report, time.perf_counter() - t0, cached)
+                       HeldSet(pairs, img, txt if captioned else None), files, report, time.perf_counter() - t0, cached,
+                       receipt(clip))
 
 
 def same_model(index: SearchIndex, clip) -> None:

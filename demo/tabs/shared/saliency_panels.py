@@ -11,6 +11,7 @@ import time
 import gradio as gr
 import torch
 
+from core.receipts import receipt
 from core.errors import UserInputError
 from core.saliency import DEFAULT_METHOD, METHODS, TEXT_FREE_METHODS
 from core.zeroshot import ensemble_head, template_embeddings
@@ -173,7 +174,7 @@ def saliency(call: Call, image: str | None = str(EXAMPLE), text: str = EXAMPLE_T
     clip = call.model(model_name)
     v = compute(clip, open_image(image), words, method, f'the text "{words}"' if words else "the image",
                 display_name(image))
-    return overlay(v, opacity), saliency_note(v), saliency_data(v), v
+    return overlay(v, opacity), saliency_note(v), {**saliency_data(v), "receipt": receipt(clip)}, v
 
 
 def build_saliency_tool(ctx, model_state: gr.State) -> None:
