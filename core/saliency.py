@@ -15,6 +15,12 @@ Methods (each gives a finite float32 map [grid, grid], grid = image_size // patc
   pointing game an "objectness" map wins, not an answer to "where does this text match".
 - "centre": a Gaussian bump at the image centre, the baseline every map has to beat.
 
+SigLIP has no CLS token: its image embedding is an attention-pooling head (a learned probe token
+attending over every patch, then an MLP). "relevance" and "rollout" then end with that head's
+attention in place of the CLS row (relevance weights it by its gradient, as every layer's); the
+head's input is the post-LN patch tokens. "patch_text" needs CLIP's projected CLS path and is
+refused for SigLIP with a message naming the methods that work.
+
 The default is "relevance", chosen by the pointing game (core.pointing; 500 eval images each,
 benchmarks/results/pointing_game.json; the peak located below the patch size, see
 core.pointing.refined_peaks). On the bundled model: relevance 88% strict (63% with the plain
@@ -55,6 +61,11 @@ TEXT_FREE_METHODS = ("rollout", "centre")  # maps that do not depend on the text
 DEFAULT_METHOD = "relevance"  # chosen by the pointing game: benchmarks/results/pointing_game.json
 
 
+def attention_pooled(model) -> bool:
+    """Whether the image embedding is an attention-pooling head's output (SigLIP), not a CLS token (CLIP)."""
+    return getattr(model.vision_model, "head", None) is not None and getattr(model.vision_model, "use_head", True)
+
+
 def grid_size(model) -> int:
     """Patches per side of a CLIPModel's vision tower: image_size // patch_size."""
     cfg = model.config.vision_config
@@ -84,6 +95,9 @@ def patch_text_maps(model, pixels: torch.Tensor, text_emb: torch.Tensor) -> torc
 
     pixels [B, 3, S, S] (the model's preprocessing); text_emb [D] or [B, D].
     """
+    if attention_pooled(model):
+        raise UserInputError("patch_text needs a CLIP-family model (patch tokens on the CLS token's projected path); "
+                             "SigLIP pools with an attention head: use relevance (the default) or rollout")
     vision = model.vision_model
     hidden = vision(pixel_values=pixels.to(model.device, model.dtype)).last_hidden_state  # [B, 1 + grid ** 2, width]
     patches = model.visual_projection(vision.post_layernorm(hidden[:, 1:]))  # [B, grid ** 2, D]
@@ -111,12 +125,15 @@ def _self_attention(attn, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def vision_forward_with_attentions(vision, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The CLIP vision tower run module by module: last hidden state [B, T, W] and every layer's
-    attention probabilities [B, H, T, T], both in the autograd graph when gradients are enabled.
+    """The vision tower (CLIP's or SigLIP's) run module by module: the last layer's hidden state [B, T, W]
+    (before the post-LN) and every layer's attention probabilities [B, H, T, T], both in the autograd graph
+    when gradients are enabled. T is 1 + grid² for CLIP (the CLS token first), grid² for SigLIP.
 
-    Same arithmetic as CLIPVisionModel.forward whatever the model's attention implementation.
+    Same arithmetic as the model's forward whatever its attention implementation.
     """
-    x = vision.pre_layrnorm(vision.embeddings(pixels))  # [B, T, W]
+    x = vision.embeddings(pixels)  # [B, T, W]
+    if hasattr(vision, "pre_layrnorm"):  # CLIP's pre-LN; SigLIP has none
+        x = vision.pre_layrnorm(x)
     attentions = []
     for layer in vision.encoder.layers:
         out, probs = _self_attention(layer.self_attn, layer.layer_norm1(x))
@@ -141,30 +158,69 @@ def relevance_maps(model, pixels: torch.Tensor, text_emb: torch.Tensor, start_la
     with torch.inference_mode(False), torch.enable_grad():
         x = pixels.detach().to(device, model.dtype).clone().requires_grad_(True)  # the graph exists even for frozen weights
         hidden, attentions = vision_forward_with_attentions(model.vision_model, x)
-        image = model.visual_projection(model.vision_model.post_layernorm(hidden[:, 0]))  # [B, D]
+        image, pool = pooled_image(model, hidden)  # [B, D]; SigLIP: the head's attention [B, H, 1, T]
         text = _text_rows(text_emb, len(x)).to(device)
-        scale = model.logit_scale.detach().exp().clamp(max=100.0)
+        scale = model.logit_scale.detach().exp()  # SigLIP's bias shifts every logit alike: it has no gradient
+        scale = scale if pool is not None else scale.clamp(max=100.0)  # CLIP clamps its scale at 100
         logits = scale * (F.normalize(image.float(), dim=-1) * text).sum(-1)  # [B]
-        used = attentions[start_layer:]
+        used = attentions[start_layer:] + ([pool] if pool is not None else [])
         grads = torch.autograd.grad(logits.sum(), used)
     tokens = attentions[0].shape[-1]
     relevance = torch.eye(tokens, device=device).expand(len(x), tokens, tokens)  # [B, T, T]
-    for a, g in zip(used, grads):
-        cam = (g.detach().float() * a.detach().float()).clamp(min=0).mean(dim=1)  # [B, T, T]: heads averaged
+    cams = [(g.detach().float() * a.detach().float()).clamp(min=0).mean(dim=1) for a, g in zip(used, grads)]
+    for cam in cams[:len(attentions) - start_layer]:  # [B, T, T]: heads averaged
         relevance = relevance + cam @ relevance
-    return _to_grid(relevance[:, 0, 1:], grid_size(model)).cpu()  # CLS row over the patches
+    head = cams[-1] if pool is not None else None  # SigLIP: the pooling head's gradient-weighted attention [B, 1, T]
+    return _to_grid(_cls_row(relevance, head), grid_size(model)).cpu()
+
+
+def pooled_image(model, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The un-normalised image embedding [B, D] from the last hidden state [B, T, W], and for SigLIP the
+    pooling head's attention over the patches [B, H, 1, T] (None for CLIP, which pools the CLS token)."""
+    vision = model.vision_model
+    if not attention_pooled(model):
+        return model.visual_projection(vision.post_layernorm(hidden[:, 0])), None
+    head, tokens = vision.head, vision.post_layernorm(hidden)
+    pooled, weights = _probe_attention(head.attention, head.probe.expand(len(tokens), -1, -1), tokens)
+    pooled = pooled + head.mlp(head.layernorm(pooled))
+    return pooled[:, 0], weights
+
+
+def _probe_attention(mha: torch.nn.MultiheadAttention, probe: torch.Tensor, tokens: torch.Tensor):
+    """torch's MultiheadAttention(probe, tokens, tokens) computed eagerly, so that its probabilities are in the
+    graph of its output (torch's own weights are computed beside a fused kernel): (output [B, 1, W],
+    probabilities [B, H, 1, T])."""
+    b, t, w = tokens.shape
+    heads = mha.num_heads
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    bq, bk, bv = mha.in_proj_bias.chunk(3)
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.view(b, -1, heads, w // heads).transpose(1, 2)  # [B, H, L, head_dim]
+
+    q, k, v = split(F.linear(probe, wq, bq)), split(F.linear(tokens, wk, bk)), split(F.linear(tokens, wv, bv))
+    probs = torch.softmax((q @ k.transpose(-1, -2)).float() / math.sqrt(w // heads), dim=-1).to(q.dtype)
+    context = (probs @ v).transpose(1, 2).reshape(b, -1, w)  # [B, 1, W]
+    return mha.out_proj(context), probs
+
+
+def _cls_row(matrix: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:
+    """The row of a token-to-token matrix [B, T, T] that the image embedding reads: CLIP's CLS row over the
+    patches [B, T - 1], or SigLIP's pooling head [B, 1, T] times the matrix [B, T]."""
+    return matrix[:, 0, 1:] if pool is None else (pool @ matrix)[:, 0]
 
 
 @torch.no_grad()
 def rollout_maps(model, pixels: torch.Tensor) -> torch.Tensor:
     """Attention rollout, text-free: [B, grid, grid] float32 from pixels [B, 3, S, S]."""
-    _, attentions = vision_forward_with_attentions(model.vision_model, pixels.to(model.device, model.dtype))
+    hidden, attentions = vision_forward_with_attentions(model.vision_model, pixels.to(model.device, model.dtype))
     tokens = attentions[0].shape[-1]
     eye = torch.eye(tokens, device=model.device)
     rollout = eye.expand(len(pixels), tokens, tokens)  # [B, T, T]
     for a in attentions:
         rollout = (0.5 * a.float().mean(dim=1) + 0.5 * eye) @ rollout  # the residual carries half of each token
-    return _to_grid(rollout[:, 0, 1:], grid_size(model)).cpu()
+    pool = pooled_image(model, hidden)[1] if attention_pooled(model) else None  # SigLIP: [B, H, 1, T]
+    return _to_grid(_cls_row(rollout, None if pool is None else pool.float().mean(dim=1)), grid_size(model)).cpu()
 
 
 # ---------------------------------------------------------------- baseline and helpers

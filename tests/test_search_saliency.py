@@ -213,3 +213,33 @@ def test_relevance_leaves_the_model_untouched_and_works_under_inference_mode(bun
     assert model.config._attn_implementation == implementation and not model.training
     with pytest.raises(UserInputError):
         saliency_map(bundled, ShapesWorld(seed=2)[0].image, "a star", method="nope")
+
+
+def test_siglip_saliency_reads_its_attention_pooling_head_instead_of_a_cls_token(tmp_path):
+    """SigLIP (no CLS token): the walk ends in the model's own pooled embedding, relevance and rollout give a
+    finite map per image that depends on the text (relevance), and patch_text is refused in one line."""
+    from family_standins import siglip2_standin
+    from PIL import Image
+
+    import core
+    from core.saliency import attention_pooled, pooled_image
+
+    clip = core.load(str(siglip2_standin(tmp_path / "siglip2")))
+    model = clip.model
+    assert attention_pooled(model) and grid_size(model) == 4
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hidden, attentions = vision_forward_with_attentions(model.vision_model, pixels)
+        image, pool = pooled_image(model, hidden)
+        reference = model.vision_model(pixel_values=pixels)
+    torch.testing.assert_close(model.vision_model.post_layernorm(hidden), reference.last_hidden_state, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(image, reference.pooler_output, atol=1e-5, rtol=1e-4)
+    assert attentions[0].shape == (2, 2, 16, 16) and pool.shape == (2, 2, 1, 16)  # no CLS: 4 × 4 patches
+    texts = core.encode_texts(clip, ["a red circle", "a blue star"])
+    first = saliency_maps(model, pixels[:1], texts[0], "relevance")
+    second = saliency_maps(model, pixels[:1], texts[1], "relevance")
+    assert first.shape == (1, 4, 4) and np.isfinite(first).all() and not np.allclose(first, second)
+    assert np.isfinite(saliency_maps(model, pixels, None, "rollout")).all()
+    assert saliency_map(clip, Image.new("RGB", (40, 40), "red"), "a red circle").shape == (4, 4)  # the default method
+    with pytest.raises(UserInputError, match="SigLIP pools with an attention head"):
+        saliency_maps(model, pixels, texts[0], "patch_text")
