@@ -46,6 +46,7 @@ class ContrastiveOutput:
     loss_t: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     bias: float = 0.0  # SigLIP's b: its cell probabilities are sigmoid(logit + b)
+    sigmoid_probs: torch.Tensor | None = None  # [n, m] sigmoid(logit + b) per cell, for a sigmoid-trained model
     sigmoid_cells: torch.Tensor | None = None  # [n, n] each cell's binary term -log sigmoid(±(logit + b)), square only
     sigmoid_loss: torch.Tensor | None = None  # SigLIP's loss of the batch: sigmoid_cells.sum() / n
 
@@ -157,6 +158,9 @@ def similarity(image_features: torch.Tensor, text_features: torch.Tensor,
     logits = scale_t * cosine
     out = ContrastiveOutput(cosine=cosine, logits=logits, probs_rows=logits.softmax(dim=1),
                             probs_cols=logits.softmax(dim=0), scale=float(scale_t))
+    if bias is not None:
+        out.bias = float(bias)
+        out.sigmoid_probs = (logits + out.bias).sigmoid()  # [n, m]: each cell its own yes/no
     if img.shape[0] == txt.shape[0] and img.shape[0] > 0:
         labels = torch.arange(img.shape[0])
         out.loss_rows = F.cross_entropy(logits, labels, reduction="none")  # [n]: -log probs_rows[i, i]
@@ -166,7 +170,6 @@ def similarity(image_features: torch.Tensor, text_features: torch.Tensor,
         out.loss = (out.loss_i + out.loss_t) / 2
         if bias is not None:
             signs = 2 * torch.eye(img.shape[0]) - 1  # +1 on the diagonal, -1 elsewhere
-            out.bias = float(bias)
             out.sigmoid_cells = -F.logsigmoid(signs * (logits + out.bias))  # [n, n]
             out.sigmoid_loss = out.sigmoid_cells.sum() / img.shape[0]
     return out

@@ -11,7 +11,7 @@ from family_standins import metaclip2_standin, siglip2_standin
 from PIL import Image
 
 import core
-from core.errors import ModelLoadError
+from core.errors import ModelLoadError, UserInputError
 from core.zeroshot import classify
 
 LABELS = ["circle", "star", "square"]
@@ -83,12 +83,17 @@ def test_the_sigmoid_loss_of_a_batch_is_numpys_with_the_bias_and_the_scale_uncla
 
 def test_the_matrix_of_a_sigmoid_model_shows_its_loss_beside_clips(folders):
     from demo.inputs.pairs import shapes_pairs
-    from demo.tabs.matrix.batch import compute_matrix, new_batch
+    from demo.tabs.matrix.batch import SIGMOID_VIEW, compute_matrix, new_batch
 
     clip = core.load(str(folders["siglip2"]))
     result = compute_matrix(clip, new_batch(shapes_pairs(4), "shapes world", 8), "cosine")
     assert result.data["sigmoid_loss"] is not None and result.data["logit_bias"] == pytest.approx(-1.5)
     assert "sigmoid loss" in result.figures_md.lower() and "what CLIP's loss would give" in result.figures_md
+    cells = compute_matrix(clip, new_batch(shapes_pairs(4), "shapes world", 8), SIGMOID_VIEW, extra_captions=["a cat"])
+    logits = np.array(cells.data["cosine"]) * cells.data["logit_scale"]  # 4 images × 5 captions: not square
+    np.testing.assert_allclose(cells.data["values"], 1 / (1 + np.exp(-(logits - 1.5))), atol=1e-5)
+    with pytest.raises(UserInputError, match="for sigmoid-trained models"):  # never a sigmoid of CLIP's logits
+        compute_matrix(core.load(), new_batch(shapes_pairs(4), "shapes world", 8), SIGMOID_VIEW)
 
 
 def test_unsupported_checkpoints_are_refused_with_what_is_supported(folders, tmp_path):

@@ -24,15 +24,22 @@ from demo.inputs.pairs import Pairs
 from demo.platform.gpu import embed_images, embed_texts
 from demo.platform.services import model_key
 
+SIGMOID_VIEW = "sigmoid per cell (SigLIP)"
 VIEWS = {"cosine": "cosine similarity", "logits": "logits = logit scale × cosine",
          "softmax over rows (image → text)": "softmax over each row: which caption does each image pick?",
-         "softmax over columns (text → image)": "softmax over each column: which image does each caption pick?"}
+         "softmax over columns (text → image)": "softmax over each column: which image does each caption pick?",
+         SIGMOID_VIEW: "sigmoid(logit + bias) per cell: is this pair a match? (each cell on its own, as SigLIP was trained)"}
 
 
 def view_values(out: ContrastiveOutput, view: str):
     """The [n, m] matrix shown for a view name."""
     table = {"cosine": out.cosine, "logits": out.logits, "softmax over rows (image → text)": out.probs_rows,
              "softmax over columns (text → image)": out.probs_cols}
+    if view == SIGMOID_VIEW:
+        if out.sigmoid_probs is None:
+            raise UserInputError("the per-cell sigmoid view is for sigmoid-trained models (SigLIP): this model was "
+                                 "trained with the softmax loss, whose logits mean something only against each other")
+        return out.sigmoid_probs.numpy()
     if view not in table:
         raise UserInputError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     return table[view].numpy()
