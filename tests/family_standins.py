@@ -87,7 +87,8 @@ def siglip_standin(folder: Path, seed: int = 0, scale: float = 2.3, bias: float 
     from transformers import SiglipConfig, SiglipModel, SiglipProcessor, SiglipTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = SiglipTokenizer(str(siglip_spiece(Path(tmp) / "spiece.model")))
+        # input_ids only, as transformers' SigLIP conversion saves it: the model was trained without a mask
+        tokenizer = SiglipTokenizer(str(siglip_spiece(Path(tmp) / "spiece.model")), model_input_names=["input_ids"])
     torch.manual_seed(seed)
     config = SiglipConfig(text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, pad_token_id=1,
                                            eos_token_id=1, **TOWER),

@@ -41,7 +41,8 @@ def test_it_loads_as_siglip_with_64_positions_and_its_sentencepiece_tokenizer(fo
     assert not clip.family.lowercase  # SiglipTokenizer lower-cases (and drops punctuation) itself
     tokens = clip.tokenizer.convert_ids_to_tokens(clip.tokenizer(TEMPLATE.format("star"))["input_ids"])
     assert tokens == ["▁this", "▁is", "▁a", "▁photo", "▁of", "▁star", "</s>"]
-    assert core.tokenize(clip, ["a star", TEMPLATE.format("star")])["input_ids"].shape == (2, 64)
+    tokens = core.tokenize(clip, ["a star", TEMPLATE.format("star")])
+    assert tokens["input_ids"].shape == (2, 64) and tokens["attention_mask"] is None  # all 64 positions read
 
 
 def test_zero_shot_probabilities_are_the_pipelines_and_need_not_sum_to_1(folder):
