@@ -46,9 +46,25 @@ LFS_SIZE = 10 * 1024 * 1024  # the Hub refuses plain-git files over 10 MB (space
 # "The format for each item is "repository_name" ... or "repository_name file1,file2" for
 # downloading specific files"; "Files are saved in the default huggingface_hub disk cache
 # ~/.cache/huggingface/hub", which is where core.model's snapshot_download looks.
-DEFAULT_PRELOAD = ("openai/clip-vit-base-patch32",)
+# CLIP ViT-B/32, and SigLIP 2 B/16 beside it: a sigmoid-trained family for the zero-shot and matrix tabs.
+# SigLIP 2 rather than SigLIP: its Gemma tokenizer ships as tokenizer.json, which the `tokenizers`
+# package reads (SigLIP's spiece.model needs sentencepiece and protobuf, and a file no list here has),
+# it is the better and multilingual model of the two at the same ViT-B/16 towers, and its weights
+# (1.4 GB, most of it the 256k-token embedding) stay under the app's 2,048 MB model limit.
+DEFAULT_PRELOAD = ("openai/clip-vit-base-patch32", "google/siglip2-base-patch16-224")
 PRELOAD_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json", "vocab.json", "merges.txt", "model.safetensors")
+# Repositories whose files differ from CLIP's list: only files that exist there (no vocab.json or merges.txt;
+# tokenizer.model, Gemma's SentencePiece file, is not needed beside tokenizer.json).
+PRELOAD_FILES_OF = {
+    "google/siglip2-base-patch16-224": ("config.json", "preprocessor_config.json", "tokenizer.json",
+                                        "tokenizer_config.json", "special_tokens_map.json", "model.safetensors"),
+}
+
+
+def preload_files(repo: str) -> tuple[str, ...]:
+    """The files `preload_from_hub` downloads for a repository (CLIP's list unless PRELOAD_FILES_OF says)."""
+    return PRELOAD_FILES_OF.get(repo, PRELOAD_FILES)
 
 # torch. The repository pins torch==2.13.0 (requirements.txt); from PyPI that is the CUDA build.
 TORCH_PIN = "2.13.0"
@@ -223,7 +239,7 @@ def front_matter(hw: Hardware, gradio_version: str, preload: tuple[str, ...], ro
         "suggested_hardware": hw.flavor,
     }
     if preload:
-        meta["preload_from_hub"] = [f"{repo} {','.join(PRELOAD_FILES)}" for repo in preload]
+        meta["preload_from_hub"] = [f"{repo} {','.join(preload_files(repo))}" for repo in preload]
         meta["models"] = list(preload)
     lic = license_id(root)
     if lic:
@@ -245,7 +261,7 @@ def make_readme(hw: Hardware, gradio_version: str, preload: tuple[str, ...], sou
             "contrastive loss (similarity matrix), and where images and captions land in the shared embedding "
             "space (embedding map, UMAP or PCA, with the modality gap).\n\n"
             "It starts on `shapes-tiny`, a small CLIP trained on a synthetic shapes world and bundled in "
-            f"`assets/models/`; the picker also loads Hub CLIP models (preloaded here: {models}).\n\n"
+            f"`assets/models/`; the picker also loads Hub models: CLIP, SigLIP, SigLIP 2, MetaCLIP 2 (preloaded here: {models}).\n\n"
             f"Hardware: {hw.name} ({hw.summary}). Settings are Space variables (`CLIP_LAB_*`, see docs/app.md "
             f"in the repository). Source, tests and docs: {back}.\n")
 

@@ -101,13 +101,15 @@ def test_front_matter_names_what_the_requirements_install(bundles, hw):
     assert SpecifierSet(metadata.metadata("gradio")["Requires-Python"]).contains(python)
     assert meta["suggested_hardware"] == ds.HARDWARE[hw].flavor
     assert meta["license"] == "mit" and len(meta["short_description"]) <= 60
-    assert meta["models"] == ["openai/clip-vit-base-patch32"]
-    (entry,) = meta["preload_from_hub"]
-    repo, files = entry.split(" ")
-    files = set(files.split(","))
-    assert repo == "openai/clip-vit-base-patch32"
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"} <= files
-    assert all(f.endswith((".json", ".txt", ".safetensors")) for f in files), "no pickles, no TF/Flax weights"
+    assert meta["models"] == ["openai/clip-vit-base-patch32", "google/siglip2-base-patch16-224"]
+    entries = dict(entry.split(" ") for entry in meta["preload_from_hub"])
+    assert list(entries) == meta["models"]
+    for repo, files in entries.items():
+        files = set(files.split(","))
+        assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"} <= files
+        assert all(f.endswith((".json", ".txt", ".safetensors")) for f in files), "no pickles, no TF/Flax weights"
+    assert {"vocab.json", "merges.txt"} <= set(entries["openai/clip-vit-base-patch32"].split(","))  # CLIP's BPE
+    assert not {"vocab.json", "merges.txt"} & set(entries["google/siglip2-base-patch16-224"].split(","))  # not there
     assert not any("torchvision" in ln for ln in reqs)
     if hw == "zero-gpu":
         assert python in ZEROGPU_PYTHONS

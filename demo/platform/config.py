@@ -12,7 +12,8 @@ from demo.platform.disk_cache import default_cache_dir
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 RUNS_DIR = ROOT / "runs"  # scripts/train.py's default output folder: models trained here can be picked
-HUB_MODELS = ("openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+HUB_MODELS = ("openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+              "google/siglip2-base-patch16-224")  # a sigmoid family beside CLIP; preloaded on a Space
 
 
 def _split_dirs(value: str) -> list[Path]:
