@@ -243,3 +243,34 @@ def test_the_comparison_answers_an_mcp_client_with_the_apis_numbers(siglip_url, 
     theirs = Client(siglip_url, verbose=False).predict(**args, api_name="/compare_models")[-1]
     for m, t in zip(mine["models"], theirs["models"]):
         assert m["images"] == t["images"] and m["probability_rule"] == t["probability_rule"]
+
+
+def test_in_the_browser_a_comparison_commits_model_b_with_enter_and_flags_a_wrong_rule(siglip_url, folders):
+    """As a visitor: open Compare, type model B and press Enter, Compare; then one softmax for both is
+    flagged on the SigLIP side, and the chart's title says the rule is not each model's own."""
+    from conftest_app import launch_chromium
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1360, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(siglip_url)
+        page.get_by_role("tab", name="Compare models").click()
+        a = page.locator("#cmp-a input")
+        a.wait_for()
+        page.wait_for_function("() => document.querySelector('#cmp-a input').value.length > 0")  # filled on load
+        b = page.locator("#cmp-b input")
+        b.click()
+        b.fill(str(folders["metaclip_2"]))
+        b.press("Enter")
+        page.locator("#cmp-run").click()
+        summary = page.locator("#cmp-summary")
+        summary.get_by_text("Top-1 agreement").wait_for()
+        assert "SigLIP 2" in summary.inner_text() and "MetaCLIP 2" in summary.inner_text()
+        page.get_by_text("softmax for both").click()
+        page.locator("#cmp-run").click()
+        summary.get_by_text("softmax_over_sigmoid").wait_for()
+        assert "not each model's own rule" in page.locator("#cmp-plot").inner_text()
+        assert "softmax_over_sigmoid" in page.locator("#cmp-saw-a").inner_text()
+        browser.close()

@@ -68,7 +68,9 @@ def comparison_figure(a: Side, b: Side, names: tuple[str, str], top_k: int = 5) 
         fig.add_trace(go.Bar(x=values, y=labels, orientation="h", name=f"{name} ({_rule_words(side.scores)})",
                              marker_color=colour, text=[f"{v:.1%}" for v in values], textposition="auto",
                              hovertemplate="%{y}: %{x:.2%}<extra>" + name + "</extra>"))
-    fig.update_layout(barmode="group", title=f"{a.scores.names[0]}: each model under its rule",
+    own = all(side.scores.rule == side.scores.saw.own_rule for side in (a, b))
+    title = "each model under its own rule" if own else f"both under a {a.scores.rule} (not each model's own rule)"
+    fig.update_layout(barmode="group", title=f"{a.scores.names[0]}: {title}",
                       xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"),
                       legend=dict(orientation="h", y=-0.25), height=max(300, 56 * len(labels) + 150),
                       margin=dict(l=10, r=10, t=50, b=40))

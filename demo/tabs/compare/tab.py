@@ -126,7 +126,7 @@ def build_tab(ctx, model_state: gr.State) -> list:
             templates = gr.Textbox(None, lines=6, max_lines=12, label="Templates (one per line, {} is the class name)",
                                    elem_id="cmp-templates")
     info = gr.Markdown(label="The comparison in brief", elem_id="cmp-summary")
-    plot = gr.Plot(label="Probabilities of the first image, each under its model's rule", elem_id="cmp-plot")
+    plot = gr.Plot(label="Probabilities of the first image", elem_id="cmp-plot")
     per_image = gr.Dataframe(headers=IMAGE_COLUMNS, label="Per image: each model's top-1", wrap=True, elem_id="cmp-images")
     per_template = gr.Dataframe(headers=TEMPLATE_COLUMNS, label="Per template (first image): each model's top-1 and "
                                 "its cosine", wrap=True, elem_id="cmp-templates-table")

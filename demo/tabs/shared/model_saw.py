@@ -91,10 +91,10 @@ def model_saw(clip, classnames: list[str], templates: list[str], rule: str | Non
     if found:
         lines += ["⚠️ **Pitfalls in this request:**", *[f"- **{p.code}**: {p.message}" for p in found]]
     else:
-        lines.append("✅ No known pitfall in this request.")
+        lines.append("✓ No known pitfall in this request.")
     note = pipeline_note(templates)
     if note:
-        lines.append(f"ℹ️ {note}.")
+        lines += ["", f"ℹ️ {note}."]
     body = "  \n".join(lines[:3]) + "\n" + "\n".join(lines[3:])
     return ModelSaw(f"**{family.title}** `{clip.source}`", rule, family.rule, float(clip.logit_bias), body, found,
                     tokens_json(first))
