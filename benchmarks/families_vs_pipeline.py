@@ -53,6 +53,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+_HOME: Path | None = None
 if __name__ == "__main__":  # before huggingface_hub is imported: it reads these once, at import
     _HOME = Path(tempfile.mkdtemp(prefix="clip-families-hf-"))
     os.environ.update(HF_HOME=str(_HOME), HF_HUB_CACHE=str(_HOME / "hub"), HF_HUB_OFFLINE="1",
@@ -332,9 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     hub_cache = Path(os.environ["HF_HUB_CACHE"])
     rows = []
-    for i, family in enumerate(families):
-        rows.append(measure_family(family, hub_cache, q, a.repeats, a.map_repeats, load_ours_first=i % 2 == 0))
-        gc.collect()
+    try:
+        for i, family in enumerate(families):
+            rows.append(measure_family(family, hub_cache, q, a.repeats, a.map_repeats, load_ours_first=i % 2 == 0))
+            gc.collect()
+    finally:  # the stand-ins, 4.2 GB of weights, in the temporary cache made at start (never another one)
+        if _HOME is not None:
+            shutil.rmtree(_HOME, ignore_errors=True)
     projection = measure_projection()
     print(f"projection (same code both sides): UMAP {projection['umap_second_s']:.1f} s on {projection['points']} "
           f"points (first {projection['umap_first_s']:.1f} s), PCA {projection['pca_s']:.3f} s", flush=True)
