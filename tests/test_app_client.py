@@ -9,6 +9,7 @@ import re
 import urllib.request
 
 import httpx
+import numpy as np
 import pytest
 from conftest_app import ROOT, make_model_dirs, model_source, running_app, save_shapes_dataset
 
@@ -161,6 +162,34 @@ def test_similarity_matrix_build_edit_view_and_non_square(url):
     _, figures3, losses3, data3, _ = c.predict(extra_captions="a cat\na dog", view="logits", api_name="/similarity_matrix")
     assert "6 images × 8 captions" in figures3 and "no loss" in figures3 and not losses3["data"]
     assert data3["captions"][:6] == ["a red circle"] * 6 and data3["loss"] is None  # the edit stays with the batch
+
+
+def test_the_loss_microscope_gradient_false_negatives_and_one_step(url):
+    """Through the API: the gradient view is autograd's on the shown logits, a duplicated caption is named as a
+    false negative, and one step lowers the batch's loss while the model's own matrix stays as it was."""
+    import torch
+    import torch.nn.functional as F
+
+    from demo.tabs.matrix.microscope import GRADIENT_VIEW
+
+    c = Client(url, verbose=False)
+    table, *_ = build(c, n=5)
+    twins = {"headers": table["headers"], "data": [[r[0], table["data"][0][1] if i == 1 else r[1]]
+                                                   for i, r in enumerate(table["data"])]}
+    _, figures, _, data, _ = c.predict(captions=twins, view=GRADIENT_VIEW, api_name="/similarity_matrix")
+    z = (torch.tensor(data["cosine"], dtype=torch.float64) * data["logit_scale"]).requires_grad_(True)
+    target = torch.arange(5)
+    loss = (F.cross_entropy(z, target) + F.cross_entropy(z.T, target)) / 2
+    np.testing.assert_allclose(data["values"], torch.autograd.grad(loss, z)[0].numpy(), atol=1e-5)
+    assert "False negatives" in figures and "0 and 1" in figures
+    text, _, step = c.predict(lr="1e-5", api_name="/take_one_step")
+    assert step["loss_after"] < step["loss_before"] and "untouched" in text
+    assert step["loss_before"] == pytest.approx(data["loss"], rel=1e-3)  # the same batch and captions
+    *_, again, _ = c.predict(captions=twins, view="cosine", api_name="/similarity_matrix")
+    assert again["cosine"] == data["cosine"]  # the session's model did not move
+    with pytest.raises((AppError, httpx.HTTPStatusError)) as refused:  # the menu's choices only
+        c.predict(lr="0.5", api_name="/take_one_step")
+    assert re.search("0.5|learning rate", said(refused.value)), said(refused.value)
 
 
 def test_similarity_matrix_without_a_batch_uses_the_default_one_and_says_so(url):

@@ -33,6 +33,7 @@ VOLATILE = {"timings_ms", "seconds", "encode_seconds", "elapsed_s"}
 NEEDS_A_RUN = {"/train_stop", "/train_status", "/train_resume", "/train_use_model", "/train_download", "/train_try"}
 # the comparison's second model is the next in the app's list: here, offline, a Hub model not in the cache
 NEEDS_THE_HUB = {name: "not in the local Hugging Face cache" for name in ("/compare_models", "/mcp_compare_models")}
+NEEDS_THE_HUB["/take_one_step"] = "build a batch first"  # a step is taken on the session's built batch
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,20 @@ def in_range(name: str, low, high, integer: bool = False, default=None) -> Check
     return check
 
 
+def one_of(name: str, allowed: tuple[str, ...], default: str | None = None) -> Check:
+    """A check that a number is one of a menu's `allowed` numbers (written as text); returns it as a float."""
+    def check(value, config):
+        value = default if value in (None, "") else value
+        try:
+            found = next((float(a) for a in allowed if float(value) == float(a)), None)
+        except (TypeError, ValueError):
+            found = None
+        if found is None:
+            raise UserInputError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return found
+    return check
+
+
 def at_most_chars(name: str, limit="max_text_chars") -> Check:
     """A check that a text has at most `limit` characters (a number or an AppConfig field name); None is ""."""
     def check(value, config):

@@ -12,29 +12,34 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from core.receipts import receipt
 from core.errors import UserInputError
 from core.loss import ContrastiveOutput, similarity
+from core.receipts import receipt
 from demo.inputs.images import pack, thumbnail_uri, unpack
 from demo.inputs.pairs import Pairs
 from demo.platform.gpu import embed_images, embed_texts
 from demo.platform.services import model_key
+from demo.tabs.matrix.microscope import GRADIENT_TITLE, GRADIENT_VIEW, false_negatives_markdown, gradient_values
 
 SIGMOID_VIEW = "sigmoid per cell (SigLIP)"
 VIEWS = {"cosine": "cosine similarity", "logits": "logits = logit scale × cosine",
          "softmax over rows (image → text)": "softmax over each row: which caption does each image pick?",
          "softmax over columns (text → image)": "softmax over each column: which image does each caption pick?",
-         SIGMOID_VIEW: "sigmoid(logit + bias) per cell: is this pair a match? (each cell on its own, as SigLIP was trained)"}
+         SIGMOID_VIEW: "sigmoid(logit + bias) per cell: is this pair a match? (each cell on its own, as SigLIP was trained)",
+         GRADIENT_VIEW: GRADIENT_TITLE}
 
 
 def view_values(out: ContrastiveOutput, view: str):
     """The [n, m] matrix shown for a view name."""
     table = {"cosine": out.cosine, "logits": out.logits, "softmax over rows (image → text)": out.probs_rows,
              "softmax over columns (text → image)": out.probs_cols}
+    if view == GRADIENT_VIEW:
+        return gradient_values(out)
     if view == SIGMOID_VIEW:
         if out.sigmoid_probs is None:
             raise UserInputError("the per-cell sigmoid view is for sigmoid-trained models (SigLIP): this model was "
@@ -58,18 +63,23 @@ def matrix_figure(values, thumbnails: list[str], captions: list[str], view: str,
     `n_pairs` diagonal cells outlined, and each row's (▶) and column's (▼) argmax marked."""
     n, m = values.shape
     font = 12 if max(n, m) <= 10 else 10 if max(n, m) <= 16 else 8 if max(n, m) <= 24 else 6
-    fmt = ".2f" if view != "logits" else ".1f"
-    heat = go.Heatmap(z=values, x=list(range(m)), y=list(range(n)), colorscale="Viridis",
+    gradient = view == GRADIENT_VIEW
+    fmt = ".1f" if view == "logits" else (("+.3f" if np.abs(values).max() >= 5e-3 else "+.0e") if gradient else ".2f")
+    limit = float(np.abs(values).max()) or 1.0
+    colours = dict(colorscale="RdBu_r", zmid=0, zmin=-limit, zmax=limit) if gradient else dict(colorscale="Viridis")
+    heat = go.Heatmap(z=values, x=list(range(m)), y=list(range(n)), **colours,
                       text=[[format(v, fmt) for v in row] for row in values], texttemplate="%{text}",
                       textfont=dict(size=font), customdata=[[captions[j] for j in range(m)] for _ in range(n)],
                       hovertemplate="image %{y} · caption %{x}<br>%{customdata}<br>value %{z:.4f}<extra></extra>",
                       colorbar=dict(title=view.split(" (")[0], thickness=14))
     fig = go.Figure(heat)
-    rows_arg, cols_arg = values.argmax(1), values.argmax(0)
-    fig.add_trace(go.Scatter(x=[int(j) - 0.33 for j in rows_arg], y=list(range(n)), mode="markers", name="row argmax ▶ (image → text)",
+    rows_arg, cols_arg = (values.argmax(1), values.argmax(0)) if not gradient else ([], [])  # no argmax of a gradient
+    fig.add_trace(go.Scatter(x=[int(j) - 0.33 for j in rows_arg], y=list(range(len(rows_arg))), mode="markers",
+                             name="row argmax ▶ (image → text)",
                              marker=dict(symbol="triangle-right", size=max(6, font), color="#ff4d4d", line=dict(color="white", width=1)),
                              hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=list(range(m)), y=[int(i) - 0.33 for i in cols_arg], mode="markers", name="column argmax ▼ (text → image)",
+    fig.add_trace(go.Scatter(x=list(range(len(cols_arg))), y=[int(i) - 0.33 for i in cols_arg], mode="markers",
+                             name="column argmax ▼ (text → image)",
                              marker=dict(symbol="triangle-down", size=max(6, font), color="#ffffff", line=dict(color="black", width=1)),
                              hoverinfo="skip"))
     for i in range(min(n_pairs, n, m)):
@@ -262,5 +272,6 @@ def compute_matrix(clip, batch: MatrixBatch, view: str, captions: list[str] | No
     n, m = len(captions), len(all_captions)
     fig = matrix_figure(view_values(out, view), batch.thumbnails, all_captions, view, n)
     batch.view = view
-    return MatrixResult(out, fig, figures_markdown(out, n, m), loss_table(out, all_captions),
+    return MatrixResult(out, fig, figures_markdown(out, n, m) + false_negatives_markdown(out, all_captions),
+                        loss_table(out, all_captions),
                         {**matrix_data(out, view, all_captions, batch.pairs.names), "receipt": receipt(clip)})

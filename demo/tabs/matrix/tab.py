@@ -12,10 +12,12 @@ from __future__ import annotations
 import gradio as gr
 
 from core.errors import UserInputError
-from demo.inputs.checks import at_most_chars, at_most_items, in_range
+from core.microscope import one_step
+from demo.inputs.checks import at_most_chars, at_most_items, in_range, one_of
 from demo.inputs.pairs import SOURCES, SourceSpec, build_pairs
 from demo.platform.contract import Call, handler, input_names, listen, stop_button
 from demo.platform.mcp import mcp_tool
+from demo.inputs.images import unpack
 from demo.tabs.matrix.batch import (
     LOSS_COLUMNS,
     VIEWS,
@@ -26,6 +28,7 @@ from demo.tabs.matrix.batch import (
     new_batch,
     parse_extra,
 )
+from demo.tabs.matrix.microscope import STEP_RATES, step_data, step_figure, step_markdown
 from demo.tabs.shared.session_model import model_notice, same_model
 from demo.tabs.shared.source_inputs import upload_and_dataset_inputs
 
@@ -48,6 +51,7 @@ STALE = ("⚠️ **The source controls changed since this batch was built**: the
 CHECKS = {"n": in_range("N", 2, "max_matrix_pairs", integer=True, default=8),
           "seed": in_range("seed", 0, 2**31 - 1, integer=True, default=0),
           "files": at_most_items("images", "max_matrix_pairs"), "extra_captions": at_most_chars("the extra captions")}
+STEP_CHECKS = {"lr": one_of("the learning rate", STEP_RATES, default="1e-5")}
 
 
 @handler("matrix", checks=CHECKS, uploads=("files",))
@@ -122,6 +126,28 @@ def similarity_matrix(call: Call, batch=None, captions=None, extra_captions: str
     return batch, r.figure, r.figures_md, r.losses, r.data, note
 
 
+@handler("matrix", cost="heavy", checks=STEP_CHECKS)
+def take_one_step(call: Call, batch=None, lr: str = "1e-5", model: str | None = None):
+    """One optimizer step on the session's batch with a copy of the model (never the session's model itself):
+    the loss before and after, and how every cell's logit moved.
+
+    Args:
+        lr: the step's learning rate (AdamW's first update moves each weight by lr against its gradient's sign): 1e-6, 1e-5, 1e-4 or 1e-3.
+    """
+    cfg = call.config
+    model = model or cfg.default_model
+    if batch is None:
+        raise UserInputError("build a batch first: one step is taken on the batch the matrix shows")
+    if not same_model(batch.model_name, model, cfg.default_model):
+        raise UserInputError(f"this batch was built with `{batch.model_name}`; the session's model is now `{model}`: "
+                             "press Build batch first")
+    clip = call.model(model)
+    captions = list(batch.pairs.captions)
+    call.say(0.3, "one step on a copy of the model")
+    step = one_step(clip, [unpack(b) for b in batch.blobs], captions, float(lr))
+    return step_markdown(step), step_figure(step, captions), step_data(step)
+
+
 def shown_view(batch) -> str:
     """What a refused redraw leaves on the page, for its message (the view menu already shows the new choice)."""
     return f" (the matrix shown is still its {batch.view} view)" if batch.view else ""
@@ -162,6 +188,14 @@ def build_tab(ctx, model_state: gr.State) -> None:
     losses = gr.Dataframe(headers=LOSS_COLUMNS, label="Per-row and per-column loss terms", wrap=True, elem_id="mx-losses")
     with gr.Accordion("All numbers (JSON: the shown values, cosines, losses and accuracies)", open=False):
         data = gr.JSON(label="All numbers (JSON)", elem_id="mx-json")
+    with gr.Accordion("One step: watch the gradient act on this batch (on a copy of the model)", open=False):
+        with gr.Row():
+            lr = gr.Dropdown(list(STEP_RATES), value="1e-5", label="learning rate", scale=1, elem_id="mx-lr")
+            step_button = gr.Button("Take one step", scale=1, elem_id="mx-step")
+        step_md = gr.Markdown(label="One step", elem_id="mx-step-md")
+        step_plot = gr.Plot(label="Change of each logit", elem_id="mx-step-plot")
+        with gr.Accordion("The step's numbers (JSON)", open=False):
+            step_json = gr.JSON(label="One step (JSON)", elem_id="mx-step-json")
 
     build_inputs = [source, n, seed, split, files, ds_name, ds_split, img_col, txt_col, extra, view, model_state]
     built = listen(ctx, build.click, build_batch, build_inputs, [batch_state, table, plot, figures, losses, data, stale],
@@ -173,7 +207,9 @@ def build_tab(ctx, model_state: gr.State) -> None:
     redrawn = listen(ctx, [edits.change, view.input, extra.blur], similarity_matrix,
                      [batch_state, table, extra, view, model_state], [batch_state, plot, figures, losses, data, stale],
                      api_name="similarity_matrix", trigger_mode="always_last")
-    stop_button(ctx, stop, "matrix", [built, redrawn])
+    stepped = listen(ctx, step_button.click, take_one_step, [batch_state, lr, model_state], [step_md, step_plot, step_json],
+                     api_name="take_one_step", show_progress_on=[step_md])
+    stop_button(ctx, stop, "matrix", [built, redrawn, stepped])
     mcp_tool(ctx, build_batch, [n for n in input_names(build_batch, build_inputs)], pick=5, n_outputs=7)
     listen(ctx, model_state.change, model_changed, [batch_state, model_state], stale)
     # the batch is only rebuilt on "Build batch": a changed source control just says so (in the browser, no request)
