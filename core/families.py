@@ -96,7 +96,8 @@ def family_of(config: dict, tokenizer_class: str | None = None, source: str = "t
         raise ModelLoadError(f"{source} is not a model CLIP Lab loads (model_type={kind!r}); it loads CLIP, SigLIP, "
                              "SigLIP 2 (fixed resolution) and MetaCLIP 2 checkpoints")
     if kind == "siglip":
-        return SIGLIP2 if "gemma" in (tokenizer_class or "").lower() else SIGLIP
+        name = (tokenizer_class or "").lower()  # SigLIP 2: Gemma's tokenizer (newer transformers: "Siglip2Tokenizer")
+        return SIGLIP2 if "gemma" in name or "siglip2" in name else SIGLIP
     return FAMILIES[kind]
 
 

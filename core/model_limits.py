@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .families import family_of
 
 MAX_IMAGE_SIZE = 1024  # pixels per side of the model's input (CLIP models use 224 to 448)
 MAX_TEXT_POSITIONS = 1024  # text positions (CLIP uses 77; long-context variants a few hundred)
@@ -63,7 +64,7 @@ def check_size(nbytes: int, max_bytes: int | None, label: str) -> None:
 
 
 def check_hub_repo(repo_id: str, max_bytes: int | None) -> None:
-    """Before downloading a Hub model: its config must be a CLIP's within the limits, and its
+    """Before downloading a Hub model: its config must be of a family CLIP Lab loads, within the limits, and its
     safetensors weights must exist and weigh at most max_bytes. Downloads only config.json."""
     from huggingface_hub import HfApi, hf_hub_download
 
@@ -76,8 +77,7 @@ def check_hub_repo(repo_id: str, max_bytes: int | None) -> None:
         raise ModelLimitError(f"{repo_id} has no .safetensors weights; CLIP Lab never loads pickle checkpoints")
     check_size(weights, max_bytes, repo_id)
     config = json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
-    if config.get("model_type") != "clip":
-        raise ModelLimitError(f"{repo_id} is not a CLIP model (model_type={config.get('model_type')!r})")
+    family_of(config, None, repo_id)  # CLIP, SigLIP (2) or MetaCLIP 2, else a one-line refusal naming those
     check_config(config, repo_id)
 
 

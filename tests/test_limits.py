@@ -162,6 +162,35 @@ def test_a_hub_repo_is_checked_before_anything_is_downloaded(monkeypatch):
     assert downloads == []
 
 
+@pytest.mark.parametrize("model_type, refused", [("siglip", None), ("metaclip_2", None), ("clip", None),
+                                                  ("bert", "not a model CLIP Lab loads"), ("siglip2", "NaFlex")])
+def test_a_hub_repo_of_every_family_passes_the_check_before_download_and_others_are_refused(
+        monkeypatch, tmp_path, model_type, refused):
+    import json as json_
+
+    import huggingface_hub
+
+    from core.model_limits import check_hub_repo
+
+    class Sibling:
+        def __init__(self, name, size):
+            self.rfilename, self.size = name, size
+
+    class Info:
+        siblings = [Sibling("config.json", 500), Sibling("model.safetensors", 1 << 20)]
+
+    config = tmp_path / "config.json"
+    config.write_text(json_.dumps({"model_type": model_type, "vision_config": {"image_size": 224, "patch_size": 16},
+                                   "text_config": {"max_position_embeddings": 64}}))
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo, files_metadata=False: Info())
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(config))
+    if refused is None:
+        check_hub_repo("someone/model", 2048 << 20)
+    else:
+        with pytest.raises(ModelLoadError, match=refused):
+            check_hub_repo("someone/model", 2048 << 20)
+
+
 @pytest.fixture(scope="module")
 def url():
     with running_app({"CLIP_LAB_TEST_GATE": "1", "CLIP_LAB_QUEUE_SIZE": "32"}) as u:
