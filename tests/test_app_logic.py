@@ -216,7 +216,7 @@ def test_matrix_loss_and_json_match_a_numpy_oracle(clip):
     assert r.data["accuracy_i2t"] == pytest.approx(float((logits.argmax(1) == np.arange(5)).mean()))
 
 
-@pytest.mark.parametrize("view", list(mv.VIEWS))
+@pytest.mark.parametrize("view", [v for v in mv.VIEWS if v != mv.SIGMOID_VIEW])  # that one: test_families.py
 def test_views(clip, view):
     out = mv.compute_matrix(clip, batch_of(shapes_pairs(4)), view).output
     v = mv.view_values(out, view)
