@@ -20,10 +20,10 @@ from pathlib import Path
 import importlib.util
 
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast, SiglipConfig, SiglipModel
 
 from .errors import ModelLoadError, UserInputError
-from .families import CLIP, Family, family_of, logit_bias_of, logit_scale_of
+from .families import CLIP, SIGLIP, SIGLIP_TEXT_LENGTH, Family, family_of, logit_bias_of, logit_scale_of
 from .model_limits import (check_config, check_hub_repo, check_loaded_weights, check_preprocessor, check_size,
                            weights_bytes)
 
@@ -65,6 +65,18 @@ class Preset:
                     max_position_embeddings=self.context_length, projection_dim=self.embed_dim,
                     vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
         return CLIPConfig(text_config=text, vision_config=vision, projection_dim=self.embed_dim)
+
+    def to_siglip_config(self) -> SiglipConfig:
+        """The same towers as a SigLIP: texts of 64 positions, the vision attention-pool head, and a text
+        head into the vision width (SigLIP's embedding width; embed_dim is unused: no projections)."""
+        vision = dict(hidden_size=self.vision_width, intermediate_size=4 * self.vision_width,
+                      num_hidden_layers=self.vision_layers, num_attention_heads=self.vision_heads,
+                      image_size=self.image_size, patch_size=self.patch_size)
+        text = dict(hidden_size=self.text_width, intermediate_size=4 * self.text_width,
+                    num_hidden_layers=self.text_layers, num_attention_heads=self.text_heads,
+                    max_position_embeddings=SIGLIP_TEXT_LENGTH, projection_size=self.vision_width,
+                    vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+        return SiglipConfig(text_config=text, vision_config=vision)
 
 
 PRESETS: dict[str, Preset] = {
@@ -132,21 +144,43 @@ def image_processor_for(image_size: int) -> CLIPImageProcessor:
                               image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
 
 
+def siglip_processor_for(image_size: int):
+    """SigLIP's preprocessing at image_size: a plain resize to image_size x image_size, mean and std 0.5."""
+    if importlib.util.find_spec("torchvision") is not None:
+        from transformers import SiglipImageProcessor
+    else:  # the PIL backend, explicitly (as for CLIP's): no fallback warning
+        from transformers import SiglipImageProcessorPil as SiglipImageProcessor
+    return SiglipImageProcessor(size={"height": image_size, "width": image_size})
+
+
 def load_tokenizer(directory: str | os.PathLike = TOKENIZER_DIR) -> CLIPTokenizerFast:
     """CLIP's BPE tokenizer from a directory (offline). Never built from vocab_file=: see README."""
     return CLIPTokenizerFast.from_pretrained(str(directory))
 
 
-def create(preset: str | Preset = "tiny", seed: int | None = None) -> Clip:
-    """A freshly initialised CLIP from a named preset ('tiny', 'small', 'base') or a `Preset`."""
+def create(preset: str | Preset = "tiny", seed: int | None = None, family: str = "clip") -> Clip:
+    """A freshly initialised CLIP from a named preset ('tiny', 'small', 'base') or a `Preset`.
+
+    family 'siglip': a SigLIP of the preset's tower sizes (see Preset.to_siglip_config) with SigLIP's
+    start, exp(t) = 10 and bias -10, CLIP's BPE tokenizer at 64 positions and SigLIP's preprocessing.
+    """
+    if family not in ("clip", "siglip"):
+        raise ModelLoadError(f"unknown family {family!r} for a preset; choose clip or siglip")
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ModelLoadError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[preset]
     if seed is not None:
         torch.manual_seed(seed)
-    model = CLIPModel(preset.to_config())
     tok = load_tokenizer()
+    if family == "siglip":
+        model = SiglipModel(preset.to_siglip_config())
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(10.0))
+            model.logit_bias.fill_(-10.0)
+        tok.model_max_length = SIGLIP_TEXT_LENGTH
+        return Clip(model, tok, siglip_processor_for(preset.image_size), source=f"preset:{preset}", family=SIGLIP)
+    model = CLIPModel(preset.to_config())
     tok.model_max_length = preset.context_length
     return Clip(model, tok, image_processor_for(preset.image_size), source=f"preset:{preset}")
 
@@ -204,7 +238,8 @@ def _download(repo_id: str, max_bytes: int | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError)
 
-    patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "*.json", "*.txt"]
+    # *.model: SigLIP's SentencePiece vocabulary (spiece.model, a protobuf file, never unpickled)
+    patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "*.json", "*.txt", "*.model"]
     try:
         try:  # already in the cache: no network, nothing to check before downloading
             return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))

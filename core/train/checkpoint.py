@@ -4,6 +4,8 @@ from mixing in one folder.
 A run folder holds train_config.json, metrics.jsonl, checkpoints/step-NNNNNNN/ (an HF folder plus
 optimizer.safetensors, rng.safetensors, loss.safetensors and trainer_state.json: safetensors and
 JSON, never pickle), `latest` (the newest checkpoint's name) and model/ (the finished model).
+A SigLIP model keeps its bias in its own weights (`logit_bias`); loss.safetensors holds the sigmoid
+loss's bias only for a CLIP model trained with that loss (and for runs saved before SigLIP models).
 
 Resume takes the newest *complete* checkpoint: every file present and readable (see
 checkpoint_problem). A damaged one (a file missing or cut short, by a full disk or a crash that the

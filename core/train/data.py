@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..data import DataError, first_caption, open_dataset, to_rgb
-from ..encode import tokenize
+from ..encode import family_of, tokenize
+from ..families import CLIP, Family
 
 
 @dataclass
@@ -32,14 +33,16 @@ class TextTokens:
 
     tokenizer: object
     context_length: int
+    family: Family = CLIP  # how the model's family pads (SigLIP: 64 positions), as core.encode reads it
 
     @classmethod
     def of(cls, clip) -> "TextTokens":
-        return cls(clip.tokenizer, clip.context_length)
+        return cls(clip.tokenizer, clip.context_length, family_of(clip))
 
-    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids and attention_mask [B, L], padded to the longest caption, cut at the context
-        (core.encode.tokenize's ids exactly: it reads only .tokenizer and .context_length)."""
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """input_ids and attention_mask [B, L]: padded as the model's family pads (CLIP: to the longest
+        caption; SigLIP: to 64, the mask None when its tokenizer has none), cut at the context
+        (core.encode.tokenize's ids exactly: it reads only .tokenizer, .context_length and .family)."""
         t = tokenize(self, captions, warn=False)
         return t["input_ids"], t["attention_mask"]
 

@@ -94,22 +94,24 @@ def mean_over_ranks(value: float, info: DistInfo, device) -> float:
 def add_patch_dropout(vision_model, drop: float) -> torch.utils.hooks.RemovableHandle:
     """Drop a random `drop` share of patch tokens of every image while training (FLIP), keeping CLS.
 
-    A forward hook on the vision embeddings [B, 1 + P, D] -> [B, 1 + keep, D]; in eval mode it
-    leaves the sequence alone, so evaluation and the exported model see every patch.
+    A forward hook on the vision embeddings [B, 1 + P, D] -> [B, 1 + keep, D] (SigLIP, which has no
+    CLS token: [B, P, D] -> [B, keep, D]); in eval mode it leaves the sequence alone, so evaluation
+    and the exported model see every patch.
     """
     if not 0.0 <= drop < 1.0:
         raise ValueError(f"patch dropout must lie in [0, 1), got {drop}")
 
     keep_per_mille = int(round((1.0 - drop) * 1000))  # integer maths: traceable by torch.compile with dynamic shapes
+    cls = 1 if hasattr(vision_model.embeddings, "class_embedding") else 0  # CLIP's CLS token is always kept
 
     def hook(module, inputs, out: torch.Tensor) -> torch.Tensor:
         if not module.training or keep_per_mille == 1000:
             return out
         b, n, d = out.shape
-        keep = max(1, ((n - 1) * keep_per_mille) // 1000)
-        idx = torch.rand(b, n - 1, device=out.device).argsort(dim=1)[:, :keep] + 1  # [B, keep] patch positions
+        keep = max(1, ((n - cls) * keep_per_mille) // 1000)
+        idx = torch.rand(b, n - cls, device=out.device).argsort(dim=1)[:, :keep] + cls  # [B, keep] patch positions
         patches = out.gather(1, idx.unsqueeze(-1).expand(b, keep, d))  # [B, keep, D]
-        return torch.cat([out[:, :1], patches], dim=1)
+        return torch.cat([out[:, :cls], patches], dim=1)
 
     return vision_model.embeddings.register_forward_hook(hook)
 

@@ -23,7 +23,7 @@ import torch
 
 from ..model import Clip, create, load, save_pretrained_atomic
 from .checkpoint import ordinary_modes, prepare_run_dir, restore_checkpoint, save_checkpoint, trim_metrics
-from .config import PRESET_MODELS, TrainConfig, validate
+from .config import PRESET_MODELS, ConfigError, TrainConfig, validate
 from .data import Batch, batch_stream, make_source
 from .distributed import DistInfo, add_patch_dropout, init_from_env, mean_over_ranks
 from .hooks import MetricsLog, ProgressBar, make_snapshot
@@ -31,19 +31,33 @@ from .step import TrainState, enable_checkpointing, lr_at, train_step, wrap_towe
 
 
 def _build_clip(cfg: TrainConfig, ckpt: Path | None) -> Clip:
-    """The model, fresh (a preset), loaded (fine-tuning) or from a checkpoint, on the device."""
+    """The model, fresh (a preset), loaded (fine-tuning) or from a checkpoint, on the device.
+    A preset trained with loss=siglip is a SigLIP model (its own logit_bias, scored with a sigmoid)."""
     device = cfg.runtime.device
     if ckpt is not None:
         return load(str(ckpt), device=device)
     if cfg.model.name not in PRESET_MODELS:
         return load(cfg.model.name, device=device)
-    clip = create(cfg.model.name, seed=cfg.data.seed)
+    clip = create(cfg.model.name, seed=cfg.data.seed, family="siglip" if cfg.loss.kind == "siglip" else "clip")
     init = cfg.model.init_logit_scale or (10.0 if cfg.loss.kind == "siglip" else 0.0)  # SigLIP starts exp(t) at 10
     if init:
         with torch.no_grad():
             clip.model.logit_scale.fill_(math.log(init))
     clip.model.to(device)
     return clip
+
+
+def family_notes(clip: Clip, cfg: TrainConfig) -> list[str]:
+    """Whether the loss fits the model's family: a ConfigError for a sigmoid-scored model (SigLIP)
+    trained with the softmax loss, whose bias would go stale; a note for a CLIP model trained with
+    the sigmoid loss (an older checkpoint, a CLIP to fine-tune), whose export stays a CLIP."""
+    if clip.family.independent and cfg.loss.kind != "siglip":
+        raise ConfigError(f"{clip.source} is a {clip.family.title} model, scored with a sigmoid and its bias: "
+                          "train it with loss=siglip")
+    if cfg.loss.kind == "siglip" and not clip.family.independent:
+        return [f"note: {clip.source} is a {clip.family.title} model: the sigmoid loss trains it with a separate bias "
+                f"and its export stays a {clip.family.title}, scored with a softmax (a preset trains a SigLIP)"]
+    return []
 
 
 @dataclass
@@ -117,6 +131,7 @@ def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_e
     np.random.seed(cfg.data.seed)
     torch.manual_seed(cfg.data.seed)
     clip = _build_clip(cfg, ckpt)
+    notes += family_notes(clip, cfg)
     if cfg.model.grad_checkpointing:
         enable_checkpointing(clip.model)
     state = TrainState.create(clip, cfg, info)

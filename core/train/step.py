@@ -45,11 +45,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 def lock_towers(model, lock_image: bool, lock_text: bool) -> None:
-    """LiT: freeze the image and/or text tower (encoder and projection)."""
-    for flag, modules in ((lock_image, (model.vision_model, model.visual_projection)),
-                          (lock_text, (model.text_model, model.text_projection))):
+    """LiT: freeze the image and/or text tower (encoder and projection; SigLIP has no projections)."""
+    for flag, modules in ((lock_image, (model.vision_model, getattr(model, "visual_projection", None))),
+                          (lock_text, (model.text_model, getattr(model, "text_projection", None)))):
         if flag:
-            for m in modules:
+            for m in filter(None, modules):
                 m.requires_grad_(False)
                 m.eval()
 
@@ -65,17 +65,26 @@ def enable_checkpointing(model) -> None:
 class Towers(torch.nn.Module):
     """The two encoders as one module, which is what DDP and torch.compile wrap.
 
-    forward(pixels [B, 3, S, S], input_ids [B, L], attention_mask [B, L]) -> (image features [B, D],
-    text features [B, D]), projected, not normalised. Holds SigLIP's learnable bias when that loss is used.
+    forward(pixels [B, 3, S, S], input_ids [B, L], attention_mask [B, L] or None) -> (image features
+    [B, D], text features [B, D]), projected, not normalised.
+
+    The sigmoid loss's bias is the model's own `logit_bias` (a SigLIP model: exported with it). A CLIP
+    model trained with that loss has no place for one, so it is a parameter here (`siglip_bias`, saved
+    in checkpoints' loss.safetensors) and its export stays a CLIP, scored with a softmax.
     """
 
     def __init__(self, model, loss: str = "clip"):
         super().__init__()
         self.model = model
-        self.siglip_bias = torch.nn.Parameter(torch.tensor(-10.0)) if loss == "siglip" else None
+        own = loss == "siglip" and getattr(model, "logit_bias", None) is None
+        self.siglip_bias = torch.nn.Parameter(torch.tensor(-10.0)) if own else None
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
         return image_features(self.model, pixels), text_features(self.model, input_ids, attention_mask)
+
+    def logit_bias(self) -> torch.Tensor | None:
+        """The sigmoid loss's bias b ([] here, [1] in a SigLIP model), or None when there is none."""
+        return self.siglip_bias if self.siglip_bias is not None else getattr(self.model, "logit_bias", None)
 
 
 def wrap_towers(towers: Towers, cfg: TrainConfig, info: DistInfo = DistInfo()) -> torch.nn.Module:
@@ -129,7 +138,8 @@ class TrainState:
 def train_step(state: TrainState, batch: Batch, lr: float) -> dict:
     """One optimisation step on this rank's batch; state.step goes up by one.
 
-    batch: pixels [b, 3, S, S] and token ids / mask [b, L] (b = the global batch / world size).
+    batch: pixels [b, 3, S, S] and token ids / mask [b, L] (b = the global batch / world size; the
+    mask is None for a tokenizer without one, as SigLIP's own).
     Under torchrun the loss sees every rank's features (gathered with gradients). With
     cfg.loss.group_loss > 0 and hard-negative groups in the batch, the in-group InfoNCE is added.
     Raises NonFiniteLossError (before touching weights) if the loss is NaN/inf.
@@ -140,7 +150,8 @@ def train_step(state: TrainState, batch: Batch, lr: float) -> dict:
     model = state.model
     device = model.logit_scale.device
     pixels = batch.pixels(device)
-    ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+    ids = batch.input_ids.to(device)
+    mask = batch.attention_mask.to(device) if batch.attention_mask is not None else None
     gather = gather_with_grad if info.enabled else None
     offset = info.rank * pixels.shape[0]
     weight = cfg.loss.group_loss if batch.n_groups else 0.0
@@ -150,7 +161,7 @@ def train_step(state: TrainState, batch: Batch, lr: float) -> dict:
         log_scale = model.logit_scale if own else model.logit_scale.detach()
         img, txt = img.float(), txt.float()  # the loss is fp32, outside autocast
         if cfg.loss.kind == "siglip":
-            bias = plain.siglip_bias if own else plain.siglip_bias.detach()
+            bias = plain.logit_bias() if own else plain.logit_bias().detach()
             loss = siglip_loss(img, txt, log_scale, bias, gather, offset)
         else:
             loss = contrastive_loss(img, txt, log_scale, gather, offset, local=cfg.loss.local_loss)
@@ -171,7 +182,7 @@ def train_step(state: TrainState, batch: Batch, lr: float) -> dict:
     optimizer.zero_grad(set_to_none=True)
     k = cfg.optim.accum_freq
     if k > 1:
-        parts = [torch.tensor_split(x, k) for x in (pixels, ids, mask)]
+        parts = [torch.tensor_split(x, k) if x is not None else [None] * k for x in (pixels, ids, mask)]
 
         def encode(j: int):
             with autocast_context(device, cfg.runtime.precision):
