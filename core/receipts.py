@@ -65,8 +65,12 @@ def _plain(value):
 def tokenizer_settings(clip) -> dict:
     """How texts are tokenized: the tokenizer class, positions, padding and lower-casing."""
     family = family_of(clip)
-    return {"class": type(clip.tokenizer).__name__, "context_length": clip.context_length,
-            "padding": f"max_length {family.pad_to}, no attention mask" if family.pad_to else "to the longest, masked",
+    if family.pad_to:  # as core.encode pads: the mask only when the tokenizer gives one (SigLIP's own does not)
+        masked = "attention_mask" in getattr(clip.tokenizer, "model_input_names", ())
+        padding = f"max_length {family.pad_to}, " + ("masked" if masked else "no attention mask: the pads are read")
+    else:
+        padding = "to the longest, masked"
+    return {"class": type(clip.tokenizer).__name__, "context_length": clip.context_length, "padding": padding,
             "lowercase": family.lowercase}
 
 

@@ -66,3 +66,18 @@ def test_a_receipt_names_the_model_its_weights_and_what_turned_cosines_into_prob
     assert r["weights_revision"] == clip.revision and r["templates"] == ["a {}."]
     assert r["image_processor"]["crop_size"] == {"height": clip.image_size, "width": clip.image_size}
     assert r["libraries"]["torch"].startswith("2.")
+
+
+def test_the_panel_says_how_padding_is_read_as_encode_does(tmp_path):
+    """SigLIP pads to 64: masked when its tokenizer gives a mask (as encode passes it), read by the model when not."""
+    from family_standins import siglip2_standin
+
+    from core.receipts import tokenizer_settings
+
+    clip = core.load(str(siglip2_standin(tmp_path / "s")))
+    for names, masked in ((["input_ids", "attention_mask"], True), (["input_ids"], False)):
+        clip.tokenizer.model_input_names = names
+        sent = core.tokenize(clip, ["a star"])
+        assert (sent["attention_mask"] is not None) == masked  # what the model gets
+        assert prompt_tokens(clip, ["a star"])[0].masked == masked
+        assert ("the pads are read" in tokenizer_settings(clip)["padding"]) == (not masked)
