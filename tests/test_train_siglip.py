@@ -120,3 +120,28 @@ def test_patch_dropout_keeps_clips_cls_token_and_drops_any_siglip_patch():
         model.train()
         assert model.vision_model.embeddings(pixels).shape[1] == tokens
         handle.remove()
+
+
+def test_the_live_probe_matrix_of_a_siglip_run_shows_its_sigmoid_and_its_loss():
+    """The Train tab's probe matrix reads a SigLIP model with its own rule: each cell's sigmoid(logit + b) and
+    the sigmoid loss (NumPy), not the row softmax and CLIP's loss."""
+    import numpy as np
+
+    from core.loss import similarity
+    from core.train.hooks import Snapshot
+    from demo.tabs.train.figures import probe_figure
+    from demo.tabs.train.live import probe_frame
+
+    rng = np.random.default_rng(0)
+    img, txt = (torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32) for _ in range(2))
+    view = similarity(img, txt, 10.0, -3.0)
+    frame = probe_frame(Snapshot(7, ["a"] * 4, [], img, txt, view, 0.0, False))
+    logits = 10.0 * (torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T).numpy()
+    np.testing.assert_allclose(frame.probs_rows, 1 / (1 + np.exp(-(logits - 3.0))), atol=1e-6)
+    signs = 2 * np.eye(4) - 1
+    assert frame.sigmoid and frame.loss == pytest.approx(np.log1p(np.exp(-signs * (logits - 3.0))).sum() / 4, rel=1e-5)
+
+    class Frame:
+        step, probe = 7, frame
+    figure = probe_figure(Frame())
+    assert "sigmoid loss" in figure.layout.title.text and "sigmoid(logit + bias)" in figure.layout.annotations[1].text

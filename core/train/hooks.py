@@ -154,5 +154,7 @@ def make_snapshot(state: TrainState, probe: Batch, matrix_size: int = 8, full: b
         state.train_mode()
     img, txt = F.normalize(img.float(), dim=-1).cpu(), F.normalize(txt.float(), dim=-1).cpu()
     k = min(matrix_size, len(img))
-    view = similarity(img[:k], txt[:k], model.logit_scale.detach().exp().item())
+    bias = getattr(model, "logit_bias", None)  # a SigLIP model: its matrix is read with the sigmoid and the bias
+    view = similarity(img[:k], txt[:k], model.logit_scale.detach().exp().item(),
+                      None if bias is None else float(bias.detach().reshape(-1)[0]))
     return Snapshot(state.step, probe.captions, probe.labels, img, txt, view, time.perf_counter() - t0, full)

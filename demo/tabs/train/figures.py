@@ -51,8 +51,9 @@ def accuracy_figure(view: LiveView) -> go.Figure:
 
 def probe_figure(frame: Frame | None) -> go.Figure:
     """Cosine and row softmax [k, k] of the probe pairs at one frame (rows: images, columns: captions)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("cosine", "softmax over each row (image → caption)"),
-                        horizontal_spacing=0.22)
+    sigmoid = frame is not None and getattr(frame.probe, "sigmoid", False)
+    right = "sigmoid(logit + bias) per cell (SigLIP)" if sigmoid else "softmax over each row (image → caption)"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("cosine", right), horizontal_spacing=0.22)
     if frame is None:
         fig.update_layout(height=380, title={"text": "the first frame comes after the first step", "font": {"size": 13}})
         return fig
@@ -69,7 +70,8 @@ def probe_figure(frame: Frame | None) -> go.Figure:
         fig.update_yaxes(autorange="reversed", title_text="image" if col == 1 else None, row=1, col=col)
         fig.update_xaxes(title_text="caption", row=1, col=col)
     fig.update_layout(height=380, margin={"l": 50, "r": 10, "t": 60, "b": 40},
-                      title={"text": f"step {frame.step}: loss {p.loss:.3f}, each image's top caption is its own in "
+                      title={"text": f"step {frame.step}: {'sigmoid loss' if sigmoid else 'loss'} {p.loss:.3f}, "
+                                     "each image's top caption is its own in "
                                      f"{p.accuracy:.0%} of rows (logit scale {p.scale:.1f})", "font": {"size": 13}})
     return fig
 

@@ -37,13 +37,15 @@ from core.train.hooks import Hook, Snapshot, eval_top1
 @dataclass
 class ProbeFrame:
     """The probe matrix at one step: cosine and row softmax [k, k], the symmetric loss, the share of
-    rows whose argmax is the diagonal, and the logit scale."""
+    rows whose argmax is the diagonal, and the logit scale. For a SigLIP model, probs_rows holds each
+    cell's sigmoid(logit + bias) and loss the sigmoid loss (`sigmoid` True)."""
 
     cosine: np.ndarray
     probs_rows: np.ndarray
     loss: float
     accuracy: float
     scale: float
+    sigmoid: bool = False
 
 
 @dataclass
@@ -101,6 +103,9 @@ def map_frame(image_emb, text_emb, previous: np.ndarray | None = None, step: int
 def probe_frame(snapshot: Snapshot) -> ProbeFrame:
     """The probe matrix of a snapshot as NumPy."""
     m = snapshot.matrix
+    if m.sigmoid_probs is not None:  # a SigLIP model: the rule and the loss it is trained with
+        return ProbeFrame(m.cosine.numpy().astype(np.float32), m.sigmoid_probs.numpy().astype(np.float32),
+                          float(m.sigmoid_loss), float(m.accuracy_i2t), float(m.scale), sigmoid=True)
     return ProbeFrame(m.cosine.numpy().astype(np.float32), m.probs_rows.numpy().astype(np.float32),
                       float(m.loss), float(m.accuracy_i2t), float(m.scale))
 
