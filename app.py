@@ -32,6 +32,7 @@ from demo.platform.context import AppContext  # noqa: E402
 from demo.platform.contract import Call, endpoint, handler, listen  # noqa: E402
 from demo.platform.guard import GuardMiddleware  # noqa: E402
 from demo.platform.test_gate import add_test_gate  # noqa: E402
+from demo.tabs.claims import tab as claims
 from demo.tabs.compare import tab as compare
 from demo.tabs.evaluate import tab as evaluate
 from demo.tabs.map import tab as embedding_map
@@ -58,7 +59,7 @@ CSS = """
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    """The whole app: the model picker above seven tabs. Nothing is loaded until first use."""
+    """The whole app: the model picker above eight tabs. Nothing is loaded until first use."""
     ctx = ctx or AppContext.create()
     # uploads and other temporary files are deleted upload_ttl_s after they arrive (checked 6 times as often)
     ttl = ctx.config.upload_ttl_s
@@ -66,7 +67,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
         gr.Markdown("# CLIP Lab\nSee CLIP work: which prompt wins and why, how a batch's image–text matrix becomes "
                     "the contrastive loss, and where images and captions land in the shared embedding space.")
         model_state, model_status, picker = build_picker(ctx)
-        # "wrap": on a phone the seven tab names wrap onto a second line instead of hiding behind "⋯"
+        # "wrap": on a phone the eight tab names wrap onto a second line instead of hiding behind "⋯"
         with gr.Tabs(overflow_behavior="wrap"):
             with gr.Tab("Zero-shot", id="zero-shot"):
                 zs = zero_shot.build_tab(ctx, model_state)
@@ -82,11 +83,14 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 evaluate.build_tab(ctx, model_state, zs.templates, zs.template_preset, zs.saved_templates)
             with gr.Tab("Search", id="search"):
                 search.build_tab(ctx, model_state)
+            with gr.Tab("Paper's claims", id="claims"):
+                claims_name, claims_outputs = claims.build_tab(ctx)
         app.unload(endpoint(ctx, stop_jobs, [], 0))  # Blocks.unload takes the function alone
         if ctx.config.test_gate:
             add_test_gate()
         listen(ctx, app.load, zero_shot.fill_defaults, [model_state], zs.outputs())
         listen(ctx, app.load, compare.fill_defaults, [model_state], compare_boxes)
+        listen(ctx, app.load, claims.show_claim, [claims_name], claims_outputs)
         listen(ctx, app.load, show_model, [model_state], model_status, queue=True, concurrency_id="model_load",
                show_progress="minimal")
     app.queue(max_size=ctx.config.queue_size, default_concurrency_limit=ctx.config.concurrency)

@@ -192,6 +192,23 @@ def test_the_loss_microscope_gradient_false_negatives_and_one_step(url):
     assert re.search("0.5|learning rate", said(refused.value)), said(refused.value)
 
 
+def test_the_claims_tab_shows_the_bundled_result_and_reruns_the_quick_variant(url):
+    """Through the API: a claim's bundled result as shipped, and "run it yourself" reproducing the bundled quick
+    numbers within their intervals, with the verdict written beside the paper's statement."""
+    from core.experiments import bundled_result
+
+    c = Client(url, verbose=False)
+    verdict, _, table, data = c.predict(name="prompt-ensembling", api_name="/show_claim")
+    assert data == bundled_result("prompt-ensembling") and "The paper" in verdict and data["verdict"] in verdict
+    assert [row[0] for row in table["data"]][:2] == ["bare", "photo"]
+    verdict, _, _, ours = c.predict(name="zero-shot-vs-probe", api_name="/run_claim")
+    bundled = bundled_result("zero-shot-vs-probe", quick=True)
+    assert ours["quick"] and "Your run" in verdict and ours["verdict"] == bundled["verdict"]
+    assert ours["summary"]["zero_shot"]["mean"] == pytest.approx(bundled["summary"]["zero_shot"]["mean"], abs=1e-6)
+    with pytest.raises(AppError, match="nope.*prompt-ensembling"):  # names the experiments there are
+        c.predict(name="nope", api_name="/show_claim")
+
+
 def test_similarity_matrix_without_a_batch_uses_the_default_one_and_says_so(url):
     *_, data, status = Client(url, verbose=False).predict(api_name="/similarity_matrix")
     assert len(data["captions"]) == 8 and "default batch" in status

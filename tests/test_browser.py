@@ -185,7 +185,7 @@ def test_the_logit_scale_box_applies_a_typed_value_on_enter_and_on_tab(page):
 
 
 def test_on_a_phone_every_tab_name_shows_and_the_model_status_keeps_its_words(browser, shots):
-    """At 390 px the seven tab names wrap onto more lines (none hides behind a "⋯" menu), and the
+    """At 390 px the eight tab names wrap onto more lines (none hides behind a "⋯" menu), and the
     model status sits under the picker at full width instead of wrapping mid-word in a narrow column."""
     pg = browser.new_page(viewport={"width": 390, "height": 844})
     try:
@@ -194,7 +194,7 @@ def test_on_a_phone_every_tab_name_shows_and_the_model_status_keeps_its_words(br
         pg.wait_for_selector("#model-status :text('loaded')")
         shown = [t.inner_text().strip() for t in pg.locator("button[role=tab]").all() if t.is_visible()]
         assert shown == ["Zero-shot", "Compare models", "Similarity matrix", "Embedding map", "Train", "Evaluate",
-                         "Search"], shown
+                         "Search", "Paper's claims"], shown
         status, picker = pg.locator("#model-status").bounding_box(), pg.locator("#model-picker").bounding_box()
         assert status["y"] >= picker["y"] + picker["height"] - 1, (status, picker)  # under the picker
         assert status["width"] >= 0.9 * picker["width"], (status, picker)
