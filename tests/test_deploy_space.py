@@ -261,9 +261,36 @@ PLATFORMS = [f"manylinux_2_{m}_x86_64" for m in range(28, 16, -1)] + ["manylinux
 UNREACHABLE_INDEX_ONLY = {"cpu-basic": {"torch"}}
 
 
+@pytest.fixture(scope="module")
+def resolving(bundles, tmp_path_factory) -> dict:
+    """pip's resolver started for every hardware at once (each mostly waits on the index): {hw: (process, report)}."""
+    started = {}
+    for hw in HARDWARES:
+        folder = tmp_path_factory.mktemp(f"resolve-{hw}")
+        bundle = bundles[hw]["dir"]
+        skip = UNREACHABLE_INDEX_ONLY.get(hw, set())
+        lines = [ln for ln in requirement_lines(bundle)
+                 if not ln.startswith("--extra-index-url") and ds.requirement_name(ln) not in skip]
+        req = folder / "requirements.txt"
+        req.write_text("\n".join(lines) + "\n")
+        report = folder / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report",
+               str(report), "--target", str(folder / "target"), "--python-version", front_matter(bundle)["python_version"],
+               "--only-binary=:all:"]
+        for p in PLATFORMS:
+            cmd += ["--platform", p]
+        started[hw] = (subprocess.Popen(cmd + ["-r", str(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True), report)
+    yield started
+    for proc, _ in started.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.online
 @pytest.mark.parametrize("hw", HARDWARES)
-def test_requirements_resolve_for_the_space_python_and_platform(bundles, hw, tmp_path):
+def test_requirements_resolve_for_the_space_python_and_platform(bundles, hw, resolving):
     """pip's resolver, for the front matter's Python on manylinux_2_28 x86_64, binary wheels only.
 
     On cpu-basic, torch==2.13.0+cpu lives only on PyTorch's CPU index, which these machines cannot
@@ -272,19 +299,9 @@ def test_requirements_resolve_for_the_space_python_and_platform(bundles, hw, tmp
     if not pypi_reachable():
         pytest.skip("PyPI is unreachable from here")
     bundle = bundles[hw]["dir"]
-    python = front_matter(bundle)["python_version"]
-    skip = UNREACHABLE_INDEX_ONLY.get(hw, set())
-    lines = [ln for ln in requirement_lines(bundle)
-             if not ln.startswith("--extra-index-url") and ds.requirement_name(ln) not in skip]
-    req = tmp_path / "requirements.txt"
-    req.write_text("\n".join(lines) + "\n")
-    report = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report",
-           str(report), "--target", str(tmp_path / "target"), "--python-version", python, "--only-binary=:all:"]
-    for p in PLATFORMS:
-        cmd += ["--platform", p]
-    done = subprocess.run(cmd + ["-r", str(req)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    proc, report = resolving[hw]
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
     got = {re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower(): i["metadata"]["version"]
            for i in json.loads(report.read_text())["install"]}
     assert got["gradio"] == front_matter(bundle)["sdk_version"]

@@ -57,9 +57,14 @@ def test_the_verdict_says_reproduced_only_when_every_part_holds_and_reversed_whe
     assert verdict(probe, stronger)[0] == "not reproduced at this scale"
 
 
+def _smallest() -> str:
+    """The recipe whose quick variant encodes the fewest images."""
+    return min(experiment_names(), key=lambda n: (lambda e: e.n * len(e.seeds))(load_experiment(n).scaled(True)))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", experiment_names())
-def test_a_cli_run_of_the_quick_recipe_reproduces_its_bundled_numbers(name, tmp_path):
+def test_a_cli_run_of_the_smallest_quick_recipe_reproduces_its_bundled_numbers(tmp_path):
+    name = _smallest()
     import sys
     from pathlib import Path
 

@@ -255,6 +255,7 @@ def test_in_the_browser_a_comparison_commits_model_b_with_enter_and_flags_a_wron
         page.get_by_text("softmax for both").click()
         page.locator("#cmp-run").click()
         summary.get_by_text("softmax_over_sigmoid").wait_for()
-        assert "not each model's own rule" in page.locator("#cmp-plot").inner_text()
+        # the chart is drawn after the summary: wait for its title rather than read it at once
+        page.wait_for_function("() => document.querySelector('#cmp-plot').innerText.includes(\"not each model's own rule\")")
         assert "softmax_over_sigmoid" in page.locator("#cmp-saw-a").inner_text()
         browser.close()
