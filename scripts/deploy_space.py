@@ -46,16 +46,12 @@ LFS_SIZE = 10 * 1024 * 1024  # the Hub refuses plain-git files over 10 MB (space
 # "The format for each item is "repository_name" ... or "repository_name file1,file2" for
 # downloading specific files"; "Files are saved in the default huggingface_hub disk cache
 # ~/.cache/huggingface/hub", which is where core.model's snapshot_download looks.
-# CLIP ViT-B/32, and SigLIP 2 B/16 beside it: a sigmoid-trained family for the zero-shot and matrix tabs.
-# SigLIP 2 rather than SigLIP: its Gemma tokenizer ships as tokenizer.json, which the `tokenizers`
-# package reads (SigLIP's spiece.model needs sentencepiece and protobuf, and a file no list here has),
-# it is the better and multilingual model of the two at the same ViT-B/16 towers, and its weights
-# (1.4 GB, most of it the 256k-token embedding) stay under the app's 2,048 MB model limit.
+# B/32 and SigLIP 2 B/16 (a sigmoid-trained family): SigLIP 2 ships tokenizer.json, needs no SentencePiece
+# file, and its 1.4 GB stays under the 2,048 MB model limit (docs/spaces.md says why not SigLIP).
 DEFAULT_PRELOAD = ("openai/clip-vit-base-patch32", "google/siglip2-base-patch16-224")
 PRELOAD_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json", "vocab.json", "merges.txt", "model.safetensors")
-# Repositories whose files differ from CLIP's list: only files that exist there (no vocab.json or merges.txt;
-# tokenizer.model, Gemma's SentencePiece file, is not needed beside tokenizer.json).
+# Repositories whose files differ from CLIP's list (only files that exist there; no tokenizer.model needed).
 PRELOAD_FILES_OF = {
     "google/siglip2-base-patch16-224": ("config.json", "preprocessor_config.json", "tokenizer.json",
                                         "tokenizer_config.json", "special_tokens_map.json", "model.safetensors"),
