@@ -20,24 +20,30 @@ def _pil(name: str):
     return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
 
 
-def siglip2_standin(folder: Path, seed: int = 0, scale: float = 2.3, bias: float = -1.5) -> Path:
-    """A fixed-resolution SigLIP 2 (model_type 'siglip', Gemma tokenizer) of 32-px images."""
-    from transformers import GemmaTokenizer, SiglipConfig, SiglipModel
+def _save_siglip(folder: Path, seed: int, scale: float, bias: float, **text) -> None:
+    """Random tiny SigLIP weights (64 text positions, 32-px images) with the given scale and bias, saved to folder."""
+    from transformers import SiglipConfig, SiglipModel
 
-    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])}
-    for b in range(256):  # byte fallback: every text has tokens
-        vocab[f"<0x{b:02X}>"] = len(vocab)
-    for w in ["▁" + w for w in WORDS] + list(string.ascii_lowercase) + ["."]:
-        vocab.setdefault(w, len(vocab))
     torch.manual_seed(seed)
-    config = SiglipConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=64, pad_token_id=0,
-                                           eos_token_id=1, bos_token_id=2, **TOWER),
+    config = SiglipConfig(text_config=dict(max_position_embeddings=64, **text, **TOWER),
                           vision_config=dict(image_size=32, patch_size=8, **TOWER))
     model = SiglipModel(config)
     with torch.no_grad():
         model.logit_scale.fill_(scale)
         model.logit_bias.fill_(bias)
     model.save_pretrained(folder, safe_serialization=True)
+
+
+def siglip2_standin(folder: Path, seed: int = 0, scale: float = 2.3, bias: float = -1.5) -> Path:
+    """A fixed-resolution SigLIP 2 (model_type 'siglip', Gemma tokenizer) of 32-px images."""
+    from transformers import GemmaTokenizer
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])}
+    for b in range(256):  # byte fallback: every text has tokens
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for w in ["▁" + w for w in WORDS] + list(string.ascii_lowercase) + ["."]:
+        vocab.setdefault(w, len(vocab))
+    _save_siglip(folder, seed, scale, bias, vocab_size=len(vocab), pad_token_id=0, eos_token_id=1, bos_token_id=2)
     GemmaTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
     _pil("SiglipImageProcessor")(size={"height": 32, "width": 32}).save_pretrained(folder)
     return Path(folder)
@@ -84,20 +90,12 @@ def siglip_standin(folder: Path, seed: int = 0, scale: float = 2.3, bias: float 
     protobuf packages) of 32-px images, saved with a SiglipProcessor."""
     import tempfile
 
-    from transformers import SiglipConfig, SiglipModel, SiglipProcessor, SiglipTokenizer
+    from transformers import SiglipProcessor, SiglipTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         # input_ids only, as transformers' SigLIP conversion saves it: the model was trained without a mask
         tokenizer = SiglipTokenizer(str(siglip_spiece(Path(tmp) / "spiece.model")), model_input_names=["input_ids"])
-    torch.manual_seed(seed)
-    config = SiglipConfig(text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=64, pad_token_id=1,
-                                           eos_token_id=1, **TOWER),
-                          vision_config=dict(image_size=32, patch_size=8, **TOWER))
-    model = SiglipModel(config)
-    with torch.no_grad():
-        model.logit_scale.fill_(scale)
-        model.logit_bias.fill_(bias)
-    model.save_pretrained(folder, safe_serialization=True)
+    _save_siglip(folder, seed, scale, bias, vocab_size=len(tokenizer), pad_token_id=1, eos_token_id=1)
     image_processor = _pil("SiglipImageProcessor")(size={"height": 32, "width": 32})
     SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return Path(folder)
