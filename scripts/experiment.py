@@ -3,10 +3,11 @@
     python scripts/experiment.py --list
     python scripts/experiment.py prompt-ensembling            # the recipe as bundled (a minute on 2 cores)
     python scripts/experiment.py zero-shot-vs-probe --quick   # the app's "run it yourself" size
+    python scripts/experiment.py objectives                   # trains small models from scratch (minutes)
     python scripts/experiment.py prompt-ensembling --bundle   # write assets/experiments/results/NAME.json
 
 Each number is a held-out accuracy, reported as its mean ± a 95% t-interval over the recipe's seeds
-(core/experiments.py); the verdict says whether the paper's claim holds at this scale.
+(core/experiments/); the verdict says whether the paper's claim holds at this scale.
 """
 
 from __future__ import annotations
@@ -20,18 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import UserInputError  # noqa: E402
 from core.experiments import RESULTS_DIR, experiment_names, load_experiment, run_experiment  # noqa: E402
+from core.experiments.stats import cells  # noqa: E402
 
 
 def table(result: dict) -> str:
-    """The summary as a Markdown table: each number's mean and 95% interval, in percent."""
+    """The summary as a Markdown table: each number's mean and 95% interval (accuracies in %, ratios as "2.3x")."""
     rows = ["| number | mean | 95% interval | per seed |", "|---|---|---|---|"]
-    for key, value in result["summary"].items():
-        if not isinstance(value, dict):
-            rows.append(f"| {key} | {value} | | |")
-            continue
-        half = "" if value["ci95"] is None else f"± {100 * value['ci95']:.1f}"
-        seeds = ", ".join(f"{100 * v:.1f}" for v in value["values"])
-        rows.append(f"| {key} | {100 * value['mean']:.1f}% | {half} | {seeds} |")
+    rows += [f"| {key} | " + " | ".join(cells(value)) + " |" for key, value in result["summary"].items()]
     return "\n".join(rows)
 
 
@@ -49,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if a.list else 2
     try:
         exp = load_experiment(a.name)
-        result = run_experiment(exp, a.quick, lambda done, total: print(f"seed {done} of {total} done", file=sys.stderr))
+        result = run_experiment(exp, a.quick, lambda done, total: print(f"{done} of {total} runs done", file=sys.stderr))
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -195,12 +195,15 @@ def test_the_loss_microscope_gradient_false_negatives_and_one_step(url):
 def test_the_claims_tab_shows_the_bundled_result_and_reruns_the_quick_variant(url):
     """Through the API: a claim's bundled result as shipped, and "run it yourself" reproducing the bundled quick
     numbers within their intervals, with the verdict written beside the paper's statement."""
-    from core.experiments import bundled_result
+    from core.experiments import bundled_result, experiment_names
 
     c = Client(url, verbose=False)
     verdict, _, table, data = c.predict(name="prompt-ensembling", api_name="/show_claim")
     assert data == bundled_result("prompt-ensembling") and "The paper" in verdict and data["verdict"] in verdict
     assert [row[0] for row in table["data"]][:2] == ["bare", "photo"]
+    for name in experiment_names():  # every claim opens on its bundled result, with a figure and the verdict
+        verdict, plot, table, data = c.predict(name=name, api_name="/show_claim")
+        assert data == bundled_result(name) and data["verdict"] in verdict and plot and table["data"]
     verdict, _, _, ours = c.predict(name="zero-shot-vs-probe", api_name="/run_claim")
     bundled = bundled_result("zero-shot-vs-probe", quick=True)
     assert ours["quick"] and "Your run" in verdict and ours["verdict"] == bundled["verdict"]

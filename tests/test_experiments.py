@@ -25,12 +25,25 @@ def test_each_recipe_is_the_config_of_its_bundled_results(name):
 def test_an_unknown_experiment_or_field_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserInputError, match="no experiment 'nope'; the experiments are"):
         load_experiment("nope")
-    import core.experiments as ce
+    import core.experiments.recipe as ce
 
     (tmp_path / "bad.yaml").write_text("name: bad\nkind: prompts\nclaim: x\nsource: y\nseedz: [1]\n")
     monkeypatch.setattr(ce, "EXPERIMENTS_DIR", tmp_path)
     with pytest.raises(UserInputError, match="unknown field.*seedz"):
         load_experiment("bad")
+    (tmp_path / "bad.yaml").write_text("name: bad\nkind: objectives\nclaim: x\nsource: y\nsettings: {imgs: 5}\n")
+    with pytest.raises(UserInputError, match="unknown setting.*imgs.*known:.*images"):
+        load_experiment("bad")
+    (tmp_path / "bad.yaml").write_text("name: bad\nkind: gap\nclaim: x\nsource: y\nquick: {settings: {scale: 5}}\n")
+    with pytest.raises(UserInputError, match=r"unknown setting\(s\) scale for kind gap; known:.*scales"):
+        load_experiment("bad")
+
+
+def test_the_quick_variant_overrides_settings_key_by_key():
+    exp = load_experiment("temperature-and-batch")
+    quick = exp.scaled(True)
+    assert quick.settings["images"] < exp.settings["images"] and quick.settings["batch_sizes"] == exp.settings["batch_sizes"]
+    assert quick.kind_settings().images == quick.settings["images"] and quick.seeds == tuple(exp.quick["seeds"])
 
 
 def test_intervals_and_sides_follow_the_t_distribution():
@@ -49,7 +62,7 @@ def test_the_verdict_says_reproduced_only_when_every_part_holds_and_reversed_whe
     assert verdict(exp, _prompts([0.02, 0.03, 0.025], [0.01, 0.02, 0.015]))[0] == "reproduced"
     assert verdict(exp, _prompts([0.02, 0.03, 0.025], [0.01, -0.02, 0.0]))[0] == "not reproduced at this scale"
     assert verdict(exp, _prompts([-0.02, -0.03, -0.025], [0.01, 0.02, 0.015]))[0] == "reversed"
-    probe = Experiment("y", "probe", "c", "s", shots=(1, 2, 4))
+    probe = Experiment("y", "probe", "c", "s", shots=(1, 2, 4))  # a match: no difference is the paper's result
     matched = {"zero_shot_minus_probe_4": interval([0.01, -0.01, 0.0]), "catch_up_k": [4, 2, 4]}
     overall, findings = verdict(probe, matched)
     assert overall == "reproduced" and "matches a 4-shot probe" in findings[0] and "k = 2, 4" in findings[0]

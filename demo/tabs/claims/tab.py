@@ -1,4 +1,4 @@
-"""Paper's claims tab: each claim of the CLIP paper as an experiment (core/experiments.py).
+"""Paper's claims tab: each claim of the CLIP paper as an experiment (core/experiments/).
 
 It opens on the bundled result of the chosen experiment (with the command and seeds that made it),
 and "Run it yourself" re-runs the recipe's quick variant on this server, with progress and Stop.
@@ -15,7 +15,12 @@ from demo.tabs.claims.views import SUMMARY_COLUMNS, claim_figure, summary_frame,
 
 
 def _view(result: dict, whose: str) -> tuple:
-    return verdict_markdown(result, whose), claim_figure(result), summary_frame(result), result
+    text = verdict_markdown(result, whose)
+    quick = bundled_result(result["experiment"], quick=True) if not result["quick"] else None
+    if quick is not None:
+        text += (f"  \n*Run it yourself* re-runs the quick variant (seeds {', '.join(map(str, quick['ran']['seeds']))}): "
+                 f"{quick['seconds']:.0f} s on the machine that made it.")
+    return text, claim_figure(result), summary_frame(result), result
 
 
 def _name(name: str | None) -> str:
@@ -31,7 +36,8 @@ def show_claim(call: Call, name: str | None = None):
     """The bundled result of one experiment: the paper's statement, our numbers with intervals, the verdict.
 
     Args:
-        name: the experiment (e.g. prompt-ensembling, zero-shot-vs-probe); omitted: the first one.
+        name: the experiment (e.g. objectives, prompt-ensembling, zero-shot-vs-probe, distribution-shift,
+            temperature-and-batch, modality-gap); omitted: the first one.
     """
     name = _name(name)
     result = bundled_result(name)
@@ -42,13 +48,15 @@ def show_claim(call: Call, name: str | None = None):
 
 @handler("claims", cost="heavy")
 def run_claim(call: Call, name: str | None = None):
-    """Re-run an experiment's quick variant on this server (fewer images and seeds), with progress and Stop.
+    """Re-run an experiment's quick variant on this server (fewer images, seeds and conditions; the ones that
+    train small models from scratch take minutes), with progress and Stop.
 
     Args:
-        name: the experiment (e.g. prompt-ensembling, zero-shot-vs-probe); omitted: the first one.
+        name: the experiment (e.g. objectives, prompt-ensembling, zero-shot-vs-probe, distribution-shift,
+            temperature-and-batch, modality-gap); omitted: the first one.
     """
     name = _name(name)
-    result = run_experiment(load_experiment(name), quick=True, progress=call.report("running the seeds", "seeds"),
+    result = run_experiment(load_experiment(name), quick=True, progress=call.report("running the quick variant", "runs"),
                             check=call.check)
     return _view(result, "Your run (the quick variant)")
 
