@@ -95,6 +95,14 @@ def test_the_scale_re_renders_without_encoding(clip, star, monkeypatch):
             zv.render(s, 3, bad)
 
 
+def test_a_cached_head_answers_again_without_tokenizing_its_prompts_for_the_panel(clip, star, monkeypatch):
+    ctx = AppContext.create(AppConfig(default_model=model_source()))
+    first, _, _ = zero_shot(ctx, clip, [star], "circle, star, square", "a photo of a {}.")
+    monkeypatch.setattr(zv, "model_saw", lambda *a, **k: pytest.fail("tokenized the prompts again"))
+    again, view, cached = zero_shot(ctx, clip, [star, star], "circle, star, square", "a photo of a {}.")
+    assert cached and again.saw is first.saw and "a photo of a star." in view.saw
+
+
 def test_heads_are_cached_by_the_services_and_bounded_in_bytes(clip, monkeypatch):
     ctx = AppContext.create(AppConfig(default_model=model_source(), head_cache_mb=1))
     first, cached = ctx.services.zero_shot_head(clip, ["a", "b"], ["a photo of a {}."])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 import torch
@@ -34,12 +34,15 @@ BUSY = ("the server is busy with {n} big requests (large class lists, sets, stud
 
 @dataclass
 class ZeroShotHead:
-    """Template embeddings [T, C, D] and the ensemble head [C, D] for one class list and template list."""
+    """Template embeddings [T, C, D] and the ensemble head [C, D] for one class list and template list.
+    `derived` memoises what views compute from the head alone (the "what the model saw" panel: tokenizing
+    up to 2,000 prompts), so a cached head answers again without that work."""
 
     classnames: tuple[str, ...]
     templates: tuple[str, ...]
     template_emb: torch.Tensor
     head: torch.Tensor
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def model_key(clip) -> tuple[str, str]:

@@ -130,9 +130,12 @@ def score(clip, head, images: list, names: list[str], model_name: str, notices: 
     image_emb = embed_images(clip, images, progress)  # [N, D]
     cosines = image_emb @ head.head.T  # [N, C]
     template_cos = per_template_cosines(image_emb[:1], head.template_emb)[:, 0]  # [T, C]
+    saw = head.derived.get("saw")
+    if saw is None:  # the head is cached per model, classes and templates: so is what the model saw
+        saw = head.derived.setdefault("saw", model_saw(clip, list(head.classnames), list(head.templates)))
     return ZeroShotScores(list(names), list(head.classnames), list(head.templates), cosines, template_cos,
                           model_name, float(clip.logit_scale), notices, float(clip.logit_bias), clip.family.rule,
-                          model_saw(clip, list(head.classnames), list(head.templates)), receipt(clip, head.templates))
+                          saw, receipt(clip, head.templates))
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
