@@ -3,7 +3,8 @@
 A recipe (assets/experiments/NAME.yaml, `recipe.py`) names the claim, its source in the CLIP paper,
 its kind, the model, the task and sizes, and a smaller "quick" variant (what the app re-runs). Each
 kind is one module with the same four names: `Settings` (its recipe settings), `run_seed`,
-`summarise` and `verdict`; `runner.py` runs any of them seed by seed. Across seeds a number is its
+`summarise` and `verdict` (and `units`, its pieces of work per seed, where it has several); `runner.py`
+runs any of them seed by seed. Across seeds a number is its
 mean and a 95% t-interval (`stats.py`), and a claim is reproduced (the interval of our effect lies on
 the paper's side), not reproduced at this scale (it holds no difference), or reversed.
 

@@ -40,6 +40,7 @@ def conditions(s: Settings) -> list[Condition]:
 
 
 def units(run) -> int:
+    """Pieces of work per seed, each reported as it ends (the progress bar's unit)."""
     return len(conditions(run.kind_settings())) + 1
 
 
@@ -68,13 +69,13 @@ def run_seed(run, seed: int, ctx) -> dict:
                  for p in r["curve"]]
         out[cond.label] = {"curve": curve, "gap_start": curve[0]["gap"], "gap_end": curve[-1]["gap"],
                            "centring": centring(embed_eval(r["clip"], eval_set, run.task, templates))}
-        ctx.progress(0, 0)
+        ctx.unit_done()
     bundled = ctx.model(s.centre_model)
     big = eval_pool(s.eval_n, seed, image_size=bundled.image_size)
     e = embed_eval(bundled, big, s.centre_task, templates)
     from ..projection import modality_gap
 
-    ctx.progress(0, 0)
+    ctx.unit_done()
     return {"conditions": out, "bundled": {"gap": modality_gap(e["img"], e["txt"]).gap, **centring(e)}}
 
 
@@ -92,10 +93,11 @@ def summarise(run, per_seed: list[dict]) -> dict:
     out["temperature_effect"] = interval([np.mean([p["conditions"][f"init x{f:g}, scale {low:g}"]["gap_end"] -
                                                    p["conditions"][f"init x{f:g}, scale {high:g}"]["gap_end"]
                                                    for f in s.init_factors]) for p in per_seed], unit="")
-    for who, rows in (("ours", [p["conditions"][lab]["centring"] for p in per_seed for lab in labels]),
-                      (s.centre_model, [p["bundled"] for p in per_seed])):
-        for key in ("zero_shot", "retrieval_r1"):
-            out[f"centring {key}: {who}"] = interval([r[f"{key}_centred"] - r[key] for r in rows])
+    for key in ("zero_shot", "retrieval_r1"):  # one number per seed: ours averaged over the runs of that seed
+        change = lambda r: r[f"{key}_centred"] - r[key]  # noqa: E731
+        out[f"centring {key}: ours"] = interval([np.mean([change(p["conditions"][lab]["centring"]) for lab in labels])
+                                                 for p in per_seed])
+        out[f"centring {key}: {s.centre_model}"] = interval([change(p["bundled"]) for p in per_seed])
     out["bundled_gap"] = interval([p["bundled"]["gap"] for p in per_seed], unit="")
     return out
 
@@ -114,6 +116,11 @@ def verdict(run, summary: dict) -> tuple[str, list[str]]:
                   f"gap than the highest (scale {min(s.scales):g})", "the highest temperature keeps the larger gap",
                   scale=1.0, unit="")]
     verdict_, findings = overall(parts)
+    low = max(s.scales)
+    for f in s.init_factors:
+        start, end = summary[f"gap_start: init x{f:g}, scale {low:g}"], summary[f"gap_end: init x{f:g}, scale {low:g}"]
+        findings.append(f"initialisation x{f:g} at scale {low:g}: the gap starts at {points(start, '', 1.0, False)} and "
+                        f"ends at {points(end, '', 1.0, False)}")
     for key, label in (("zero_shot", "zero-shot accuracy"), ("retrieval_r1", "caption retrieval R@1")):
         for who in ("ours", s.centre_model):
             e = summary[f"centring {key}: {who}"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -41,9 +42,13 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
+
     def ids(self, text: str) -> list[int]:
-        index = {t: i for i, t in enumerate(self.tokens)}
-        return [index[w] for w in words(text) if w in index]
+        """The ids of a text's known words (unknown words are dropped)."""
+        return [self.index[w] for w in words(text) if w in self.index]
 
     def bag(self, texts: list[str]) -> torch.Tensor:
         """[B, V]: each text's distinct words, weighted equally (rows sum to 1; an empty text is all 0)."""

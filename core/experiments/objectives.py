@@ -35,6 +35,7 @@ class Settings:
 
 
 def units(run) -> int:
+    """Pieces of work per seed, each reported as it ends (the progress bar's unit)."""
     return len(OBJECTIVES)
 
 
@@ -142,7 +143,7 @@ def run_seed(run, seed: int, ctx) -> dict:
             curves[kind] = [{k: p[k] for k in ("images", "accuracy", "loss")} for p in out["curve"]]
         else:
             curves[kind] = train_objective(kind, pool, eval_set, s, seed, run.task, templates, ctx.check)
-        ctx.progress(0, 0)
+        ctx.unit_done()
     reach = {k: images_to_reach(c, s.threshold) for k, c in curves.items()}
     return {"curves": curves, "images_to_threshold": reach, "final": {k: c[-1]["accuracy"] for k, c in curves.items()}}
 

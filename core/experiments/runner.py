@@ -14,11 +14,11 @@ from .recipe import Experiment, kind_module
 
 @dataclass
 class RunContext:
-    """What a kind's run_seed gets besides the recipe: check() (raises to stop: the app's Stop), a
-    progress(done, total) within the seed, and a cache kept for the whole run (models, prompt embeddings)."""
+    """What a kind's run_seed gets besides the recipe: check() (raises to stop: the app's Stop), unit_done()
+    after each of its `units` (a training run), and a cache kept for the whole run (models, prompt embeddings)."""
 
     check: Callable[[], None] = lambda: None
-    progress: Callable[[int, int], None] = lambda done, total: None
+    unit_done: Callable[[], None] = lambda: None
     cache: dict = field(default_factory=dict)
 
     def model(self, source: str):
@@ -50,15 +50,16 @@ def run_experiment(exp: Experiment, quick: bool = False, progress: Callable[[int
         if progress is not None:
             progress(done[0], total)
 
-    ctx = RunContext(check=check or (lambda: None), progress=lambda d, t: None)
+    ctx = RunContext(check=check or (lambda: None), unit_done=step_done)
     per_seed = []
     for seed in run.seeds:
-        ctx.progress = lambda d, t: step_done()
         per_seed.append({"seed": seed, **module.run_seed(run, seed, ctx)})
         if units == 1:
             step_done()
     summary = module.summarise(run, per_seed)
     verdict, findings = module.verdict(run, summary)
+    if len(run.seeds) == 1:
+        findings.append("one seed, so no interval: read this verdict as a hint; the bundled run's seeds decide")
     return {"experiment": exp.name, "claim": exp.claim, "source": exp.source, "quick": quick,
             "command": f"python scripts/experiment.py {exp.name}" + (" --quick" if quick else ""),
             "config": dataclasses.asdict(exp), "ran": dataclasses.asdict(run), "per_seed": per_seed,

@@ -32,6 +32,7 @@ class Settings:
 
 
 def units(run) -> int:
+    """Pieces of work per seed, each reported as it ends (the progress bar's unit)."""
     return 2
 
 
@@ -106,11 +107,11 @@ def run_seed(run, seed: int, ctx) -> dict:
                                                  np.random.default_rng(draw))[0])
             ctx.check()
         out[f"probe_{k or 'all'}"] = {name: float(np.mean(v)) for name, v in accs.items()}
-    ctx.progress(0, 0)
+    ctx.unit_done()
     tuned = finetune(clip, train, head, y_train, s, seed, ctx.check)
     out["fine_tuned"] = {k: float(((_embed(clip, tuned, v) @ head.numpy().T).argmax(1) == ys[k]).mean())
                          for k, v in sets.items()}
-    ctx.progress(0, 0)
+    ctx.unit_done()
     return {"methods": out}
 
 

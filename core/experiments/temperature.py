@@ -39,6 +39,7 @@ def conditions(s: Settings) -> list[Condition]:
 
 
 def units(run) -> int:
+    """Pieces of work per seed, each reported as it ends (the progress bar's unit)."""
     return len(conditions(run.kind_settings()))
 
 
@@ -55,7 +56,7 @@ def run_seed(run, seed: int, ctx) -> dict:
         curve = [{k: p[k] for k in ("images", "accuracy", "logit_scale", "loss")} for p in r["curve"]]
         out[cond.label] = {"curve": curve, "speed": float(np.mean([p["accuracy"] for p in curve])),
                            "final": curve[-1]["accuracy"], "steps": r["steps"]}
-        ctx.progress(0, 0)
+        ctx.unit_done()
     return {"conditions": out}
 
 
