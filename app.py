@@ -80,7 +80,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 train_tab.build_tab(ctx, model_state, picker, model_status)
             with gr.Tab("Evaluate", id="evaluate"):
-                evaluate.build_tab(ctx, model_state, zs.templates, zs.template_preset, zs.saved_templates)
+                evaluate.build_tab(ctx, model_state, zs.templates, zs.template_preset, zs.saved_templates, zs)
             with gr.Tab("Search", id="search"):
                 search.build_tab(ctx, model_state)
             with gr.Tab("Paper's claims", id="claims"):

@@ -88,17 +88,20 @@ def scores(probs: np.ndarray, y: np.ndarray, bins: int = DEFAULT_BINS) -> dict:
             "brier": brier(probs, y), "reliability": rel.to_dict()}
 
 
-def calibrate(cosines: np.ndarray, y: np.ndarray, model_scale: float, seed: int = 0, bins: int = DEFAULT_BINS) -> dict:
+def calibrate(cosines: np.ndarray, y: np.ndarray, model_scale: float, seed: int = 0, bins: int = DEFAULT_BINS,
+              model_probs: np.ndarray | None = None) -> dict:
     """Fit one logit scale on a class-stratified calibration half; the other half's scores under the model's own
-    scale and under the fitted one."""
+    rule (model_probs [N, C]; default: a softmax at model_scale) and under a softmax at the fitted scale.
+    Also the halves themselves (`calibration_half`, `evaluation_half`: indices)."""
     from .eval_study import split_halves
 
     cal, held = split_halves(y, seed)
     fitted = fit_scale(cosines[cal], y[cal])
+    before = model_probs if model_probs is not None else softmax(model_scale * cosines)
     return {"model_scale": float(model_scale), "fitted_scale": fitted, "n_calibration": int(len(cal)),
-            "n_evaluation": int(len(held)), "seed": seed,
-            "before": scores(softmax(model_scale * cosines[held]), y[held], bins),
-            "after": scores(softmax(fitted * cosines[held]), y[held], bins)}
+            "n_evaluation": int(len(held)), "seed": seed, "bins": bins,
+            "before": scores(before[held], y[held], bins), "after": scores(softmax(fitted * cosines[held]), y[held], bins),
+            "calibration_half": cal.tolist(), "evaluation_half": held.tolist()}
 
 
 # ---- abstention: conformal prediction sets -----------------------------------------------------------
@@ -176,4 +179,49 @@ def f1_thresholds(scores_: np.ndarray, targets: np.ndarray) -> np.ndarray:
         fp = np.array([(scores_[~pos, c] >= t).sum() for t in cand])
         f1 = 2 * tp / np.maximum(2 * tp + fp + (pos.sum() - tp), 1)
         out[c] = cand[int(np.argmax(f1))]
+    return out
+
+
+# ---- one study on a labelled set -----------------------------------------------------------------------
+
+def unknown_classes(num_classes: int, share: float, seed: int) -> np.ndarray:
+    """The classes held out of the class list to play "unknown" images (a seeded choice, at least one,
+    leaving at least two known)."""
+    k = min(max(1, round(share * num_classes)), num_classes - 2)
+    return np.sort(np.random.default_rng([seed, 27]).choice(num_classes, k, replace=False)) if k > 0 else np.array([], int)
+
+
+def abstention(cosines: np.ndarray, y: np.ndarray, seed: int = 0, alpha: float = 0.1, unknown_share: float = 0.25) -> dict:
+    """ "None of these" on a labelled set, with a share of the classes removed from the list (their images are
+    unknown to the classifier). On the known classes: a scale fitted and the conformal q found on a calibration
+    half; on the other half, the sets' coverage and size, and risk against coverage of each confidence score;
+    on the unknown images, how often their set is empty (refused) and each score's AUROC at telling known
+    from unknown (scikit-learn's roc_auc_score)."""
+    from sklearn.metrics import roc_auc_score
+
+    from .eval_study import split_halves
+
+    unknown = unknown_classes(cosines.shape[1], unknown_share, seed)
+    known = np.setdiff1d(np.arange(cosines.shape[1]), unknown)
+    is_known = np.isin(y, known)
+    remap = {c: i for i, c in enumerate(known)}
+    yk = np.array([remap[c] for c in y[is_known]])
+    cos_k, cos_u = cosines[is_known][:, known], cosines[~is_known][:, known]
+    cal, held = split_halves(yk, seed)
+    scale = fit_scale(cos_k[cal], yk[cal])
+    probs_cal, probs_held = softmax(scale * cos_k[cal]), softmax(scale * cos_k[held])
+    q = conformal_quantile(probs_cal, yk[cal], alpha)
+    out = {"alpha": alpha, "target_coverage": 1 - alpha, "q": q, "fitted_scale": scale, "seed": seed,
+           "known_classes": known.tolist(), "unknown_classes": unknown.tolist(),
+           "n_calibration": int(len(cal)), "n_evaluation": int(len(held)), "n_unknown": int(len(cos_u)),
+           "sets": set_report(prediction_sets(probs_held, q), yk[held])}
+    conf_held = confidence_scores(probs_held, cos_k[held])
+    correct = probs_held.argmax(1) == yk[held]
+    out["risk_coverage"] = {name: risk_coverage(c, correct) for name, c in conf_held.items()}
+    if len(cos_u):
+        probs_u = softmax(scale * cos_u)
+        out["unknown"] = set_report(prediction_sets(probs_u, q))
+        conf_u = confidence_scores(probs_u, cos_u)
+        out["auroc"] = {name: float(roc_auc_score(np.r_[np.ones(len(c)), np.zeros(len(conf_u[name]))],
+                                                  np.r_[c, conf_u[name]])) for name, c in conf_held.items()}
     return out

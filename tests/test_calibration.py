@@ -79,3 +79,16 @@ def test_f1_thresholds_separate_a_separable_class_on_the_calibration_images():
 def test_risk_coverage_answers_the_most_confident_first():
     out = cal.risk_coverage(np.array([0.9, 0.2, 0.8, 0.5]), np.array([1, 0, 0, 1]))
     assert out["coverage"] == [0.25, 0.5, 0.75, 1.0] and out["risk"] == pytest.approx([0, 0.5, 1 / 3, 0.5])
+
+
+def test_abstention_refuses_unknown_classes_more_than_known_ones_and_keeps_its_coverage():
+    rng = np.random.default_rng(3)
+    n, c = 4000, 8
+    y = rng.integers(0, c, n)
+    cos = rng.normal(0.15, 0.03, (n, c))
+    cos[np.arange(n), y] += 0.08  # each image is closer to its own class: a confident, mostly right classifier
+    out = cal.abstention(cos, y, seed=0, alpha=0.1, unknown_share=0.25)
+    assert len(out["unknown_classes"]) == 2 and out["n_unknown"] == int(np.isin(y, out["unknown_classes"]).sum())
+    assert out["sets"]["coverage"] >= 0.9 - 3 * math.sqrt(0.09 / out["n_evaluation"])
+    assert out["unknown"]["empty"] > out["sets"]["empty"]  # unknown images are refused more often
+    assert out["auroc"]["max cosine"] > 0.9  # an unknown image is far from every known class

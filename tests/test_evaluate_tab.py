@@ -12,6 +12,7 @@ import re
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest_app import ROOT, model_source, running_app
@@ -275,7 +276,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 OUTPUTS = ("summary", "classes", "confusion", "mistakes", "correct", "selection", "templates", "probe", "downloads", "data",
-           "preset")
+           "preset", "calibration", "reliability", "risk")
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +302,36 @@ def evaluate(c, **kw) -> dict:
 
 def read_downloads(out: dict) -> dict[str, str]:
     return {Path(f).name: Path(f).read_text() for f in out["downloads"]}
+
+
+def test_calibration_on_an_uploaded_zip_is_what_the_per_image_csv_recomputes(client, app):
+    """The reported ECE (before and after the fitted scale) equals a recomputation from the downloaded per-image
+    CSV over its evaluation half; the conformal sets' report and the unknown classes are stated beside them."""
+    path = image_folder_zip(app[1] / "calibration.zip", 240, seed=9)
+    out = evaluate(client, source="uploaded zip or files", files=[handle_file(str(path))], select_templates=False,
+                   linear_probe=False, coverage="80%")
+    report = out["data"]["calibration"]
+    rows = list(csv.DictReader(io.StringIO(read_downloads(out)["evaluate_predictions.csv"])))
+    held = [r for r in rows if r["half"] == "evaluation"]
+    assert len(held) == report["calibration"]["n_evaluation"] and len(rows) == 240
+
+    def ece(conf, correct, bins=15):  # NumPy: equal-width bins over (0, 1], weighted |accuracy - confidence|
+        conf, correct = np.array(conf, float), np.array(correct, float)
+        which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+        return sum(abs(correct[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+                   for b in range(bins) if (which == b).any())
+
+    correct = [int(r["correct"]) for r in held]
+    assert report["calibration"]["before"]["ece"] == pytest.approx(ece([r["p(predicted)"] for r in held], correct), abs=1e-5)
+    assert report["calibration"]["after"]["ece"] == pytest.approx(
+        ece([r["p(predicted) at the fitted scale"] for r in held], correct), abs=1e-5)
+    ab = report["abstention"]
+    assert ab["target_coverage"] == pytest.approx(0.8) and len(ab["unknown_classes"]) == 2  # a quarter of 8 shapes
+    text = out["calibration"]
+    assert f"{report['calibration']['fitted_scale']:.2f}" in text and "15 equal-width bins" in text
+    assert "stated coverage of 80%" in text and "Unknown images" in text and out["reliability"] and out["risk"]
+    with pytest.raises((AppError, httpx.HTTPStatusError)):  # the menu's choices only
+        evaluate(client, source="shapes world", n=40, coverage="99%")
 
 
 def test_an_uploaded_image_folder_zip_matches_the_transformers_pipeline(client, app):
@@ -375,8 +406,6 @@ def test_a_datasets_source_with_captions(client, app):
     (dict(n=50, prompt_names="circle = square"), "both be prompted as 'square'"),
 ])
 def test_bad_inputs_get_one_line(client, app, kwargs, message):
-    import httpx
-
     root = app[1]
     if kwargs.get("files") == "TRAVERSAL":
         kwargs["files"] = [handle_file(str(write_zip(root / "bad.zip", {"../x/1.png": b"x", "a/1.png": b"x"})))]

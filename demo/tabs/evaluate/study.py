@@ -89,6 +89,9 @@ class Evaluation:
     logit_scale: float
     notices: list[str] = field(default_factory=list)
     receipt: dict = field(default_factory=dict)  # what made these numbers (core.receipts.receipt)
+    cosines: np.ndarray | None = None  # [N, C] each image with each class's ensemble head
+    probs: np.ndarray | None = None  # [N, C] under the model's rule at its scale
+    calibration: dict | None = None  # demo.tabs.evaluate.calibration.calibration_report
 
 
 def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, templates: list[str], logit_scale: float,
@@ -114,7 +117,8 @@ def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, temp
     retrieval = retrieval_metrics(img, enc.caption_emb.float()) if enc.caption_emb is not None else None
     return Evaluation(model, enc.description, kind, list(classnames), list(prompt_names), list(templates), study,
                       zero_shot_metrics(probs, y.tolist(), len(classnames)), retrieval, list(enc.names), y, pred,
-                      probs.numpy()[rows, pred], probs.numpy()[rows, y], enc.thumbs, float(logit_scale), notices)
+                      probs.numpy()[rows, pred], probs.numpy()[rows, y], enc.thumbs, float(logit_scale), notices,
+                      cosines=(img @ head.T).numpy(), probs=probs.numpy())
 
 
 def pct(x) -> float | None:
@@ -291,7 +295,19 @@ def result_data(e: Evaluation, for_page: bool = False) -> dict:
     return finite({"model": e.model, "set": e.description, "label": e.label, "n": len(e.labels),
                    "num_classes": len(e.classnames), "logit_scale": e.logit_scale, "classnames": e.classnames,
                    "prompt_names": e.prompt_names, "templates": e.templates, "metrics": e.metrics,
-                   "retrieval": e.retrieval, "study": study, "notices": e.notices, "receipt": e.receipt or None})
+                   "retrieval": e.retrieval, "study": study, "notices": e.notices, "receipt": e.receipt or None,
+                   "calibration": calibration_data(e.calibration, for_page)})
+
+
+def calibration_data(report: dict | None, for_page: bool) -> dict | None:
+    """The calibration report for JSON: the page's copy leaves out the halves' indices and the risk curves."""
+    if report is None or not for_page:
+        return report
+    c = {k: v for k, v in report["calibration"].items() if not k.endswith("_half")}
+    ab = report.get("abstention")
+    if ab:
+        ab = {**ab, "risk_coverage": {k: {"area": v["area"]} for k, v in ab["risk_coverage"].items()}}
+    return {"calibration": c, **({"abstention": ab} if ab else {})}
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -323,7 +339,13 @@ def predictions_csv(e: Evaluation) -> str:
     """One row per image: its name, true class, prediction, the two probabilities, and whether it is right."""
     rows = [[name, e.prompt_names[t], e.prompt_names[p], f"{pp:.6f}", f"{pt:.6f}", int(t == p)]
             for name, t, p, pp, pt in zip(e.names, e.labels, e.pred, e.p_pred, e.p_true)]
-    return _csv(["image", "true", "predicted", "p(predicted)", "p(true)", "correct"], rows)
+    header = ["image", "true", "predicted", "p(predicted)", "p(true)", "correct"]
+    if e.calibration is not None:
+        from demo.tabs.evaluate.calibration import prediction_columns
+
+        extra, cells = prediction_columns(e.calibration, len(rows), e.cosines)
+        header, rows = header + extra, [r + c for r, c in zip(rows, cells)]
+    return _csv(header, rows)
 
 
 def write_downloads(e: Evaluation, folder: Path) -> list[str]:

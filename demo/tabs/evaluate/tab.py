@@ -40,9 +40,11 @@ from demo.tabs.evaluate.study import (
     templates_frame,
     write_downloads,
 )
+from demo.tabs.evaluate.calibration import (COVERAGES, DEFAULT_COVERAGE, calibration_report, calibration_markdown,
+                                            reliability_figure, risk_figure)
 from demo.tabs.evaluate.study import evaluate as evaluate_set
 from demo.tabs.shared.session_model import model_notice
-from demo.tabs.shared.zero_shot_scores import vocabulary_notice
+from demo.tabs.shared.zero_shot_scores import MAX_SCALE, MIN_SCALE, vocabulary_notice
 
 # scikit-learn says so whenever a few-shot probe has more classes than half its examples: expected here
 warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
@@ -101,7 +103,8 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
              split: str | None = None, label: str | None = None, files: list | None = None, dataset: str | None = None,
              dataset_split: str | None = None, image_column: str | None = None, label_column: str | None = None,
              caption_column: str | None = None, prompt_names: str | None = None, templates: str | None = None,
-             select_templates: bool | None = None, linear_probe: bool | None = None, model: str | None = None):
+             select_templates: bool | None = None, linear_probe: bool | None = None, calibration: bool | None = None,
+             coverage: str | None = None, model: str | None = None):
     """Zero-shot evaluate CLIP on a labelled image set: accuracy, per-class table, confusion matrix, mistakes,
     each prompt template alone vs the ensemble, forward selection of templates, and a few-shot linear probe.
 
@@ -122,6 +125,9 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
         templates: prompt templates, one per line, each with {} for the class name; omitted: the shapes-world templates.
         select_templates: run greedy forward selection of templates on one half, scored on the other (default true).
         linear_probe: fit few-shot linear probes (k = 1, 2, 4, 8, 16 per class, 3 draws, and all) beside zero-shot (default true).
+        calibration: calibration (ECE, NLL, Brier before and after one fitted logit scale, half / half) and "none of
+            these" (conformal prediction sets; a quarter of the classes held out as unknown images) (default true).
+        coverage: the stated coverage of the conformal sets: "80%", "90%" (default) or "95%".
         model: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
     cfg = call.config
@@ -143,13 +149,31 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
                      select_templates is not False, linear_probe is not False, spec.seed, notices,
                      progress=study_reporter(call.job, call.progress), logit_bias=clip.logit_bias, rule=clip.family.rule)
     e.receipt = receipt(clip, templates_)
+    if calibration is not False:
+        call.say(0.99, "calibrating")
+        e.calibration = calibration_report(e.cosines, e.labels, e.logit_scale, e.probs, spec.seed,
+                                           coverage or DEFAULT_COVERAGE)
     wrong, right = galleries(e)
     paths = write_downloads(e, scratch_folder("evaluate", cfg.upload_ttl_s))
     picked = e.study.selection.chosen_templates if e.study.selection is not None else None
     summary = summary_markdown(e)
+    cal = e.calibration
     return (summary, per_class_frame(e), confusion_figure(e), wrong, right, selection_markdown(e),
             templates_frame(e), probe_figure(e), paths, result_data(e, for_page=True), picked,
-            matching_preset("templates", tpl_text), (model, summary))
+            matching_preset("templates", tpl_text), (model, summary),
+            calibration_markdown(cal, e.prompt_names) if cal else "", reliability_figure(cal) if cal else None,
+            risk_figure(cal) if cal else None, cal["calibration"]["fitted_scale"] if cal else None)
+
+
+@handler("evaluate", turn=False)
+def use_calibrated_scale(call: Call, fitted: float | None = None):
+    """The fitted logit scale into the zero-shot tab's slider (its "use the model's scale" box unticked)."""
+    if fitted is None:
+        gr.Warning("Run an evaluation with calibration first: there is no fitted scale yet.")
+        return gr.skip(), gr.skip()
+    value = min(MAX_SCALE, max(MIN_SCALE, round(float(fitted), 2)))
+    gr.Info(f"The zero-shot tab now uses the logit scale {value:.2f}, fitted on this set's calibration half.")
+    return value, False
 
 
 @handler("evaluate", turn=False)
@@ -195,10 +219,10 @@ def use_chosen(call: Call, picked: list | None = None, own: dict | None = None):
 
 
 def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None, zs_preset: gr.Dropdown | None = None,
-              zs_saved: gr.State | None = None) -> None:
+              zs_saved: gr.State | None = None, zero_shot_tab=None) -> None:
     """The Evaluate tab; `zs_templates` (the zero-shot tab's template box) receives the chosen templates,
     which also become a template preset of this session in the zero-shot tab's menu (`zs_preset`,
-    kept in `zs_saved`)."""
+    kept in `zs_saved`); `zero_shot_tab` (its ZeroShotHandles) receives a calibrated logit scale."""
     cfg = ctx.config
     chosen = gr.State(None, time_to_live=3600)
     with gr.Row():
@@ -230,6 +254,10 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
                 select = gr.Checkbox(True, label="forward selection of templates (half / half)")
                 probe = gr.Checkbox(True, label="few-shot linear probe (k = 1, 2, 4, 8, 16, all)")
             with gr.Row():
+                calibrate = gr.Checkbox(True, label="calibration and \"none of these\" (half / half)", elem_id="ev-calibrate")
+                coverage = gr.Dropdown(list(COVERAGES), value=DEFAULT_COVERAGE, label="stated coverage of the sets",
+                                       elem_id="ev-coverage")
+            with gr.Row():
                 run = gr.Button("Evaluate", variant="primary", elem_id="ev-run", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="ev-stop", scale=1)
     summary = gr.Markdown(label="Accuracy", elem_id="ev-summary")
@@ -254,6 +282,15 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
     use = gr.Button("Use the chosen templates in the zero-shot tab", elem_id="ev-use",
                     visible=None not in (zs_templates, zs_preset, zs_saved))
     probe_plot = gr.Plot(label="Zero-shot vs few-shot linear probe", elem_id="ev-probe")
+    cal_md = gr.Markdown(label="Calibration and none of these", elem_id="ev-calibration")
+    with gr.Row():
+        with gr.Column(scale=3, min_width=400):
+            rel_plot = gr.Plot(label="Reliability diagram", elem_id="ev-reliability")
+        with gr.Column(scale=2, min_width=300):
+            risk_plot = gr.Plot(label="Risk against coverage", elem_id="ev-risk")
+    fitted = gr.State(None, time_to_live=3600)
+    use_scale = gr.Button("Use the calibrated scale in the zero-shot tab", elem_id="ev-use-scale",
+                          visible=zero_shot_tab is not None)
     downloads = gr.File(label="Downloads: results (JSON, per-class and per-image CSV), chosen templates (.txt)",
                         file_count="multiple", elem_id="ev-downloads")
     with gr.Accordion("All numbers (JSON)", open=False):
@@ -261,9 +298,9 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
 
     shown = gr.State(None, time_to_live=3600)  # (model, summary) of the study on the page
     inputs = [source, n, seed, split, label, files, ds_name, ds_split, img_col, lbl_col, cap_col, renames, templates,
-              select, probe, model_state]
+              select, probe, calibrate, coverage, model_state]
     outputs = [summary, classes, confusion, mistakes, correct, selection, tpl_table, probe_plot, downloads, data, chosen,
-               tpl_preset, shown]
+               tpl_preset, shown, cal_md, rel_plot, risk_plot, fitted]
     event = listen(ctx, run.click, evaluate, inputs, outputs, api_name="evaluate", concurrency_id="evaluate",
                    concurrency_limit=cfg.concurrency, show_progress_on=[summary])
     stop_button(ctx, stop, "evaluate", [event])
@@ -274,3 +311,6 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
     listen(ctx, None, default_templates, [], templates)  # on page load
     if None not in (zs_templates, zs_preset, zs_saved):
         listen(ctx, use.click, use_chosen, [chosen, zs_saved], [zs_templates, zs_preset, zs_saved])
+    if zero_shot_tab is not None:  # the zero-shot tab's slider and "use the model's scale" box, then its re-render
+        zero_shot_tab.apply(listen(ctx, use_scale.click, use_calibrated_scale, [fitted],
+                                   [zero_shot_tab.scale, zero_shot_tab.follow]))

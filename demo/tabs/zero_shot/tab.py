@@ -8,6 +8,7 @@ probabilities at once from the kept cosines (see demo/tabs/shared/zero_shot_scor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -201,9 +202,18 @@ class ZeroShotHandles:
     template_preset: gr.Dropdown | None = None  # the template preset menu (the Evaluate tab adds to it) ...
     saved_templates: gr.State | None = None  # ... and this session's own presets: {name: templates text}
 
+    follow: gr.Checkbox | None = None  # "use the model's scale"
+    rerender: Callable | None = None  # rerender(event): after `event` sets the scale, the view follows it
+
     def outputs(self) -> list:
         """What `fill_defaults` fills on page load."""
         return [self.classnames, self.templates, self.scale]
+
+    def apply(self, event) -> None:
+        """Another tab set `scale` (and `follow`) in `event`: re-render the kept cosines at it, so every number
+        shown belongs to the scale on the slider."""
+        if self.rerender is not None:
+            self.rerender(event)
 
 
 def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
@@ -280,4 +290,7 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     listen(ctx, tpl_preset.input, templates_preset_picked, [tpl_preset, saved], templates)
     listen(ctx, [classnames.blur, classnames.submit], classnames_preset_of, [classnames], cls_preset)
     listen(ctx, [templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset)
-    return ZeroShotHandles(classnames, templates, scale, tpl_preset, saved)
+    def rerender(event) -> None:
+        listen(ctx, event.then, rescale, [scores, top_k, scale, follow, model_state], rescaled)
+
+    return ZeroShotHandles(classnames, templates, scale, tpl_preset, saved, follow, rerender)
