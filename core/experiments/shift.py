@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .pool import eval_pool, order, train_pool
-from .stats import REVERSED, interval, overall, part
+from .stats import interval, overall, part
 
 IN_STYLES = ("filled",)
 SHIFT_STYLES = ("outline", "hand-drawn", "pixelated")
@@ -139,12 +139,12 @@ def verdict(run, summary: dict) -> tuple[str, list[str]]:
     """Three parts: fine-tuning raises in-distribution accuracy; it lowers accuracy under shift; the few-shot
     probe loses more under shift than zero-shot does."""
     probe = f"probe_{max(run.shots)}"
-    lowered, text = part(summary["fine_tuned_minus_zero_shot shifted"], "fine-tuning raises accuracy under shift",
-                         "fine-tuning lowers accuracy under shift")
-    lowered = {"reproduced": REVERSED, REVERSED: "reproduced"}.get(lowered, lowered)  # the paper's side is below 0
+    shifted = summary["fine_tuned_minus_zero_shot shifted"]
+    lowered = part({**shifted, "mean": -shifted["mean"]}, "fine-tuning lowers accuracy under shift",
+                   "fine-tuning raises accuracy under shift")  # the paper's side is below 0: read it negated
     return overall([part(summary["fine_tuned_minus_zero_shot in"], "fine-tuning raises in-distribution accuracy",
                          "fine-tuning lowers in-distribution accuracy"),
-                    (lowered, text),
+                    lowered,
                     part(summary[f"{probe}_drop_minus_zero_shot_drop"],
                          f"the {max(run.shots)}-shot probe loses more under shift than zero-shot does",
                          f"zero-shot loses more under shift than the {max(run.shots)}-shot probe")])

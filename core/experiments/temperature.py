@@ -12,7 +12,7 @@ import numpy as np
 
 from .pool import eval_pool, train_pool
 from .scratch import Condition, train_condition
-from .stats import NOT_AT_THIS_SCALE, interval, match, overall, part
+from .stats import NOT_AT_THIS_SCALE, interval, match, overall, part, points
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def summarise(run, per_seed: list[dict]) -> dict:
         out[f"speed: {label}"] = interval([p["conditions"][label]["speed"] for p in per_seed])
         out[f"final: {label}"] = interval([p["conditions"][label]["final"] for p in per_seed])
     learned, fixed = labels[0], labels[1:1 + len(s.fixed_scales)]
+    out["learned_scale_start"] = interval([p["conditions"][learned]["curve"][0]["logit_scale"] for p in per_seed], unit="")
+    out["learned_scale_end"] = interval([p["conditions"][learned]["curve"][-1]["logit_scale"] for p in per_seed], unit="")
     best = max(fixed, key=lambda lab: out[f"speed: {lab}"]["mean"]) if fixed else None
     if best:
         out["learned_minus_best_fixed"] = interval([p["conditions"][learned]["speed"] - p["conditions"][best]["speed"]
@@ -94,6 +96,11 @@ def verdict(run, summary: dict) -> tuple[str, list[str]]:
         small, large = summary["batches_compared"]
         found, text = part(summary["largest_minus_smallest_batch"], f"batch {large} learns faster than batch {small}",
                            f"batch {small} learns faster than batch {large}")
-        parts.append((found, text + " at equal images seen" +
-                      ("" if found != NOT_AT_THIS_SCALE else "; at this scale the batch size hardly matters")))
-    return overall(parts)
+        s = run.kind_settings()
+        steps = f" at equal images seen ({s.images:,}: {s.images // small:,} steps of {small} against {s.images // large:,} of {large})"
+        parts.append((found, text + steps + ("" if found != NOT_AT_THIS_SCALE else "; at this scale the batch size hardly matters")))
+    verdict_, findings = overall(parts)
+    start, end = summary["learned_scale_start"], summary["learned_scale_end"]
+    findings.append(f"the learned logit scale went from {start['mean']:.1f} to {points(end, '', 1.0, False)} over the run "
+                    "(the paper starts it at 1/0.07 = 14.3; OpenAI's released models end at the clip, 100)")
+    return verdict_, findings

@@ -89,7 +89,7 @@ def temperature_figure(result: dict) -> go.Figure:
 def gap_figure(result: dict) -> go.Figure:
     """Left: the gap over training per (initialisation, temperature). Right: centring's effect, with intervals."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38],
-                        subplot_titles=("modality gap ||mean image - mean caption||", "centring: change in points"))
+                        subplot_titles=("modality gap ||mean image - mean caption||", "centring: change in points (95% interval)"))
     labels = list(result["per_seed"][0]["conditions"])
     _curves(fig, {lab: [p["conditions"][lab]["curve"] for p in result["per_seed"]] for lab in labels}, "gap",
             row=1, col=1)
@@ -109,8 +109,8 @@ def shift_figure(result: dict) -> go.Figure:
                and "minus" not in k]
     for i, m in enumerate(methods):
         (x, xh), (y, yh) = _pct(s[f"{m} in"]), _pct(s[f"{m} shifted"])
-        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers+text", name=m.replace("_", " "), text=[m.replace("_", " ")],
-                                 textposition="top center", marker=dict(size=12, color=COLOURS[i % len(COLOURS)]),
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=m.replace("_", " "),
+                                 marker=dict(size=12, color=COLOURS[i % len(COLOURS)]),
                                  error_x=dict(type="data", array=[xh]), error_y=dict(type="data", array=[yh])))
     lo = min(min(_pct(s[f"{m} shifted"])[0] for m in methods), min(_pct(s[f"{m} in"])[0] for m in methods)) - 5
     fig.add_trace(go.Scatter(x=[lo, 100], y=[lo, 100], mode="lines", line=dict(dash="dash", color="#999999"),

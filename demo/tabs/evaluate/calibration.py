@@ -85,7 +85,7 @@ def risk_figure(report: dict) -> go.Figure | None:
                                  mode="lines", name=f"{name} (area {100 * rc['area']:.1f})"))
     fig.update_layout(height=360, margin=dict(l=50, r=10, t=40, b=50), xaxis_title="images answered (coverage) %",
                       yaxis_title="error among them (risk) %", legend=dict(orientation="h", y=-0.3),
-                      title=dict(text="Answer only the most confident: risk against coverage (held-out known images)", x=0.01))
+                      title=dict(text="risk against coverage (held-out known images)", x=0.01))
     return fig
 
 
