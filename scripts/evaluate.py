@@ -120,12 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--shots", default="1,2,4,8,16", help="examples per class of the probe curve, comma-separated")
     study.add_argument("--probe-seeds", type=int, default=3, help="draws of the k examples per class")
     study.add_argument("--study-seed", type=int, default=0, help="seed of the selection/held-out split")
+    study.add_argument("--multilabel", action="store_true",
+                       help="also score several labels per image on scenes of 2-3 objects (mAP, per-class F1; --task "
+                            "shape or colour)")
     a = p.parse_args(argv)
     want_study = a.select_templates or a.linear_probe
     try:
         templates = parse_templates(_named_or_file(a.templates, template_presets(), "template set"))
-        if want_study and a.data != "shapes":
-            raise ValueError("--select-templates and --linear-probe work on --data shapes only for now")
+        if (want_study or a.multilabel) and a.data != "shapes":
+            raise ValueError("--select-templates, --linear-probe and --multilabel work on --data shapes only for now")
+        if a.multilabel and a.task not in ("shape", "colour"):
+            raise ValueError("--multilabel scores --task shape or colour")
         shots = _shots(a.shots) if a.linear_probe else ()
         if a.probe_seeds < 1:
             raise ValueError(f"--probe-seeds must be at least 1, got {a.probe_seeds}")
@@ -138,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                 t1 = time.perf_counter()
                 found = _study(clip, samples, templates, a, shots)
                 study_seconds = round(time.perf_counter() - t1, 2)
+            if a.multilabel:
+                from core.multilabel import evaluate_multilabel
+
+                multi = evaluate_multilabel(clip, a.n, a.seed, a.task, templates)
         else:
             names = (parse_classnames("\n".join(_named_or_file(a.classnames, classname_presets(), "class-name set")))
                      if a.classnames else None)
@@ -155,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                     study_seconds=study_seconds)
         print(format_study(found))
         out["study"] = finite(found.to_dict())
+    if a.multilabel and a.data == "shapes":
+        f1 = multi["mean_f1"]
+        print(f"\nseveral labels per image ({a.task}, {multi['n_evaluation']:,} scenes of 2-3 objects, "
+              f"{multi['labels_per_image']:.2f} labels each): mAP {multi['mAP']:.1%}, mean F1 {f1:.1%} ({multi['decision']})")
+        out["multilabel"] = finite(multi)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=2))

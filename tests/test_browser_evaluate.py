@@ -12,6 +12,7 @@ CLIP_LAB_UPDATE_SCREENSHOTS=1. Needs /usr/bin/chromium (`apt-get install -y chro
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -82,6 +83,33 @@ def test_the_chosen_templates_go_to_the_zero_shot_tab(page):
     page.locator("#zs-tpl-preset input").click()
     page.get_by_role("option", name=f"chosen in Evaluate ({len(lines)})").click()
     page.wait_for_function(f"() => document.querySelector('#zs-templates textarea').value.split('\\n').length == {len(lines)}")
+    page.get_by_role("tab", name="Evaluate").click()
+
+
+def test_the_calibrated_scale_and_its_prediction_sets_go_to_the_zero_shot_tab(page, shots):
+    """The first test's evaluation calibrated the 8 shapes with the shapes-world templates: "Use the calibrated
+    scale" puts its fitted scale on the zero-shot slider (its own-scale box unticked); with other templates the
+    zero-shot tab says the sets do not apply, with the same ones it gives each image's 90% set."""
+    text = page.locator("#ev-calibration").inner_text()
+    assert "15 equal-width bins" in text and "Prediction sets, every class" in text and "Unknown images" in text
+    fitted = re.search(r"calibration half of [\d,]+ images: ([\d.]+)", text).group(1)
+    page.locator("#ev-calibration").screenshot(path=str(shots / "evaluate_calibration_text.png"))
+    page.click("#ev-use-scale")
+    page.get_by_role("tab", name="Zero-shot").click()
+    page.wait_for_function("v => document.querySelector('#zs-scale input[type=number]').value == v", arg=fitted)
+    assert not page.locator("#zs-follow input").is_checked()
+    page.click("#zs-run")  # the templates are still the ones chosen in the previous test
+    page.wait_for_selector("#zs-info :text('No prediction sets')")
+    assert "other templates" in page.locator("#zs-info").inner_text()
+    page.locator("#zs-tpl-preset input").click()
+    page.get_by_role("option", name="shapes world", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#zs-templates textarea').value.split('\\n').length == 6")
+    page.click("#zs-run")
+    page.wait_for_selector("#zs-info :text('Prediction set at 90% coverage')")
+    info = page.locator("#zs-info").inner_text()
+    assert f"fitted scale {fitted}" in info and ("{" in info or "none of these" in info)
+    assert "set (90%)" in page.locator("#zs-batch").inner_text()
+    page.screenshot(path=str(shots / "zero_shot_prediction_sets.png"), full_page=True)
     page.get_by_role("tab", name="Evaluate").click()
 
 

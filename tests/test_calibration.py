@@ -92,3 +92,38 @@ def test_abstention_refuses_unknown_classes_more_than_known_ones_and_keeps_its_c
     assert out["sets"]["coverage"] >= 0.9 - 3 * math.sqrt(0.09 / out["n_evaluation"])
     assert out["unknown"]["empty"] > out["sets"]["empty"]  # unknown images are refused more often
     assert out["auroc"]["max cosine"] > 0.9  # an unknown image is far from every known class
+
+
+def test_multi_object_scenes_know_which_shapes_they_hold_and_the_study_decides_by_rule():
+    from core.multilabel import multi_object_scenes, multilabel_study, targets_of
+
+    scenes = multi_object_scenes(20, seed=1)
+    t = targets_of(scenes, "shape")
+    assert all(1 <= row.sum() <= 3 for row in t) and all(len(s.objects) in (2, 3) for s in scenes)
+    assert all(t[i, ["circle", "square", "triangle", "star", "heart", "cross", "diamond", "hexagon"].index(o.shape)]
+               for i, s in enumerate(scenes) for o in s.objects)
+    rng = np.random.default_rng(4)
+    targets = (rng.random((200, 5)) < 0.4).astype(int)
+    cos = 0.2 + 0.1 * targets + rng.normal(0, 0.02, targets.shape)  # present classes sit clearly higher
+    soft = multilabel_study(cos, targets, "softmax", 100.0)
+    assert soft["mAP"] > 0.99 and soft["mean_f1"] > 0.95 and "calibration half" in soft["decision"]
+    sig = multilabel_study(cos, targets, "sigmoid", 100.0, bias=-25.0)  # sigmoid(100 cos - 25) crosses 0.5 at 0.25
+    assert sig["thresholds"] == [0.5] * 5 and sig["mean_f1"] > 0.95 and "sigmoid" in sig["decision"]
+
+
+def test_the_evaluate_cli_scores_several_labels_per_image(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "multi.json"
+    done = subprocess.run([sys.executable, "scripts/evaluate.py", "--n", "40", "--seed", "3", "--multilabel",
+                           "--json", str(out)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    multi = json.loads(out.read_text())["multilabel"]
+    assert f"mAP {multi['mAP']:.1%}" in done.stdout and multi["n_evaluation"] == 20 and 2 <= multi["labels_per_image"] <= 3
+    bad = subprocess.run([sys.executable, "scripts/evaluate.py", "--multilabel", "--task", "combo"], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "--multilabel" in bad.stderr

@@ -15,8 +15,8 @@ prediction), "temperature" (learned and fixed temperatures, batch sizes), "gap" 
 origin: initialisation and temperature, and what centring does).
 """
 
-from .recipe import (EXPERIMENTS_DIR, KINDS, RESULTS_DIR, Experiment, bundled_result, experiment_names,
-                     kind_module, load_experiment)
+from .recipe import (DEFAULT_EXPERIMENT, EXPERIMENTS_DIR, KINDS, RESULTS_DIR, Experiment, bundled_result,
+                     experiment_names, kind_module, load_experiment)
 from .runner import RunContext, run_experiment
 from .stats import interval, side
 
@@ -26,5 +26,5 @@ def verdict(exp: Experiment, summary: dict) -> tuple[str, list[str]]:
     return kind_module(exp.kind).verdict(exp, summary)
 
 
-__all__ = ["EXPERIMENTS_DIR", "KINDS", "RESULTS_DIR", "Experiment", "RunContext", "bundled_result",
+__all__ = ["DEFAULT_EXPERIMENT", "EXPERIMENTS_DIR", "KINDS", "RESULTS_DIR", "Experiment", "RunContext", "bundled_result",
            "experiment_names", "interval", "kind_module", "load_experiment", "run_experiment", "side", "verdict"]

@@ -19,6 +19,10 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "experiments"
 RESULTS_DIR = EXPERIMENTS_DIR / "results"
 KINDS = ("prompts", "probe", "objectives", "shift", "temperature", "gap")
 QUICK_KEYS = {"n", "seeds", "probe_draws", "settings"}
+# The order the claims are listed in: the issue's (and a learner's) path through the paper; others after, by name.
+PAPER_ORDER = ("objectives", "prompt-ensembling", "zero-shot-vs-probe", "distribution-shift", "temperature-and-batch",
+               "modality-gap")
+DEFAULT_EXPERIMENT = "prompt-ensembling"  # what opens first: the quickest to re-run (seconds)
 
 
 def kind_module(kind: str):
@@ -61,8 +65,9 @@ class Experiment:
 
 
 def experiment_names() -> list[str]:
-    """The recipes in assets/experiments/, by name."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    """The recipes in assets/experiments/, in PAPER_ORDER, then any others by name."""
+    rank = {name: i for i, name in enumerate(PAPER_ORDER)}
+    return sorted((p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")), key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def _check_settings(path: Path, kind: str, settings: dict) -> None:

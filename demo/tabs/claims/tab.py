@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core.errors import UserInputError
-from core.experiments import bundled_result, experiment_names, load_experiment, run_experiment
+from core.experiments import DEFAULT_EXPERIMENT, bundled_result, experiment_names, load_experiment, run_experiment
 from demo.platform.contract import Call, handler, listen, stop_button
 from demo.tabs.claims.views import SUMMARY_COLUMNS, claim_figure, summary_frame, verdict_markdown
 
@@ -25,7 +25,7 @@ def _view(result: dict, whose: str) -> tuple:
 
 def _name(name: str | None) -> str:
     names = experiment_names()
-    name = (name or "").strip() or names[0]
+    name = (name or "").strip() or (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in names else names[0])
     if name not in names:
         raise UserInputError(f"no experiment {name!r}; the experiments are {', '.join(names)}")
     return name
@@ -37,7 +37,7 @@ def show_claim(call: Call, name: str | None = None):
 
     Args:
         name: the experiment (e.g. objectives, prompt-ensembling, zero-shot-vs-probe, distribution-shift,
-            temperature-and-batch, modality-gap); omitted: the first one.
+            temperature-and-batch, modality-gap); omitted: prompt-ensembling.
     """
     name = _name(name)
     result = bundled_result(name)
@@ -53,7 +53,7 @@ def run_claim(call: Call, name: str | None = None):
 
     Args:
         name: the experiment (e.g. objectives, prompt-ensembling, zero-shot-vs-probe, distribution-shift,
-            temperature-and-batch, modality-gap); omitted: the first one.
+            temperature-and-batch, modality-gap); omitted: prompt-ensembling.
     """
     name = _name(name)
     result = run_experiment(load_experiment(name), quick=True, progress=call.report("running the quick variant", "runs"),
@@ -62,13 +62,13 @@ def run_claim(call: Call, name: str | None = None):
 
 
 def build_tab(ctx) -> tuple[gr.Dropdown, list]:
-    """The paper's-claims tab. Returns its menu and outputs: the page load shows the first bundled result."""
+    """The paper's-claims tab. Returns its menu and outputs: the page load shows the default experiment's bundled result."""
     names = experiment_names()
     gr.Markdown("The CLIP paper's claims, tested in the shapes world at small scale: each is a recipe "
                 "(`assets/experiments/`), a bundled result over several seeds with 95% intervals, and a verdict: "
                 "reproduced, not reproduced at this scale, or reversed.")
     with gr.Row():
-        name = gr.Dropdown(names, value=names[0], label="Experiment", elem_id="claims-name", scale=3)
+        name = gr.Dropdown(names, value=_name(None), label="Experiment", elem_id="claims-name", scale=3)
         run = gr.Button("Run it yourself (quick variant)", elem_id="claims-run", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id="claims-stop", scale=1)
     verdict = gr.Markdown(label="The claim and our verdict", elem_id="claims-verdict")

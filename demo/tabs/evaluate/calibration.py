@@ -22,6 +22,13 @@ def calibration_report(cosines: np.ndarray, y: np.ndarray, model_scale: float, m
 
         raise UserInputError(f"coverage must be one of {', '.join(COVERAGES)}, got {coverage!r}")
     report = {"calibration": cal.calibrate(cosines, y, model_scale, seed, model_probs=model_probs)}
+    c, alpha = report["calibration"], COVERAGES[coverage]
+    fitted = cal.softmax(c["fitted_scale"] * cosines)
+    half, held = c["calibration_half"], c["evaluation_half"]
+    if len(half) and len(held):  # every class, at the fitted scale: what the zero-shot tab's sets use
+        q = cal.conformal_quantile(fitted[half], y[half], alpha)
+        report["sets"] = {"alpha": alpha, "target_coverage": 1 - alpha, "q": q,
+                          **cal.set_report(cal.prediction_sets(fitted[held], q), y[held])}
     if cosines.shape[1] >= 3 and len(y) >= 20:  # two known classes at least, and enough images for the halves
         report["abstention"] = cal.abstention(cosines, y, seed, COVERAGES[coverage], UNKNOWN_SHARE)
     return report
@@ -36,6 +43,12 @@ def calibration_markdown(report: dict, classnames: list[str]) -> str:
              f"other {c['n_evaluation']:,}): ECE over {c['bins']} equal-width bins of the top-1 probability "
              f"**{b['ece']:.3f} → {a['ece']:.3f}**, NLL {b['nll']:.3f} → {a['nll']:.3f}, Brier {b['brier']:.3f} → "
              f"{a['brier']:.3f}; accuracy {b['accuracy']:.1%} → {a['accuracy']:.1%} (one scale never reorders the classes)."]
+    sets = report.get("sets")
+    if sets:
+        lines.append(f"**Prediction sets, every class** (split conformal prediction at the fitted scale, stated coverage "
+                     f"{sets['target_coverage']:.0%}, q = {sets['q']:.3f}): they held the true class for "
+                     f"**{sets['coverage']:.1%}** of the evaluation half, {sets['mean_size']:.2f} classes on average. "
+                     "*Use the calibrated scale* also gives the zero-shot tab these sets, for these classes and templates.")
     ab = report.get("abstention")
     if ab:
         s, names = ab["sets"], ", ".join(classnames[i] for i in ab["unknown_classes"])
@@ -87,6 +100,14 @@ def risk_figure(report: dict) -> go.Figure | None:
                       yaxis_title="error among them (risk) %", legend=dict(orientation="h", y=-0.3),
                       title=dict(text="risk against coverage (held-out known images)", x=0.01))
     return fig
+
+
+def zero_shot_record(report: dict, model: str, classnames: list[str], templates: list[str], source: str) -> dict:
+    """What the zero-shot tab needs to draw prediction sets, and to know whether they apply to what it shows."""
+    c, sets = report["calibration"], report.get("sets") or {}
+    return {"model": model, "classnames": list(classnames), "templates": list(templates), "source": source,
+            "fitted_scale": c["fitted_scale"], "q": sets.get("q"), "target_coverage": sets.get("target_coverage"),
+            "coverage": sets.get("coverage"), "n_calibration": c["n_calibration"]}
 
 
 def prediction_columns(report: dict, n: int, cosines: np.ndarray) -> tuple[list[str], list[list]]:

@@ -40,8 +40,8 @@ from demo.tabs.evaluate.study import (
     templates_frame,
     write_downloads,
 )
-from demo.tabs.evaluate.calibration import (COVERAGES, DEFAULT_COVERAGE, calibration_report, calibration_markdown,
-                                            reliability_figure, risk_figure)
+from demo.tabs.evaluate.calibration import (COVERAGES, DEFAULT_COVERAGE, calibration_markdown, calibration_report,
+                                            reliability_figure, risk_figure, zero_shot_record)
 from demo.tabs.evaluate.study import evaluate as evaluate_set
 from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.zero_shot_scores import MAX_SCALE, MIN_SCALE, vocabulary_notice
@@ -162,18 +162,21 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
             templates_frame(e), probe_figure(e), paths, result_data(e, for_page=True), picked,
             matching_preset("templates", tpl_text), (model, summary),
             calibration_markdown(cal, e.prompt_names) if cal else "", reliability_figure(cal) if cal else None,
-            risk_figure(cal) if cal else None, cal["calibration"]["fitted_scale"] if cal else None)
+            risk_figure(cal) if cal else None,
+            zero_shot_record(cal, model, names, templates_, e.description) if cal else None)
 
 
 @handler("evaluate", turn=False)
-def use_calibrated_scale(call: Call, fitted: float | None = None):
-    """The fitted logit scale into the zero-shot tab's slider (its "use the model's scale" box unticked)."""
-    if fitted is None:
+def use_calibrated_scale(call: Call, record: dict | None = None):
+    """The fitted logit scale into the zero-shot tab's slider (its "use the model's scale" box unticked), and the
+    calibration record that lets it draw prediction sets for the same model, classes and templates."""
+    if record is None:
         gr.Warning("Run an evaluation with calibration first: there is no fitted scale yet.")
-        return gr.skip(), gr.skip()
-    value = min(MAX_SCALE, max(MIN_SCALE, round(float(fitted), 2)))
-    gr.Info(f"The zero-shot tab now uses the logit scale {value:.2f}, fitted on this set's calibration half.")
-    return value, False
+        return gr.skip(), gr.skip(), gr.skip()
+    value = min(MAX_SCALE, max(MIN_SCALE, round(float(record["fitted_scale"]), 2)))
+    gr.Info(f"The zero-shot tab now uses the logit scale {value:.2f}, fitted on this set's calibration half, and "
+            f"shows {record['target_coverage']:.0%} prediction sets for these {len(record['classnames'])} classes.")
+    return value, False, record
 
 
 @handler("evaluate", turn=False)
@@ -313,4 +316,4 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
         listen(ctx, use.click, use_chosen, [chosen, zs_saved], [zs_templates, zs_preset, zs_saved])
     if zero_shot_tab is not None:  # the zero-shot tab's slider and "use the model's scale" box, then its re-render
         zero_shot_tab.apply(listen(ctx, use_scale.click, use_calibrated_scale, [fitted],
-                                   [zero_shot_tab.scale, zero_shot_tab.follow]))
+                                   [zero_shot_tab.scale, zero_shot_tab.follow, zero_shot_tab.calibration]))

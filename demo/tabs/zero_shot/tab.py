@@ -29,6 +29,7 @@ from demo.inputs.presets import (
 from demo.platform.config import EXAMPLES_DIR
 from demo.platform.contract import Call, handler, listen, stop_button
 from demo.platform.mcp import mcp_tool
+from demo.tabs.shared.prediction_sets import with_prediction_sets
 from demo.tabs.shared.api_examples import EXAMPLE_IMAGE, no_example, served_example
 from demo.tabs.shared.saliency_panels import build_zero_shot_saliency
 from demo.tabs.shared.session_model import model_notice
@@ -70,7 +71,7 @@ VIEW_OUTPUTS = 8  # label, plot, info, templates table, heatmap, batch table, JS
 @handler("zero_shot", checks=CHECKS, uploads=("image", "images"))
 def zero_shot(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: list | None = None, classnames: str | None = None,
               templates: str | None = None, top_k: float = 5, logit_scale: float | None = None,
-              use_model_scale: bool = True, model: str | None = None):
+              use_model_scale: bool = True, model: str | None = None, calibration: dict | None = None):
     """Zero-shot classify images with CLIP: a prompt-template ensemble over the given class names.
 
     Args:
@@ -94,33 +95,35 @@ def zero_shot(call: Call, image: str | None = str(EXAMPLE_IMAGE), images: list |
     notices = [n for n in (vocabulary_notice(clip.source, names_), duplicate_notice(classnames, templates)) if n]
     s = score(clip, head, images_, names, model, notices, progress=call.report("encoding images", "images"))
     scale = s.model_scale if use_model_scale or logit_scale is None else logit_scale
-    v = render(s, top_k, scale)
+    v = with_prediction_sets(render(s, top_k, scale), s, calibration)
     return (s, v.label, v.figure, v.info, v.templates, v.heatmap, v.batch, v.data, v.saw, round(scale, 2),
             matching_preset("classnames", classnames), matching_preset("templates", templates))
 
 
-def shown(call: Call, scores, top_k: int, scale: float, model: str | None) -> tuple:
-    """The view outputs for kept scores at a scale, with a notice when they belong to another model."""
-    v = render(scores, top_k, scale)
+def shown(call: Call, scores, top_k: int, scale: float, model: str | None, calibration: dict | None = None) -> tuple:
+    """The view outputs for kept scores at a scale, with a notice when they belong to another model (and the
+    prediction sets of a calibration from the Evaluate tab, when it applies)."""
+    v = with_prediction_sets(render(scores, top_k, scale), scores, calibration)
     notice = model_notice(scores.model_name, model, call.config.default_model, "Classify")
     return v.label, v.figure, "  \n".join(x for x in (notice, v.info) if x), v.templates, v.heatmap, v.batch, v.data, v.saw
 
 
 @handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
 def rescale(call: Call, scores=None, top_k: float = 5, logit_scale: float = DEFAULT_SCALE, use_model_scale: bool = True,
-            model: str | None = None):
+            model: str | None = None, calibration: dict | None = None):
     """Re-render the kept cosines at another top-k or scale (encodes nothing); the model's own scale when
     use_model_scale. Outputs: the view, the scale shown on the slider, the checkbox."""
     if scores is None:
         return (gr.skip(),) * (VIEW_OUTPUTS + 2)
     scale = scores.model_scale if use_model_scale else logit_scale
-    return (*shown(call, scores, top_k, scale, model), round(scale, 2), use_model_scale)
+    return (*shown(call, scores, top_k, scale, model, calibration), round(scale, 2), use_model_scale)
 
 
 @handler("zero_shot", turn=False, checks={"top_k": CHECKS["top_k"], "logit_scale": CHECKS["logit_scale"]})
-def rescale_by_hand(call: Call, scores=None, top_k: float = 5, logit_scale: float = DEFAULT_SCALE, model: str | None = None):
+def rescale_by_hand(call: Call, scores=None, top_k: float = 5, logit_scale: float = DEFAULT_SCALE, model: str | None = None,
+                    calibration: dict | None = None):
     """The slider (or its number box) moved: render at that scale, and stop following the model's."""
-    return rescale(call, scores, top_k, logit_scale, False, model)
+    return rescale(call, scores, top_k, logit_scale, False, model, calibration)
 
 
 @handler("zero_shot", turn=False)
@@ -204,6 +207,7 @@ class ZeroShotHandles:
 
     follow: gr.Checkbox | None = None  # "use the model's scale"
     rerender: Callable | None = None  # rerender(event): after `event` sets the scale, the view follows it
+    calibration: gr.State | None = None  # a calibration record from the Evaluate tab: prediction sets
 
     def outputs(self) -> list:
         """What `fill_defaults` fills on page load."""
@@ -269,7 +273,8 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     with gr.Accordion("What the model actually saw: templates, tokens, preprocessing, rule, pitfalls", open=False):
         saw = gr.Markdown(label="What the model actually saw", elem_id="zs-saw")
     view_outputs = [label, plot, info, table, heatmap, batch, data, saw]
-    run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state]
+    calibration = gr.State(None, time_to_live=3600)  # a calibration record from the Evaluate tab (prediction sets)
+    run_inputs = [image, files, classnames, templates, top_k, scale, follow, model_state, calibration]
     run_outputs = [scores] + view_outputs + [scale, cls_preset, tpl_preset]
     event = listen(ctx, run.click, zero_shot, run_inputs, run_outputs, api_name="zero_shot",
                    show_progress_on=[label, plot, info])
@@ -279,10 +284,10 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     for ex in (shape_ex, photo_ex):
         listen(ctx, ex.load_input_event.then, zero_shot, run_inputs, run_outputs, show_progress_on=[label, plot, info])
     rescaled = view_outputs + [scale, follow]
-    listen(ctx, [top_k.release, follow.input], rescale, [scores, top_k, scale, follow, model_state], rescaled)
+    listen(ctx, [top_k.release, follow.input], rescale, [scores, top_k, scale, follow, model_state, calibration], rescaled)
     # the number box beside the slider fires `input` as it is typed in (Enter itself fires nothing), a drag
     # fires it as it moves, and `release` when it ends: each renders the kept cosines at the new scale
-    listen(ctx, [scale.input, scale.release], rescale_by_hand, [scores, top_k, scale, model_state], rescaled,
+    listen(ctx, [scale.input, scale.release], rescale_by_hand, [scores, top_k, scale, model_state, calibration], rescaled,
            trigger_mode="always_last")
     listen(ctx, model_state.change, model_changed, [scores, model_state, follow], [info, scale])
     saved = gr.State({}, time_to_live=3600)  # this session's own template presets (e.g. chosen in the Evaluate tab)
@@ -291,6 +296,6 @@ def build_tab(ctx, model_state: gr.State) -> ZeroShotHandles:
     listen(ctx, [classnames.blur, classnames.submit], classnames_preset_of, [classnames], cls_preset)
     listen(ctx, [templates.blur, templates.submit], templates_preset_of, [templates, saved], tpl_preset)
     def rerender(event) -> None:
-        listen(ctx, event.then, rescale, [scores, top_k, scale, follow, model_state], rescaled)
+        listen(ctx, event.then, rescale, [scores, top_k, scale, follow, model_state, calibration], rescaled)
 
-    return ZeroShotHandles(classnames, templates, scale, tpl_preset, saved, follow, rerender)
+    return ZeroShotHandles(classnames, templates, scale, tpl_preset, saved, follow, rerender, calibration)
