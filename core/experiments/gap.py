@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pool import eval_pool, train_pool
-from .scratch import Condition, embed_eval, retrieval_r1, train_condition
+from .pool import eval_pool
+from .scratch import Condition, embed_eval, retrieval_r1, train_conditions
 from .stats import NOT_AT_THIS_SCALE, REPRODUCED, interval, overall, part, points, side
 
 
@@ -57,24 +57,18 @@ def centring(e: dict) -> dict:
 
 def run_seed(run, seed: int, ctx) -> dict:
     """Each (initialisation, temperature) run's gap curve and its centring, and the bundled model's centring."""
+    s = run.kind_settings()
+    out = {}
+    for cond, t in train_conditions(run, seed, ctx, conditions(s),
+                                    ("images", "accuracy", "gap", "image_cone", "text_cone", "paired_cosine")):
+        out[cond.label] = {"curve": t.curve, "gap_start": t.curve[0]["gap"], "gap_end": t.curve[-1]["gap"],
+                           "centring": centring(embed_eval(t.clip, t.eval_set, run.task, t.templates))}
+    from ..projection import modality_gap
     from ..zeroshot import template_presets
 
-    s = run.kind_settings()
-    templates = template_presets()[run.templates]
-    pool, eval_set = train_pool(s.pool, seed), eval_pool(s.eval_n, seed)
-    out = {}
-    for cond in conditions(s):
-        r = train_condition(cond, pool, eval_set, s.images, seed, run.task, templates, s.evals, ctx.check)
-        curve = [{k: p[k] for k in ("images", "accuracy", "gap", "image_cone", "text_cone", "paired_cosine")}
-                 for p in r["curve"]]
-        out[cond.label] = {"curve": curve, "gap_start": curve[0]["gap"], "gap_end": curve[-1]["gap"],
-                           "centring": centring(embed_eval(r["clip"], eval_set, run.task, templates))}
-        ctx.unit_done()
     bundled = ctx.model(s.centre_model)
     big = eval_pool(s.eval_n, seed, image_size=bundled.image_size)
-    e = embed_eval(bundled, big, s.centre_task, templates)
-    from ..projection import modality_gap
-
+    e = embed_eval(bundled, big, s.centre_task, template_presets()[run.templates])
     ctx.unit_done()
     return {"conditions": out, "bundled": {"gap": modality_gap(e["img"], e["txt"]).gap, **centring(e)}}
 

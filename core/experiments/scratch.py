@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .pool import MICRO, Pool, order
+from .pool import MICRO, Pool, eval_pool, order, train_pool
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,29 @@ def train_condition(cond: Condition, pool: Pool, eval_set: Pool, images: int, se
         loss = train_step(state, pool.batch(index).tokenized(tokens), lr_at(step - 1, cfg))["loss"]
     curve.append(curve_point(clip, eval_set, task, templates, steps * cond.batch_size, loss))
     return {"label": cond.label, "steps": steps, "curve": curve, "clip": clip}
+
+
+@dataclass
+class Trained:
+    """One condition's run on a seed's pool: its curve (each point keeps only `keys`), steps and final model,
+    and the eval set and templates it was measured on."""
+
+    curve: list[dict]
+    steps: int
+    clip: object
+    eval_set: Pool
+    templates: list[str]
+
+
+def train_conditions(run, seed: int, ctx, conditions: list[Condition], keys: tuple[str, ...]):
+    """Yield (condition, Trained) for each condition, all on one seed's pool and eval set (the same images in
+    the same order); ctx.unit_done() once the caller has taken each."""
+    from ..zeroshot import template_presets
+
+    s = run.kind_settings()
+    templates = template_presets()[run.templates]
+    pool, eval_set = train_pool(s.pool, seed), eval_pool(s.eval_n, seed)
+    for cond in conditions:
+        r = train_condition(cond, pool, eval_set, s.images, seed, run.task, templates, s.evals, ctx.check)
+        yield cond, Trained([{k: p[k] for k in keys} for p in r["curve"]], r["steps"], r["clip"], eval_set, templates)
+        ctx.unit_done()

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pool import eval_pool, train_pool
-from .scratch import Condition, train_condition
+from .scratch import Condition, train_conditions
 from .stats import NOT_AT_THIS_SCALE, interval, match, overall, part, points
 
 
@@ -45,18 +44,11 @@ def units(run) -> int:
 
 def run_seed(run, seed: int, ctx) -> dict:
     """Every condition on one seed's pool: its curve (accuracy, logit scale) and its speed and final accuracy."""
-    from ..zeroshot import template_presets
-
-    s = run.kind_settings()
-    templates = template_presets()[run.templates]
-    pool, eval_set = train_pool(s.pool, seed), eval_pool(s.eval_n, seed)
     out = {}
-    for cond in conditions(s):
-        r = train_condition(cond, pool, eval_set, s.images, seed, run.task, templates, s.evals, ctx.check)
-        curve = [{k: p[k] for k in ("images", "accuracy", "logit_scale", "loss")} for p in r["curve"]]
-        out[cond.label] = {"curve": curve, "speed": float(np.mean([p["accuracy"] for p in curve])),
-                           "final": curve[-1]["accuracy"], "steps": r["steps"]}
-        ctx.unit_done()
+    for cond, t in train_conditions(run, seed, ctx, conditions(run.kind_settings()),
+                                    ("images", "accuracy", "logit_scale", "loss")):
+        out[cond.label] = {"curve": t.curve, "speed": float(np.mean([p["accuracy"] for p in t.curve])),
+                           "final": t.curve[-1]["accuracy"], "steps": t.steps}
     return {"conditions": out}
 
 
