@@ -26,5 +26,10 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "note: /usr/bin/chromium is missing; install Debian's chromium package (sudo apt-get install chromium)" >&2
   fi
 fi
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-exec python -m pytest -q -m "" --durations=15 "$@"
+# Two pytest-xdist workers (one per core, up to 2; CLIP_LAB_TEST_WORKERS overrides), each test file on one worker:
+# much of the suite waits on servers, browsers and subprocesses, so two workers finish sooner than one.
+workers="${CLIP_LAB_TEST_WORKERS:-$(python -c 'import os; print(min(2, os.cpu_count() or 1))')}"
+parallel=()
+if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( workers > 1 ? 1 : 2 ))}"
+exec python -m pytest -q -m "" --durations=15 "${parallel[@]}" "$@"

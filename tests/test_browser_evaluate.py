@@ -42,7 +42,23 @@ def _settled(page) -> None:
     page.wait_for_function("() => !document.querySelector('#ev-summary .pending, .eta-bar')")
 
 
+def _coverage(page) -> str:
+    return page.locator("#ev-coverage input").input_value()
+
+
 def test_one_click_shows_every_result_with_one_request(page, shots):
+    """The coverage menu takes a typed choice with Enter and keeps its value on Tab; several labels ticked; then
+    one click, one request, every result."""
+    menu = page.locator("#ev-coverage input")
+    menu.click()
+    menu.fill("95")
+    menu.press("Tab")
+    page.wait_for_function("() => document.querySelector('#ev-coverage input').value == '90%'")
+    menu.click()
+    menu.fill("80")
+    menu.press("Enter")
+    page.wait_for_function("() => document.querySelector('#ev-coverage input').value == '80%'")
+    page.locator("#ev-several input").check()
     before = len(page.joins)
     page.click("#ev-run")
     page.wait_for_selector("#ev-summary :text('Top-1')")
@@ -60,7 +76,12 @@ def test_one_click_shows_every_result_with_one_request(page, shots):
     assert "ENSEMBLE" in page.locator("#ev-templates-table").inner_text()
     assert page.locator("#ev-correct img").count() >= 1
     assert "evaluate_results" in page.locator("#ev-downloads").inner_text()
+    several = page.locator("#ev-several-summary").inner_text()
+    assert "Several labels per image" in several and "mean average precision" in several and "chosen for F1" in several
+    assert "circle" in page.locator("#ev-several-table").inner_text() and _coverage(page) == "80%"
     page.screenshot(path=str(shots / "evaluate.png"), full_page=True)
+    page.locator("#ev-several-summary").screenshot(path=str(shots / "evaluate_several_labels_text.png"))
+    page.locator("#ev-several-table").screenshot(path=str(shots / "evaluate_several_labels.png"))
     page.locator("#ev-confusion").screenshot(path=str(shots / "evaluate_confusion.png"))
     page.locator("#ev-probe").screenshot(path=str(shots / "evaluate_probe.png"))
 
@@ -89,7 +110,8 @@ def test_the_chosen_templates_go_to_the_zero_shot_tab(page):
 def test_the_calibrated_scale_and_its_prediction_sets_go_to_the_zero_shot_tab(page, shots):
     """The first test's evaluation calibrated the 8 shapes with the shapes-world templates: "Use the calibrated
     scale" puts its fitted scale on the zero-shot slider (its own-scale box unticked); with other templates the
-    zero-shot tab says the sets do not apply, with the same ones it gives each image's 90% set."""
+    zero-shot tab says the sets do not apply, with the same ones it gives each image's 80% set and the labels
+    its several-labels decision calls present."""
     text = page.locator("#ev-calibration").inner_text()
     assert "15 equal-width bins" in text and "Prediction sets, every class" in text and "Unknown images" in text
     fitted = re.search(r"calibration half of [\d,]+ images: ([\d.]+)", text).group(1)
@@ -105,10 +127,11 @@ def test_the_calibrated_scale_and_its_prediction_sets_go_to_the_zero_shot_tab(pa
     page.get_by_role("option", name="shapes world", exact=True).click()
     page.wait_for_function("() => document.querySelector('#zs-templates textarea').value.split('\\n').length == 6")
     page.click("#zs-run")
-    page.wait_for_selector("#zs-info :text('Prediction set at 90% coverage')")
+    page.wait_for_selector("#zs-info :text('Prediction set at 80% coverage')")
     info = page.locator("#zs-info").inner_text()
-    assert f"fitted scale {fitted}" in info and ("{" in info or "none of these" in info)
-    assert "set (90%)" in page.locator("#zs-batch").inner_text()
+    assert f"fitted scale {fitted}" in info and ("{" in info or "none of these" in info) and "Labels present" in info
+    batch = page.locator("#zs-batch").inner_text()
+    assert "set (80%)" in batch and "labels present" in batch
     page.screenshot(path=str(shots / "zero_shot_prediction_sets.png"), full_page=True)
     page.get_by_role("tab", name="Evaluate").click()
 
@@ -121,6 +144,7 @@ def test_an_uploaded_zip_of_class_folders(page, tmp_path, shots):
             s.image.save(buf, "PNG")
             z.writestr(f"colours/{s.labels['colour']}/{s.index}.png", buf.getvalue())
     page.get_by_label("uploaded zip or files").check()
+    page.locator("#ev-several input").uncheck()  # several labels are a shapes-world study
     page.locator("#ev-files input[type=file]").set_input_files(str(path))
     page.wait_for_function("() => document.querySelector('#ev-files').innerText.includes('colours')")
     page.locator("#ev-renames textarea").fill("red = red shape\nblue = blue shape")

@@ -59,7 +59,7 @@ def test_a_long_head_shows_progress_and_stop_ends_the_work(app, tmp_path):
             page.wait_for_selector(":text('encoding prompts')")  # the bar names the step and counts prompts
             page.wait_for_function("() => /[1-9][0-9,]* of 20,000 prompts/.test(document.body.innerText)")
             page.screenshot(path=str(shots / "progress_and_stop.png"))
-            assert cores_used(proc.pid) > 0.3  # it is working
+            assert cores_used(proc.pid) > 0.1  # it is working (an idle app uses ~0.01; less than 2 cores when others share them)
             page.click("#zs-stop")
             stopped = time.monotonic()
             while cores_used(proc.pid, 0.25) >= 0.2:
@@ -89,7 +89,7 @@ def test_an_api_client_stops_its_own_job(app):
     job = client.submit(classnames=preset_text("classnames", "ImageNet-1k"), templates=templates, api_name="/zero_shot")
     wait_for_status(job, (Status.PROCESSING, Status.PROGRESS))
     assert other.predict(api_name="/stop_zero_shot") == "stopped 0 job(s)"  # another session's Stop touches nothing
-    assert cores_used(proc.pid) > 0.3  # it is working (2 cores; less when other processes share them)
+    assert cores_used(proc.pid) > 0.1  # it is working (an idle app uses ~0.01; less than 2 cores when others share them)
     assert client.predict(api_name="/stop_zero_shot") == "stopped 1 job(s)"
     stopped = time.monotonic()
     while cores_used(proc.pid, 0.25) >= 0.2:

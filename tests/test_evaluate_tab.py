@@ -276,7 +276,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 OUTPUTS = ("summary", "classes", "confusion", "mistakes", "correct", "selection", "templates", "probe", "downloads", "data",
-           "preset", "calibration", "reliability", "risk")
+           "preset", "calibration", "reliability", "risk", "several", "several_table")
 
 
 @pytest.fixture(scope="module")
@@ -404,6 +404,7 @@ def test_a_datasets_source_with_captions(client, app):
     (dict(templates="a photo of a"), "exactly one"),
     (dict(source="datasets source", dataset="/etc"), "allowed folders"),
     (dict(n=50, prompt_names="circle = square"), "both be prompted as 'square'"),
+    (dict(n=50, label="colour × shape", several_labels=True), "several labels per image are scored on shapes-world"),
 ])
 def test_bad_inputs_get_one_line(client, app, kwargs, message):
     root = app[1]
@@ -446,18 +447,25 @@ def test_stop_ends_a_long_evaluation_within_a_batch(app):
 
 def test_the_tab_and_scripts_evaluate_give_the_same_numbers(client, tmp_path):
     """The tab is a thin caller: on the same shapes-world images, templates and seed, /evaluate and
-    `scripts/evaluate.py --select-templates --linear-probe` report the same per-template accuracies,
-    the same chosen templates and the same probe curve."""
+    `scripts/evaluate.py --select-templates --linear-probe --multilabel` report the same per-template accuracies,
+    the same chosen templates, the same probe curve and the same several-labels mAP, F1 and thresholds."""
     import subprocess
     import sys
 
     out_json = tmp_path / "cli.json"
     done = subprocess.run([sys.executable, "scripts/evaluate.py", "--n", "300", "--seed", "5", "--study-seed", "5",
                            "--task", "shape", "--templates", "shapes_world", "--select-templates", "--linear-probe",
-                           "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--multilabel", "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    cli = json.loads(out_json.read_text())["study"]
-    tab = evaluate(client, n=300, seed=5, label="shape")["data"]["study"]
+    cli_all = json.loads(out_json.read_text())
+    cli = cli_all["study"]
+    out = evaluate(client, n=300, seed=5, label="shape", several_labels=True)
+    tab = out["data"]["study"]
+    several, multi = out["data"]["several_labels"], cli_all["multilabel"]
+    assert several["mAP"] == pytest.approx(multi["mAP"], abs=1e-6) and several["f1"] == pytest.approx(multi["f1"], abs=1e-6)
+    assert several["thresholds"] == pytest.approx(multi["thresholds"], abs=1e-6) and several["score"] == "cosine"
+    assert f"{100 * multi['mAP']:.1f}%" in out["several"] and "chosen for F1 on a calibration half" in out["several"]
+    assert [r[0] for r in out["several_table"]["data"]] == multi["classes"]
     np.testing.assert_allclose(tab["template_accuracy"], cli["template_accuracy"], atol=1 / 300 + 1e-9)
     assert tab["selection"]["chosen"] == cli["selection"]["chosen"]
     for a, b in zip(tab["probe"]["points"], cli["probe"]["points"]):

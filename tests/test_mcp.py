@@ -21,7 +21,7 @@ SMALL = {  # arguments that keep each call small; every other argument is the to
     "zero_shot": {"classnames": "circle, star, square", "templates": "a photo of a {}.", "top_k": 3},
     "build_batch": {"n": 4, "seed": 1},
     "embedding_map": {"n": 200, "method": "PCA"},
-    "evaluate": {"n": 40, "select_templates": False, "linear_probe": False},
+    "evaluate": {"n": 40, "select_templates": False, "linear_probe": False, "several_labels": True},
     "search_images": {"text_query": "a red circle", "n": 100, "k": 5},
     "saliency": {"text": "a purple star"},
 }
@@ -82,6 +82,9 @@ def test_every_tool_answers_the_apis_json_numbers(mcp_url):
             theirs = next(o for o in outputs if isinstance(o, dict) and set(o) == set(mine))
             assert stable(theirs) == stable(mine), name
     assert answers["zero_shot"].content and json.loads(answers["zero_shot"].content[0].text)["images"][0]["top_k"]
+    evaluated = json.loads(answers["evaluate"].content[0].text)  # calibration, "none of these", several labels
+    assert 0 <= evaluated["calibration"]["calibration"]["after"]["ece"] <= 1 and evaluated["calibration"]["sets"]["q"]
+    assert 0 <= evaluated["several_labels"]["mAP"] <= 1 and "decision" in evaluated["several_labels"]
     hits = json.loads(answers["search_images"].content[0].text)["hits"]
     assert len(hits) == 5 and hits[0]["rank"] == 1
 

@@ -47,3 +47,26 @@ def test_a_calibration_of_something_else_gives_a_notice_and_no_sets(changes, why
     v = with_prediction_sets(_view(), _scores([[0.3, 0.2, 0.1], [0.1, 0.2, 0.3]]), _record(**changes))
     assert "prediction_sets" not in v.data and "set (90%)" not in v.batch and "No prediction sets" in v.info
     assert why in v.info
+
+
+def test_several_labels_are_the_classes_past_their_own_cosine_threshold():
+    """A softmax model's decision: class c is present when its cosine reaches the threshold chosen for it (None:
+    never); the sets and the labels are independent columns."""
+    decision = {"rule": "softmax", "score": "cosine", "thresholds": [0.25, 0.29, None], "decision": "per-class cosine "
+                "thresholds chosen for F1", "logit_scale": 50.0, "logit_bias": 0.0, "mAP": 0.6, "mean_f1": 0.5, "n": 100}
+    cos = [[0.30, 0.295, 0.9], [0.20, 0.20, 0.20]]
+    v = with_prediction_sets(_view(), _scores(cos), _record(several_labels=decision))
+    assert [img["labels"] for img in v.data["several_labels"]["images"]] == [["circle", "star"], []]
+    assert list(v.batch["labels present"]) == ["{circle, star}", "none of these"] and "set (90%)" in v.batch
+    assert "Labels present" in v.info and "mAP 60.0%" in v.info
+
+
+def test_several_labels_of_a_sigmoid_model_use_its_own_rule_and_need_no_sets():
+    """sigmoid(scale · cos + bias) >= 0.5 (NumPy), with a record that has no conformal sets."""
+    decision = {"rule": "sigmoid", "score": "sigmoid probability", "thresholds": [0.5] * 3, "decision": "the model's "
+                "sigmoid", "logit_scale": 100.0, "logit_bias": -25.0, "mAP": 0.7, "mean_f1": 0.6, "n": 100}
+    cos = np.array([[0.30, 0.24, 0.26], [0.10, 0.251, 0.20]])
+    v = with_prediction_sets(_view(), _scores(cos.tolist()), _record(q=None, fitted_scale=None, several_labels=decision))
+    expected = [[c for c, p in zip(CLASSES, row) if p >= 0.5] for row in 1 / (1 + np.exp(-(100 * cos - 25)))]
+    assert [img["labels"] for img in v.data["several_labels"]["images"]] == expected == [["circle", "heart"], ["star"]]
+    assert "prediction_sets" not in v.data and "set (90%)" not in v.batch

@@ -102,12 +102,16 @@ def risk_figure(report: dict) -> go.Figure | None:
     return fig
 
 
-def zero_shot_record(report: dict, model: str, classnames: list[str], templates: list[str], source: str) -> dict:
-    """What the zero-shot tab needs to draw prediction sets, and to know whether they apply to what it shows."""
-    c, sets = report["calibration"], report.get("sets") or {}
+def zero_shot_record(report: dict | None, model: str, classnames: list[str], templates: list[str], source: str,
+                     several_labels: dict | None = None) -> dict | None:
+    """What the zero-shot tab needs to draw prediction sets (from a calibration `report`) and to decide several
+    labels per image (from `several_labels`), and to know whether they apply to what it shows."""
+    if report is None and not several_labels:
+        return None
+    c, sets = (report or {}).get("calibration", {}), (report or {}).get("sets") or {}
     return {"model": model, "classnames": list(classnames), "templates": list(templates), "source": source,
-            "fitted_scale": c["fitted_scale"], "q": sets.get("q"), "target_coverage": sets.get("target_coverage"),
-            "coverage": sets.get("coverage"), "n_calibration": c["n_calibration"]}
+            "fitted_scale": c.get("fitted_scale"), "q": sets.get("q"), "target_coverage": sets.get("target_coverage"),
+            "coverage": sets.get("coverage"), "n_calibration": c.get("n_calibration"), "several_labels": several_labels}
 
 
 def prediction_columns(report: dict, n: int, cosines: np.ndarray) -> tuple[list[str], list[list]]:

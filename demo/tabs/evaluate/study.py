@@ -92,6 +92,7 @@ class Evaluation:
     cosines: np.ndarray | None = None  # [N, C] each image with each class's ensemble head
     probs: np.ndarray | None = None  # [N, C] under the model's rule at its scale
     calibration: dict | None = None  # demo.tabs.evaluate.calibration.calibration_report
+    several_labels: dict | None = None  # demo.tabs.evaluate.several_labels.several_labels_report
 
 
 def evaluate(enc, label: str | None, prompt_names: list[str], template_emb, templates: list[str], logit_scale: float,
@@ -296,7 +297,7 @@ def result_data(e: Evaluation, for_page: bool = False) -> dict:
                    "num_classes": len(e.classnames), "logit_scale": e.logit_scale, "classnames": e.classnames,
                    "prompt_names": e.prompt_names, "templates": e.templates, "metrics": e.metrics,
                    "retrieval": e.retrieval, "study": study, "notices": e.notices, "receipt": e.receipt or None,
-                   "calibration": calibration_data(e.calibration, for_page)})
+                   "calibration": calibration_data(e.calibration, for_page), "several_labels": e.several_labels})
 
 
 def calibration_data(report: dict | None, for_page: bool) -> dict | None:
@@ -307,7 +308,7 @@ def calibration_data(report: dict | None, for_page: bool) -> dict | None:
     ab = report.get("abstention")
     if ab:
         ab = {**ab, "risk_coverage": {k: {"area": v["area"]} for k, v in ab["risk_coverage"].items()}}
-    return {"calibration": c, **({"abstention": ab} if ab else {})}
+    return {"calibration": c, **{k: v for k, v in (("sets", report.get("sets")), ("abstention", ab)) if v}}
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

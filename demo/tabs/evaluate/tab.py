@@ -42,6 +42,8 @@ from demo.tabs.evaluate.study import (
 )
 from demo.tabs.evaluate.calibration import (COVERAGES, DEFAULT_COVERAGE, calibration_markdown, calibration_report,
                                             reliability_figure, risk_figure, zero_shot_record)
+from demo.tabs.evaluate.several_labels import (COLUMNS as SEVERAL_COLUMNS, check_several_labels, several_labels_frame,
+                                               several_labels_markdown, several_labels_record, several_labels_report)
 from demo.tabs.evaluate.study import evaluate as evaluate_set
 from demo.tabs.shared.session_model import model_notice
 from demo.tabs.shared.zero_shot_scores import MAX_SCALE, MIN_SCALE, vocabulary_notice
@@ -104,7 +106,7 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
              dataset_split: str | None = None, image_column: str | None = None, label_column: str | None = None,
              caption_column: str | None = None, prompt_names: str | None = None, templates: str | None = None,
              select_templates: bool | None = None, linear_probe: bool | None = None, calibration: bool | None = None,
-             coverage: str | None = None, model: str | None = None):
+             coverage: str | None = None, several_labels: bool | None = None, model: str | None = None):
     """Zero-shot evaluate CLIP on a labelled image set: accuracy, per-class table, confusion matrix, mistakes,
     each prompt template alone vs the ensemble, forward selection of templates, and a few-shot linear probe.
 
@@ -128,6 +130,9 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
         calibration: calibration (ECE, NLL, Brier before and after one fitted logit scale, half / half) and "none of
             these" (conformal prediction sets; a quarter of the classes held out as unknown images) (default true).
         coverage: the stated coverage of the conformal sets: "80%", "90%" (default) or "95%".
+        several_labels: also score several labels per image on N shapes-world scenes of 2 or 3 objects (label
+            "shape" or "colour"): mAP and per-class F1 at the model's sigmoid or at per-class thresholds chosen for F1
+            on a calibration half (default false).
         model: the model: a bundled name, an allowed local folder or a Hub id; omitted: the app's default.
     """
     cfg = call.config
@@ -136,6 +141,8 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
                           caption_column)
     tpl_text = templates if (templates or "").strip() else preset_text("templates", DEFAULT_TEMPLATES)
     templates_ = parse_templates(tpl_text)
+    if several_labels:
+        check_several_labels(spec.source, kind)
     clip = call.model(model)
     enc = encoded(call.ctx, clip, spec, call.progress, call.job)
     _, classnames, _ = enc.task(kind)
@@ -153,6 +160,11 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
         call.say(0.99, "calibrating")
         e.calibration = calibration_report(e.cosines, e.labels, e.logit_scale, e.probs, spec.seed,
                                            coverage or DEFAULT_COVERAGE)
+    several = None
+    if several_labels:
+        several = several_labels_report(clip, head.head.numpy(), classnames, kind, spec.n, spec.seed,
+                                        call.job.reporter(call.progress, "encoding scenes of several objects", "images"))
+        e.several_labels = several
     wrong, right = galleries(e)
     paths = write_downloads(e, scratch_folder("evaluate", cfg.upload_ttl_s))
     picked = e.study.selection.chosen_templates if e.study.selection is not None else None
@@ -163,19 +175,27 @@ def evaluate(call: Call, source: str | None = None, n: float | None = None, seed
             matching_preset("templates", tpl_text), (model, summary),
             calibration_markdown(cal, e.prompt_names) if cal else "", reliability_figure(cal) if cal else None,
             risk_figure(cal) if cal else None,
-            zero_shot_record(cal, model, names, templates_, e.description) if cal else None)
+            zero_shot_record(cal, model, names, templates_, e.description, several and several_labels_record(several)),
+            several_labels_markdown(several) if several else "",
+            several_labels_frame(several, names) if several else None)
 
 
 @handler("evaluate", turn=False)
 def use_calibrated_scale(call: Call, record: dict | None = None):
     """The fitted logit scale into the zero-shot tab's slider (its "use the model's scale" box unticked), and the
-    calibration record that lets it draw prediction sets for the same model, classes and templates."""
+    calibration record that lets it draw prediction sets and decide several labels for the same model, classes and
+    templates."""
     if record is None:
-        gr.Warning("Run an evaluation with calibration first: there is no fitted scale yet.")
+        gr.Warning("Run an evaluation with calibration (or several labels) first: there is nothing to use yet.")
         return gr.skip(), gr.skip(), gr.skip()
+    several = " and decides several labels per image" if record.get("several_labels") else ""
+    if record.get("fitted_scale") is None:
+        gr.Info(f"The zero-shot tab now decides several labels per image for these {len(record['classnames'])} classes "
+                "(no calibration was run: the logit scale stays as it is).")
+        return gr.skip(), gr.skip(), record
     value = min(MAX_SCALE, max(MIN_SCALE, round(float(record["fitted_scale"]), 2)))
-    gr.Info(f"The zero-shot tab now uses the logit scale {value:.2f}, fitted on this set's calibration half, and "
-            f"shows {record['target_coverage']:.0%} prediction sets for these {len(record['classnames'])} classes.")
+    gr.Info(f"The zero-shot tab now uses the logit scale {value:.2f}, fitted on this set's calibration half, shows "
+            f"{record['target_coverage']:.0%} prediction sets{several} for these {len(record['classnames'])} classes.")
     return value, False, record
 
 
@@ -260,6 +280,8 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
                 calibrate = gr.Checkbox(True, label="calibration and \"none of these\" (half / half)", elem_id="ev-calibrate")
                 coverage = gr.Dropdown(list(COVERAGES), value=DEFAULT_COVERAGE, label="stated coverage of the sets",
                                        elem_id="ev-coverage")
+            several = gr.Checkbox(False, label="several labels per image (shapes world: N scenes of 2 or 3 objects, "
+                                  "label shape or colour)", elem_id="ev-several")
             with gr.Row():
                 run = gr.Button("Evaluate", variant="primary", elem_id="ev-run", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id="ev-stop", scale=1)
@@ -291,6 +313,9 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
             rel_plot = gr.Plot(label="Reliability diagram", elem_id="ev-reliability")
         with gr.Column(scale=2, min_width=300):
             risk_plot = gr.Plot(label="Risk against coverage", elem_id="ev-risk")
+    several_md = gr.Markdown(label="Several labels per image", elem_id="ev-several-summary")
+    several_table = gr.Dataframe(headers=SEVERAL_COLUMNS, label="Several labels: per class (AP and F1 in %)", wrap=True,
+                                 elem_id="ev-several-table")
     fitted = gr.State(None, time_to_live=3600)
     use_scale = gr.Button("Use the calibrated scale in the zero-shot tab", elem_id="ev-use-scale",
                           visible=zero_shot_tab is not None)
@@ -301,9 +326,9 @@ def build_tab(ctx, model_state: gr.State, zs_templates: gr.Textbox | None = None
 
     shown = gr.State(None, time_to_live=3600)  # (model, summary) of the study on the page
     inputs = [source, n, seed, split, label, files, ds_name, ds_split, img_col, lbl_col, cap_col, renames, templates,
-              select, probe, calibrate, coverage, model_state]
+              select, probe, calibrate, coverage, several, model_state]
     outputs = [summary, classes, confusion, mistakes, correct, selection, tpl_table, probe_plot, downloads, data, chosen,
-               tpl_preset, shown, cal_md, rel_plot, risk_plot, fitted]
+               tpl_preset, shown, cal_md, rel_plot, risk_plot, fitted, several_md, several_table]
     event = listen(ctx, run.click, evaluate, inputs, outputs, api_name="evaluate", concurrency_id="evaluate",
                    concurrency_limit=cfg.concurrency, show_progress_on=[summary])
     stop_button(ctx, stop, "evaluate", [event])
