@@ -70,6 +70,7 @@ class AppConfig:
     min_map_pairs: int = 200
     max_map_pairs: int = 5000
     max_map_class_prompts: int = 200
+    max_explore_rows: int = 200_000  # rows of an embedding set the map's explorer opens [CLIP_LAB_MAX_EXPLORE_ROWS]
     max_text_chars: int = 100_000  # one text box (class names, templates, captions), checked before parsing
     max_request_kb: int = 1024  # one request body (uploads aside), refused before it is read
     max_upload_request_mb: int = 128  # one upload request (each file is also capped by max_file_size)
@@ -150,7 +151,8 @@ class AppConfig:
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.run_history = env.get("CLIP_LAB_RUN_HISTORY", "0").lower() in ("1", "true", "yes")
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
-        for name, attr in (("CLIP_LAB_MAX_RUNS", "max_runs"), ("CLIP_LAB_MAX_TRAIN_STEPS", "max_train_steps")):
+        for name, attr in (("CLIP_LAB_MAX_RUNS", "max_runs"), ("CLIP_LAB_MAX_TRAIN_STEPS", "max_train_steps"),
+                           ("CLIP_LAB_MAX_EXPLORE_ROWS", "max_explore_rows")):
             if env.get(name):
                 setattr(cfg, attr, max(1, int(env[name])))
         if env.get("CLIP_LAB_RUNS_DIR"):

@@ -23,6 +23,7 @@ from demo.inputs.checks import at_most_chars, at_most_items, in_range
 from demo.inputs.pairs import DEFAULT_SET, SOURCES, encoded_set
 from demo.platform.contract import Call, handler, input_names, listen, stop_button
 from demo.platform.mcp import mcp_tool
+from demo.tabs.map.explore_view import build_view as build_explorer
 from demo.tabs.map.maps import coordinates, gap_markdown, map_data, map_request, new_state, projection_message, prompt_embeddings, render
 from demo.tabs.shared.map_figure import COLOUR_BY
 from demo.tabs.shared.source_inputs import upload_and_dataset_inputs
@@ -187,3 +188,6 @@ def build_tab(ctx, model_state: gr.State, classnames_box: gr.Textbox, templates_
     # dims is a dropdown: its change fires once per pick (its input twice)
     listen(ctx, [c.input for c in settings] + [dims.change, files.change, model_state.change], mark, named, [gap],
            **view_group)
+    with gr.Accordion("Explore an embedding set: up to 200,000 pairs made by scripts/embed.py; lasso, gallery, search",
+                      open=False, elem_id="atlas-accordion"):
+        build_explorer(ctx, model_state)
