@@ -80,7 +80,7 @@ def project_set(es: EmbeddingSet, settings: SetProjection = SetProjection(),
     if cached is not None:
         return cached, True
     x = points_of(es)
-    say = progress or (lambda f, what: None)
+    say = progress if progress is not None else (lambda f, what: None)
     if settings.method == "pca":
         xy = pca(x, 2)
     else:

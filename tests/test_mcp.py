@@ -34,6 +34,8 @@ NEEDS_A_RUN = {"/train_stop", "/train_status", "/train_resume", "/train_use_mode
 # the comparison's second model is the next in the app's list: here, offline, a Hub model not in the cache
 NEEDS_THE_HUB = {name: "not in the local Hugging Face cache" for name in ("/compare_models", "/mcp_compare_models")}
 NEEDS_THE_HUB["/take_one_step"] = "build a batch first"  # a step is taken on the session's built batch
+NEEDS_THE_HUB["/explore_set"] = "no embedding set chosen"  # an embedding set is a folder this app may open
+NEEDS_THE_HUB["/explore_search"] = "open an embedding set first"
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def build_view(ctx, model_state: gr.State) -> None:
     cfg = ctx.config
     state = gr.State(None, time_to_live=3600)
     status = gr.Markdown("Open an embedding set made by `python scripts/embed.py` (inside an allowed data folder).",
-                         elem_id="atlas-status")
+                         label="The set", elem_id="atlas-status")
     with gr.Row():
         folder = gr.Dropdown(find_sets(cfg.data_dirs), value=None, allow_custom_value=True, scale=3, elem_id="atlas-set",
                              label="Embedding set (a folder made by scripts/embed.py, inside an allowed folder)")
@@ -202,8 +202,8 @@ def build_view(ctx, model_state: gr.State) -> None:
     with gr.Row():
         search = gr.Button("Search", elem_id="atlas-search")
         near = gr.Button("Search near the selection", elem_id="atlas-near")
-    summary = gr.Markdown(elem_id="atlas-summary")
-    gallery = gr.HTML("", css_template=GALLERY_CSS, elem_id="atlas-gallery")
+    summary = gr.Markdown(label="Selection or search", elem_id="atlas-summary")
+    gallery = gr.HTML("", label="Gallery", css_template=GALLERY_CSS, elem_id="atlas-gallery")
 
     opened = listen(ctx, draw.click, open_embedding_set, [folder, method, neighbors, min_dist, model_state],
                     [plot, status, state, summary, gallery], api_name="explore_set", concurrency_id="explore",
