@@ -20,7 +20,7 @@ import datetime as dt
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -262,14 +262,17 @@ class EmbeddingSet:
     has_caption: np.ndarray  # [N] bool
     image_emb: np.ndarray  # [N, D] float32
     text_emb: np.ndarray  # [N, D] float32 (zeros where has_caption is false)
+    thumb_column: pa.ChunkedArray | None = field(default=None, repr=False)  # read on the first thumbs() call
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def thumbs(self, rows) -> list[bytes]:
-        """The WebP thumbnails of some rows, in the order asked."""
-        table = pq.read_table(self.folder / MERGED, columns=["thumb"], memory_map=True)
-        return table.column("thumb").take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+        """The WebP thumbnails of some rows, in the order asked (the column is read once, then kept: a few
+        hundred bytes a row)."""
+        if self.thumb_column is None:
+            self.thumb_column = pq.read_table(self.folder / MERGED, columns=["thumb"], memory_map=True).column("thumb")
+        return self.thumb_column.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
 
 
 def embeddings_of(table: pa.Table, column: str) -> np.ndarray:

@@ -59,6 +59,7 @@ SLOW = {"test_an_uploaded_image_folder_zip_matches_the_transformers_pipeline", "
         "test_kill_9_at_random_points_then_resume_matches_an_uninterrupted_run", "test_train_cli_on_an_image_folder",
         "test_one_run_at_a_time_others_wait_in_line_and_a_stopped_run_resumes",
         "test_a_run_started_in_the_tab_resumes_with_the_cli", "test_the_cli_embeds_an_image_folder_with_captions",
+        "test_two_torchrun_processes_share_the_chunks_and_rank_0_merges", "test_the_gpu_suite_runs_on_the_cpu_at_tiny_sizes",
         "test_ctrl_c_stops_with_a_checkpoint_and_prints_the_resume_command"}
 SLOW_FILES = {"test_deploy_space.py"}  # builds Space bundles, resolves their requirements, serves one
 

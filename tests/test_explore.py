@@ -77,10 +77,11 @@ def app(tmp_path_factory, shapes_set, micro_dir):
 
     from core.model import load
 
-    other = shapes_set.parent / "by-another-model"
-    embed_chunks(load(str(micro_dir)), EmbedSource("shapes", n=40), other, chunk_rows=64)
-    merge_parts(other)
-    with running_app({"CLIP_LAB_DATA_DIRS": str(shapes_set.parent), "OMP_NUM_THREADS": "1"}) as url:
+    for name, n in (("by-another-model", 40), ("too-big", 320)):
+        embed_chunks(load(str(micro_dir)), EmbedSource("shapes", n=n), shapes_set.parent / name, chunk_rows=512)
+        merge_parts(shapes_set.parent / name)
+    env = {"CLIP_LAB_DATA_DIRS": str(shapes_set.parent), "OMP_NUM_THREADS": "1", "CLIP_LAB_MAX_EXPLORE_ROWS": "300"}
+    with running_app(env) as url:
         yield url
 
 
@@ -101,8 +102,9 @@ def test_a_set_is_opened_and_searched_through_the_api(app, shapes_set, bundled):
 
 
 @pytest.mark.parametrize("folder, message", [("by-another-model", "embedded by .* not by the session's model"),
+                                             ("too-big", "320 rows; this app opens at most 300"),
                                              ("/etc", "only be opened from the allowed folders")])
-def test_a_set_of_another_model_or_outside_the_allowed_folders_is_refused(app, shapes_set, folder, message):
+def test_a_set_of_another_model_too_big_or_outside_the_allowed_folders_is_refused(app, shapes_set, folder, message):
     path = str(shapes_set.parent / folder) if not folder.startswith("/") else folder
     with pytest.raises(AppError, match=message):
         Client(app, verbose=False).predict(path, "PCA", 15, 0.1, api_name="/explore_set")

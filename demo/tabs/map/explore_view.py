@@ -1,11 +1,12 @@
 """The map tab's "Explore an embedding set" view: a set made by scripts/embed.py (core/embedding_set.py),
 opened from an allowed folder, drawn with WebGL, lassoed, searched.
 
-gr.Plot has no selection event. A gr.HTML bridge (its `js_on_load`, demo/tabs/map/explore.js) attaches
-plotly's own `plotly_selected` and `plotly_click` to the plot and sends the lasso polygon or box, or the
-clicked row, to Python with `trigger('select' | 'click', data)`; the server decides which points lie inside
-(explore.inside), so what the gallery shows is exactly what the polygon holds. Its `server_functions`
-give the hover card one thumbnail at a time.
+gr.Plot has no selection event. A gr.HTML bridge (its `js_on_load`, demo/tabs/map/explore.js) draws the
+lasso itself (plotly's recomputes its selection at every mouse move: seconds at 200,000 points), listens to
+plotly's box select and clicks, and sends the polygon, the box or the clicked row to Python with
+`trigger('select' | 'click', data)`; the server decides which points lie inside (explore.inside), so what
+the gallery shows is exactly what the polygon holds. Its `server_functions` give the hover card one
+thumbnail at a time.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def shown(call: Call, ex: Explored | None):
 
 @handler("explore", turn=False)
 def selected(call: Call, ex: Explored | None = None, model: str | None = None, evt: gr.EventData = None):
-    """The images inside a lasso or box: gallery, label counts, class prompts nearest to their centroid."""
+    """The images inside a lasso or box: gallery, label counts, class prompts nearest to their centroid. The map
+    itself is redrawn afterwards (`selection_links`), so the gallery does not wait for a figure of every point."""
     es, xy = shown(call, ex)
     data = getattr(evt, "_data", None) or {}
     q, _ = quantise(xy)
@@ -89,7 +91,16 @@ def selected(call: Call, ex: Explored | None = None, model: str | None = None, e
     ex = replace(ex, selected=rows, highlight=np.zeros(0, np.int64), query_xy=None)
     prompts = nearest_prompts(call, es, rows, model)
     md = selection_markdown(es, rows, int(hit[len(es):].sum()), prompts)
-    return atlas_figure(es, xy, ex), gallery_html(es, rows, "Selected images"), md, ex
+    return gallery_html(es, rows, "Selected images"), md, ex
+
+
+@handler("explore", turn=False)
+def selection_links(call: Call, ex: Explored | None = None):
+    """The map again, the selection's images linked to their captions and the rest dimmed."""
+    if ex is None or not len(ex.selected):
+        return gr.skip()
+    es, xy = shown(call, ex)
+    return atlas_figure(es, xy, ex)
 
 
 def nearest_prompts(call: Call, es, rows: np.ndarray, model: str | None, top: int = 5) -> list[tuple[str, float]]:
@@ -210,7 +221,8 @@ def build_view(ctx, model_state: gr.State) -> None:
                     concurrency_limit=1, show_progress_on=[status, plot])
     stop_button(ctx, stop, "explore", [opened])
     view = dict(concurrency_id="explore_view", concurrency_limit=4)
-    listen(ctx, bridge.select, selected, [state, model_state], [plot, gallery, summary, state], api_name=False, **view)
+    picked = listen(ctx, bridge.select, selected, [state, model_state], [gallery, summary, state], api_name=False, **view)
+    listen(ctx, picked.then, selection_links, [state], [plot], api_name=False, **view)
     listen(ctx, bridge.click, clicked, [state], [gallery, summary], api_name=False, **view)
     listen(ctx, [search.click, query_text.submit], search_map, [query_text, query_image, k, state, model_state],
            [plot, gallery, summary, state], api_name="explore_search", **view)
