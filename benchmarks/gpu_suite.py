@@ -12,8 +12,8 @@ Parts (each writes its rows into one JSON, benchmarks/results/gpu_suite[_quick].
 - precision: fp32, bf16 and fp16 inference on the device (the model cast, not autocast): the lowest cosine
   to fp32's embeddings, top-1 agreement on the bundled model's shapes-world evaluation and on the stand-in's
   1,000-class head, images/s; a precision qualifies with cosine >= 0.99 and every top-1 the same;
-- train: core's training step for the `base` (B/32) and `small` presets, bf16 autocast, fused AdamW on
-  CUDA, with and without torch.compile: samples/s and MFU (benchmarks/train_throughput.py's `compare`);
+- train: core's training step for the `base` (B/32) and `small` presets, bf16 autocast (fp32 on a CPU), fused
+  AdamW on CUDA, with and without torch.compile: samples/s and MFU (benchmarks/train_throughput.py's `compare`);
   and the split of one step into data, forward, backward and optimizer (each phase synchronised);
 - quick-demo: scripts/train.py --recipe quick-demo on the device; seconds to colour >= 90%.
 """
@@ -99,16 +99,17 @@ def train_rows(device: str, q: dict, out: dict) -> None:
 
     from train_throughput import compare
 
+    precision = "bf16" if device.startswith("cuda") else "fp32"  # a CPU without bf16 units runs bf16 slower
     rows = []
     for preset in q["presets"]:
         for backend in (["", "inductor"] if q["compile"] else [""]):
-            rows.append(compare(preset, "bf16", q["batch"], q["steps"], q["repeats"], torch.device(device), backend,
+            rows.append(compare(preset, precision, q["batch"], q["steps"], q["repeats"], torch.device(device), backend,
                                 warmup=3 if backend else 1))
     out["train"] = rows
-    out["step_split"] = step_split(q["presets"][0], q["batch"], q["steps"], device)
+    out["step_split"] = step_split(q["presets"][0], q["batch"], q["steps"], device, precision)
 
 
-def step_split(preset: str, batch: int, steps: int, device: str) -> dict:
+def step_split(preset: str, batch: int, steps: int, device: str, precision: str = "bf16") -> dict:
     """Seconds per step of each phase, each one synchronised: data (render + copy), forward (+ loss), backward,
     optimizer (clipping included)."""
     import math
@@ -120,7 +121,7 @@ def step_split(preset: str, batch: int, steps: int, device: str) -> dict:
     from core.model import PRESETS, create
     from core.train import ShapesPairs, TextTokens, TrainConfig, Towers, make_optimizer
 
-    cfg = TrainConfig.from_flat(model=preset, batch_size=batch, precision="bf16", device=device, lr=1e-4)
+    cfg = TrainConfig.from_flat(model=preset, batch_size=batch, precision=precision, device=device, lr=1e-4)
     clip = create(preset, seed=0)
     clip.model.to(device).train()
     towers = Towers(clip.model).to(device)
@@ -144,7 +145,7 @@ def step_split(preset: str, batch: int, steps: int, device: str) -> dict:
         mask = b.attention_mask.to(device) if b.attention_mask is not None else None
 
         def forward():
-            with autocast_context(torch.device(device), "bf16"):
+            with autocast_context(torch.device(device), precision):
                 img, txt = towers(pixels, ids, mask)
             return contrastive_loss(img.float(), txt.float(), clip.model.logit_scale)
         opt.zero_grad(set_to_none=True)
@@ -298,6 +299,10 @@ def machine(device: str) -> dict:
     return info
 
 
+def percent(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
 def table(out: dict) -> str:
     lines = [f"Machine: {out['machine'].get('gpu', out['machine']['device'])}, torch {out['machine']['torch']}", ""]
     if "app" in out:
@@ -315,9 +320,9 @@ def table(out: dict) -> str:
                   f"{r['images_per_s']:,.0f} | {'yes' if r['qualifies'] else 'no'} |" for r in out["precision"]]
         lines.append("")
     if "train" in out:
-        lines += ["| preset | batch | compile | samples/s | vs open_clip-style | MFU |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['preset']} | {r['batch']} | {r['compile']} | {r['ours_samples_per_s']:,.0f} | "
-                  f"{r['median_ratio_ours_over_reference']:.2f}× | {r.get('mfu', float('nan')):.1%} |" for r in out["train"]]
+        lines += ["| preset | precision | batch | compile | samples/s | vs open_clip-style | MFU |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['preset']} | {r['precision']} | {r['batch']} | {r['compile']} | {r['ours_samples_per_s']:,.0f} | "
+                  f"{r['median_ratio_ours_over_reference']:.2f}× | {percent(r.get('mfu'))} |" for r in out["train"]]
         s = out["step_split"]
         lines += ["", f"Step split ({s['preset']}, batch {s['batch']}, {s['seconds_per_step'] * 1000:.0f} ms a step): "
                   + ", ".join(f"{k[:-6]} {v:.0%}" for k, v in s.items() if k.endswith("_share")), ""]

@@ -69,7 +69,7 @@ def open_rows(src: EmbedSource) -> Rows:
         from .shapes import ShapesWorld
 
         if not src.n:
-            raise SetError("the shapes world is endless: say how many pairs to embed (--n)")
+            raise SetError("the shapes world is endless: say how many pairs to embed (--rows)")
         world = ShapesWorld(seed=src.seed, split=src.split, max_objects=1)
 
         def read_shapes(a: int, b: int) -> list:

@@ -1,6 +1,6 @@
 """Embed a source once into an embedding set on disk (core/embedding_set.py), for the map to open many times.
 
-    python scripts/embed.py --source shapes --n 100000 --out sets/shapes-100k                # the bundled model
+    python scripts/embed.py --source shapes --rows 100000 --out sets/shapes-100k                # the bundled model
     python scripts/embed.py --model openai/clip-vit-base-patch32 --source ./my_images --out sets/mine
     python scripts/embed.py --source user/some-dataset --split train --caption-column caption --out sets/hub
     torchrun --nproc-per-node 8 scripts/embed.py --device cuda --source ... --out ...        # shards, then merges
@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a bundled name, a local folder or a Hub id (default: %(default)s)")
     p.add_argument("--source", default="shapes", help="'shapes' (the synthetic world), an image or datasets folder, or a Hub dataset")
     p.add_argument("--split", default="train", help="the split (default: %(default)s)")
-    p.add_argument("--n", type=int, default=None, help="rows to embed (the shapes world needs it; default: all of a dataset)")
+    p.add_argument("--rows", "--n", dest="n", type=int, default=None,
+                   help="rows to embed (the shapes world needs it; default: all of a dataset). Under torchrun write "
+                        "--rows: torchrun reads --n as an abbreviation of its own options")
     p.add_argument("--seed", type=int, default=0, help="the shapes world's seed (default: %(default)s)")
     p.add_argument("--image-column", default="image")
     p.add_argument("--caption-column", default="text", help="captions, where the source has them (default: %(default)s)")
@@ -43,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check(a: argparse.Namespace) -> None:
     if a.n is not None and not 1 <= a.n <= 10_000_000:
-        raise ValueError(f"--n must be between 1 and 10,000,000, got {a.n}")
+        raise ValueError(f"--rows must be between 1 and 10,000,000, got {a.n}")
     if not 16 <= a.chunk_rows <= 65_536:
         raise ValueError(f"--chunk-rows must be between 16 and 65,536, got {a.chunk_rows}")
     if not 16 <= a.thumb_px <= 256:

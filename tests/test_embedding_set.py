@@ -129,7 +129,7 @@ def test_the_cli_embeds_an_image_folder_with_captions(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("--source", "shapes"), "the shapes world is endless"),
-    (("--n", "0"), "--n must be between"),
+    (("--n", "0"), "--rows must be between"),
     (("--source", "/nonexistent/folder"), "error:"),
     (("--n", "10", "--chunk-rows", "3"), "--chunk-rows"),
 ])
@@ -150,7 +150,7 @@ def test_two_torchrun_processes_share_the_chunks_and_rank_0_merges(tmp_path, mic
     from scripts.app_process import free_port
 
     base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-            "scripts/embed.py", "--model", str(micro_dir), "--n", "100", "--chunk-rows", "16", "--out"]
+            "scripts/embed.py", "--model", str(micro_dir), "--rows", "100", "--chunk-rows", "16", "--out"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(base + [str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
