@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 QUICK = {"presets": ["tiny"], "batch": 16, "steps": 3, "repeats": 3, "standin": "tiny", "eval_images": 64,
-         "demo_steps": 50, "compile": False}
+         "demo_steps": 25, "compile": False}
 FULL = {"presets": ["base", "small"], "batch": 256, "steps": 10, "repeats": 5, "standin": "base", "eval_images": 1000,
         "demo_steps": 400, "compile": True}
 

@@ -1,7 +1,8 @@
 """The map's explorer in Chromium: an embedding set opened from an allowed folder, drawn with WebGL; a lasso
 dragged with the mouse opens exactly the images inside its polygon (the test computes, from the drawn
-figure, which image points lie inside it and which outside, leaving out those within 3 px of its edges);
-hovering a point shows its thumbnail; a text search rings its nearest images and draws the query."""
+figure, which image points lie inside it and which outside, leaving out those within 3 px of its edges),
+and "search near the selection" ranks by its centroid; hovering a point shows its thumbnail and clicking it
+lists its neighbours; a text search rings its nearest images and draws the query."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def shots(tmp_path_factory):
 
 
 def image_points(page) -> tuple[np.ndarray, np.ndarray]:
-    """(rows [P], page pixel positions [P, 2]) of every drawn image point."""
+    """(rows [P], page pixel positions [P, 2]) of every drawn image point, the plot scrolled into view."""
+    page.locator("#atlas-plot .nsewdrag").first.scroll_into_view_if_needed()
     got = page.evaluate(f"""() => {{
       const el = {PLOT}, L = el._fullLayout, box = el.getBoundingClientRect();
       const out = {{rows: [], x: [], y: []}};
@@ -91,14 +93,24 @@ def test_a_lasso_opens_exactly_the_images_inside_it(page, shots):
     assert set(rows[sure_in]) <= shown and not set(rows[sure_out]) & shown, (sorted(shown), sorted(rows[sure_in]))
     assert "Class prompts nearest to its centroid" in summary
     page.locator("#atlas-accordion").screenshot(path=str(shots / "map_explore_lasso.png"))
+    page.click("#atlas-near")  # search near the selection: its centroid's nearest images, the selection among them
+    page.wait_for_selector("#atlas-summary :text(\"nearest to the selection's centroid\")")
+    near = {int(r) for r in re.findall(r"data-row=\"?'?(\d+)", page.locator("#atlas-gallery").inner_html())}
+    assert len(near) == 48 and near & shown  # a lasso holds neighbours: some of them rank near their centroid
 
 
 def test_hover_shows_the_thumbnail_and_a_search_rings_its_nearest_images(page, shots):
     rows, px = image_points(page)
-    page.mouse.move(*px[0])
+    seen = np.flatnonzero((px[:, 0] > 10) & (px[:, 0] < 1350) & (px[:, 1] > 10) & (px[:, 1] < 990))  # in the window
+    page.mouse.move(*px[seen[0]])
     page.wait_for_function("() => { const c = document.querySelector('#atlas-hover-card'); "
                            "return c && c.style.display === 'block' && c.querySelector('img'); }")
-    assert int(page.locator("#atlas-hover-card").get_attribute("data-row")) in set(rows.tolist())
+    hovered = int(page.locator("#atlas-hover-card").get_attribute("data-row"))
+    assert hovered in set(rows.tolist())
+    page.mouse.down()  # a click on the hovered point lists its nearest images
+    page.mouse.up()
+    page.wait_for_selector(f"#atlas-summary :text('Row {hovered}')")
+    assert "Neighbours of row" in page.locator("#atlas-gallery").inner_text()
     page.locator("#atlas-query textarea").fill("a blue star")
     page.locator("#atlas-query textarea").press("Enter")
     page.wait_for_selector("#atlas-summary :text('nearest to a blue star')")

@@ -30,6 +30,7 @@ const bind = () => {
     const p = ev && ev.points && ev.points[0];
     const meta = (el.layout && el.layout.meta) || {};
     if (!p || p.customdata === undefined || !meta.set) return;
+    el.atlasHover = Number(p.customdata);
     const token = ++shown;
     const e = ev.event || {};
     const answer = await server.hover(meta.set, Number(p.customdata));
@@ -47,7 +48,7 @@ const bind = () => {
     card.style.top = ((e.clientY || 0) + 16) + 'px';
     card.style.display = 'block';
   });
-  el.on('plotly_unhover', () => { shown++; card.style.display = 'none'; });
+  el.on('plotly_unhover', () => { shown++; el.atlasHover = null; card.style.display = 'none'; });
 };
 const lassoed = new WeakSet();  // elements whose listeners are attached (once each)
 function lasso(el) {
@@ -89,7 +90,11 @@ function lasso(el) {
     e.stopPropagation();
     const L = el._fullLayout, done = path;
     path = null;
-    if (done.length < 3) { draw([]); return; }
+    if (done.length < 3) {  // a click, not a drag: the hovered point's neighbours (plotly never saw the press)
+      draw([]);
+      if (el.atlasHover !== undefined && el.atlasHover !== null) trigger('click', {row: el.atlasHover});
+      return;
+    }
     draw(done.concat([done[0]]));
     trigger('select', {lasso: {x: done.map((q) => L.xaxis.p2d(q[0] - L.xaxis._offset)),
                                y: done.map((q) => L.yaxis.p2d(q[1] - L.yaxis._offset))}, box: null});

@@ -145,7 +145,7 @@ def atlas_figure(es: EmbeddingSet, xy: np.ndarray, ex: Explored) -> go.Figure:
     return fig
 
 
-def _links(fig: go.Figure, q: np.ndarray, rows: np.ndarray, caption_point: np.ndarray, limit: int = 2000) -> None:
+def _links(fig: go.Figure, q: np.ndarray, rows: np.ndarray, caption_point: np.ndarray, limit: int = 500) -> None:
     """Each selected image joined to its caption (at most `limit` links)."""
     rows = rows[caption_point[rows] >= 0][:limit]
     if not len(rows):
@@ -155,7 +155,7 @@ def _links(fig: go.Figure, q: np.ndarray, rows: np.ndarray, caption_point: np.nd
     x[0::3], y[0::3] = q[rows, 0], q[rows, 1]
     x[1::3], y[1::3] = q[caption_point[rows], 0], q[caption_point[rows], 1]
     fig.add_trace(go.Scattergl(x=x, y=y, mode="lines", name="selection: image → its caption", hoverinfo="skip",
-                               line=dict(color="rgba(17,24,39,0.35)", width=1)))
+                               line=dict(color="rgba(17,24,39,0.2)", width=1)))
 
 
 def inside(xy_steps: np.ndarray, lasso: dict | None, box: dict | None) -> np.ndarray:
