@@ -160,3 +160,22 @@ def test_torchrun_two_cpu_processes_train_and_resume(tmp_path, micro_dir):
     steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # rank 0 alone logs
     assert latest_checkpoint(out).name == "step-0000004" and (out / "model" / "model.safetensors").is_file()
+
+
+def test_two_torchrun_processes_share_the_chunks_and_rank_0_merges(tmp_path, micro_dir, micro):
+    """scripts/embed.py under torchrun: each process embeds every other chunk and rank 0 merges; the set equals
+    one made by a single process. (Here, not in test_embedding_set.py: the torchrun tests of this file run one
+    after another on one test worker.)"""
+    from core.embedding_set import EmbedSource, embed_chunks, merge_parts, open_set
+
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+            "scripts/embed.py", "--model", str(micro_dir), "--rows", "100", "--chunk-rows", "16", "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(base + [str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    embed_chunks(micro, EmbedSource("shapes", n=100), tmp_path / "one", chunk_rows=16)
+    merge_parts(tmp_path / "one")
+    two, one = open_set(tmp_path / "two"), open_set(tmp_path / "one")
+    assert two.ids == one.ids and two.captions == one.captions
+    np.testing.assert_allclose(two.image_emb, one.image_emb, atol=1e-6)
+    np.testing.assert_allclose(two.text_emb, one.text_emb, atol=1e-6)

@@ -142,21 +142,3 @@ def test_the_cli_says_what_is_wrong_in_one_line(tmp_path, capsys, args, message)
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error:") and message in lines[-1], lines
 
-
-def test_two_torchrun_processes_share_the_chunks_and_rank_0_merges(tmp_path, micro_dir, micro):
-    """Under torchrun each process embeds every other chunk; rank 0 merges: the set equals one made alone."""
-    import os
-
-    from scripts.app_process import free_port
-
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-            "scripts/embed.py", "--model", str(micro_dir), "--rows", "100", "--chunk-rows", "16", "--out"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(base + [str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    embed_chunks(micro, EmbedSource("shapes", n=100), tmp_path / "one", chunk_rows=16)
-    merge_parts(tmp_path / "one")
-    two, one = open_set(tmp_path / "two"), open_set(tmp_path / "one")
-    assert two.ids == one.ids and two.captions == one.captions
-    np.testing.assert_allclose(two.image_emb, one.image_emb, atol=1e-6)
-    np.testing.assert_allclose(two.text_emb, one.text_emb, atol=1e-6)
