@@ -64,6 +64,29 @@ def test_a_query_ranks_the_images_as_numpy_does_and_lands_among_them(shapes_set)
     assert xy[rows, 0].min() <= x <= xy[rows, 0].max() and xy[rows, 1].min() <= y <= xy[rows, 1].max()
 
 
+def test_a_selection_names_class_prompts_only_in_the_space_of_the_sets_model(shapes_set, micro_dir, monkeypatch):
+    """Labels' prompts are encoded by the session's model: with another model than the set's, none are named
+    (their cosines with this set's images would mean nothing) and the summary says why."""
+    from types import SimpleNamespace
+
+    from demo.platform.config import AppConfig
+    from demo.platform.context import AppContext
+    from demo.platform.contract import Call
+    from demo.tabs.map import explore_view as view
+    from demo.tabs.map.explore import Explored
+
+    monkeypatch.setenv("CLIP_LAB_DATA_DIRS", str(shapes_set.parent))
+    monkeypatch.setenv("CLIP_LAB_MODEL_DIRS", str(micro_dir.parent))
+    call = Call(AppContext.create(AppConfig.from_env()))
+    es = view.the_set(call, str(shapes_set))
+    ex = Explored(str(es.folder), es.receipt["created"], SetProjection(method="pca"), len(es), 2 * len(es))
+    lasso = {"lasso": {"x": [-1, 65536, 65536, -1], "y": [-1, -1, 65536, 65536]}}  # around every point
+    _, own, _ = view.selected(call, ex, None, SimpleNamespace(_data=lasso))
+    _, other, _ = view.selected(call, ex, str(micro_dir), SimpleNamespace(_data=lasso))
+    assert "Selection:** 300 images" in own and "Class prompts nearest to its centroid" in own
+    assert "Class prompts nearest" not in other and "No class prompts" in other
+
+
 # ---------------------------------------------------------------- through the running app's API
 
 gradio_client = pytest.importorskip("gradio_client")

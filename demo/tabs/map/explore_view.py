@@ -91,6 +91,9 @@ def selected(call: Call, ex: Explored | None = None, model: str | None = None, e
     ex = replace(ex, selected=rows, highlight=np.zeros(0, np.int64), query_xy=None)
     prompts = nearest_prompts(call, es, rows, model)
     md = selection_markdown(es, rows, int(hit[len(es):].sum()), prompts)
+    if not prompts and len(rows):
+        md += (f"  \nℹ️ No class prompts: they are compared in the space of `{es.receipt['model']}`, which embedded "
+               "this set; the session's model is another one.")
     return gallery_html(es, rows, "Selected images"), md, ex
 
 
@@ -108,7 +111,12 @@ def nearest_prompts(call: Call, es, rows: np.ndarray, model: str | None, top: in
     names = sorted({lab for lab in es.labels if lab})[: call.config.max_prompts]
     if not len(rows) or not names:
         return []
-    head, _ = call.ctx.services.zero_shot_head(call.model(model), names, ["a photo of a {}."])
+    clip = call.model(model)
+    try:
+        check_model(es.receipt, clip)  # another model's text embeddings would be compared with this set's images
+    except SetError:
+        return []
+    head, _ = call.ctx.services.zero_shot_head(clip, names, ["a photo of a {}."])
     centre = es.image_emb[rows].mean(0)
     cos = head.head.numpy() @ (centre / max(np.linalg.norm(centre), 1e-12))
     order = np.argsort(-cos)[:top]
