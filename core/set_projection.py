@@ -26,10 +26,9 @@ import pyarrow.parquet as pq
 
 from .embedding_set import EmbeddingSet
 from .errors import UserInputError
-from .projection import pca
+from .projection import ProjectionConfig, pca
 
 EXACT_KNN_POINTS = 20_000
-SET_METHODS = ("umap", "pca")
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,7 @@ class SetProjection:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in SET_METHODS:
-            raise UserInputError(f"projection method must be one of {', '.join(SET_METHODS)}, got {self.method!r}")
-        if not 2 <= int(self.n_neighbors) <= 100:
-            raise UserInputError(f"n_neighbors must be between 2 and 100, got {self.n_neighbors}")
-        if not 0.0 <= float(self.min_dist) <= 0.99:
-            raise UserInputError(f"min_dist must be between 0 and 0.99, got {self.min_dist}")
+        ProjectionConfig(self.method, 2, self.n_neighbors, self.min_dist)  # the same checks as every other map
 
     def key(self) -> str:
         if self.method == "pca":
