@@ -15,7 +15,9 @@ here: it needs torchvision). It does what open_clip's `train_one_epoch` + `ClipL
 process: captions tokenized ahead of time and padded to the context length (77 for `base`), as
 open_clip's tokenizer does in its data loader; `model.get_image_features` / `get_text_features`,
 L2-normalised; logits = exp(t) * I @ T^T and its transpose; cross-entropy over both, averaged;
-backward; clip_grad_norm; AdamW step; logit scale clamped to ln 100. Core's captions are tokenized
+backward; clip_grad_norm; AdamW step; logit scale clamped to ln 100; no attention mask (open_clip's text
+tower is causal and masks nothing else) and no read of the loss on the host (open_clip reads it only on
+logging steps). Core's captions are tokenized
 ahead too, as its data workers do (to the longest caption of the batch), so neither side's time
 includes tokenizing (results measured before that move timed core's step with it).
 
@@ -91,11 +93,11 @@ class ReferenceStep:
                                 max_length=self.clip.context_length, return_tensors="pt")
         return t["input_ids"].to(self.device), t["attention_mask"].to(self.device)
 
-    def __call__(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    def __call__(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
         with autocast_context(self.device, self.cfg.runtime.precision):
             img = F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
-            txt = F.normalize(_features(self.model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
+            txt = F.normalize(_features(self.model.get_text_features(input_ids=ids)), dim=-1)  # causal: no mask
             scale = self.model.logit_scale.exp()
             logits_per_image = scale * img @ txt.T
             logits_per_text = scale * txt @ img.T
@@ -106,7 +108,7 @@ class ReferenceStep:
         self.opt.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(100))
-        return loss.item()
+        return loss.detach()
 
 
 def _features(out) -> torch.Tensor:

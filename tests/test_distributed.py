@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,44 @@ def test_two_gloo_processes_give_the_global_batch_gradients(tmp_path, micro_dir,
     # and the global batch is more than one rank's batch: the gathered negatives matter
     alone = _grads(str(micro_dir), cfg, shards[0].pixel_values, shards[0].captions)
     assert any((alone[n] - single[n]).abs().max() > 1e-4 for n in single)
+
+
+def _nan_worker(rank: int, world: int, port: int, model_dir: str, out_dir: str, report: str) -> None:
+    """Trains under gloo; rank 1's third loss is NaN. Writes what this rank raised and its weights."""
+    import core.train.step as step_mod
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    real, calls = step_mod.contrastive_loss, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if rank == 1 and calls["n"] == 3 else loss
+    step_mod.contrastive_loss = poisoned
+    cfg = TrainConfig.from_flat(model=model_dir, batch_size=8, steps=6, save_every=2, log_every=1, eval_every=0,
+                                num_workers=0, progress=False, lr=1e-3, output_dir=out_dir, seed=0)
+    try:
+        train(cfg)
+        raised = ""
+    except Exception as e:  # noqa: BLE001 - the test reads what was raised
+        raised = f"{type(e).__name__}: {e}"
+    Path(f"{report}.{rank}").write_text(raised)
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path, micro_dir):
+    report = str(tmp_path / "raised")
+    ctx = tmp.spawn(_nan_worker, args=(2, free_port(), str(micro_dir), str(tmp_path / "run"), report), nprocs=2,
+                    join=False)
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:  # a rank left waiting for the other at a collective
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the ranks did not stop together: one was left waiting")
+    raised = [Path(f"{report}.{r}").read_text() for r in range(2)]
+    assert all(r.startswith("NonFiniteLossError") and "at step 3" in r for r in raised), raised
+    assert latest_checkpoint(tmp_path / "run").name == "step-0000002"
 
 
 @pytest.mark.parametrize("loss", ["clip", "siglip"])

@@ -3,6 +3,7 @@
 - config:      TrainConfig in sections, recipes (assets/recipes/*.yaml), one validation
 - loop:        train(cfg, hooks, start, snapshot_every): set up, steps, hooks, finish
 - step:        TrainState and train_step(state, batch, lr)
+- readout:     a step's numbers and its finite check, kept on the device until read
 - checkpoint:  save, restore, latest, and the run-folder and resume checks
 - hooks:       metrics.jsonl, the progress bar, snapshots for live views, stop conditions
 - data:        batches from any `datasets` source (shapes_source: the shapes world and its eval)
@@ -16,12 +17,12 @@ from .config import ConfigError, TrainConfig, flat_fields, read_recipe, recipe_n
 from .data import Batch, HFPairs, TextTokens, batch_stream, make_source
 from .hooks import Hook, MetricsLog, ProgressBar, Snapshot, StopAfter
 from .loop import train
+from .readout import FiniteGuard, NonFiniteLossError, StepRecord
 from .shapes_source import ShapesEval, ShapesPairs
-from .step import (NonFiniteLossError, Towers, TrainState, enable_checkpointing, lr_at, make_optimizer, train_step,
-                   wrap_towers)
+from .step import Towers, TrainState, enable_checkpointing, lr_at, make_optimizer, train_step, wrap_towers
 
-__all__ = ["Batch", "ConfigError", "HFPairs", "Hook", "MetricsLog", "NonFiniteLossError", "ProgressBar", "RunFolderError",
-           "ShapesEval", "ShapesPairs", "Snapshot", "StopAfter", "TextTokens", "Towers", "TrainConfig", "TrainState",
-           "batch_stream", "enable_checkpointing", "flat_fields", "latest_checkpoint", "lr_at", "make_optimizer",
-           "make_source", "read_recipe", "recipe_names", "restore_checkpoint", "save_checkpoint", "train",
-           "train_step", "validate", "wrap_towers"]
+__all__ = ["Batch", "ConfigError", "FiniteGuard", "HFPairs", "Hook", "MetricsLog", "NonFiniteLossError", "ProgressBar",
+           "RunFolderError", "ShapesEval", "ShapesPairs", "Snapshot", "StepRecord", "StopAfter", "TextTokens", "Towers",
+           "TrainConfig", "TrainState", "batch_stream", "enable_checkpointing", "flat_fields", "latest_checkpoint",
+           "lr_at", "make_optimizer", "make_source", "read_recipe", "recipe_names", "restore_checkpoint",
+           "save_checkpoint", "train", "train_step", "validate", "wrap_towers"]

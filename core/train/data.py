@@ -214,17 +214,19 @@ def _init_worker(nice: int, parent: int, worker_id: int = 0) -> None:
 
 
 def batch_stream(source, batch_size: int, start_step: int, end_step: int, num_workers: int = 1,
-                 rank: int = 0, world: int = 1, worker_nice: int = 0) -> Iterator[Batch]:
+                 rank: int = 0, world: int = 1, worker_nice: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
     """This rank's batches for steps start_step .. end_step-1 of `source`, built ahead by
     `num_workers` processes. batch_size is per rank; rank and world shard each global batch.
-    worker_nice > 0 lowers the workers' CPU priority so that they do not slow the trainer. The
-    workers end when this process does, even when it is killed with SIGKILL."""
+    worker_nice > 0 lowers the workers' CPU priority so that they do not slow the trainer.
+    pin_memory (for a CUDA trainer) puts each batch in page-locked memory, from a thread of the
+    loader, so that its copy to the GPU runs beside the step before it. The workers end when this
+    process does, even when it is killed with SIGKILL."""
     workers = 0 if getattr(source, "streaming", False) else num_workers
     if workers:  # the workers tokenize: no Rust thread pool across fork
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     init = functools.partial(_init_worker, worker_nice, os.getpid()) if workers else None
     loader = torch.utils.data.DataLoader(_Stream(source, batch_size, start_step, end_step, rank, world), batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None,
-                                         persistent_workers=False, worker_init_fn=init)
+                                         persistent_workers=False, worker_init_fn=init, pin_memory=pin_memory)
     for pixels, captions, n_groups, group_size, mean, std, ids, mask in loader:
         yield Batch(pixels, list(captions), int(n_groups), int(group_size), mean, std, ids, mask)

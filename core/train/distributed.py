@@ -80,13 +80,14 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def mean_over_ranks(value: float, info: DistInfo, device) -> float:
-    """A metric averaged over ranks (for logging); the value itself without distribution."""
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """A 0-d metric averaged over ranks (for logging), still on the device (the all-reduce is queued,
+    not waited for); the value itself without distribution. Every rank must call it."""
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+    t = value.detach().to(torch.float64).reshape(1).clone()
     dist.all_reduce(t)
-    return float(t) / info.world_size
+    return t[0] / info.world_size
 
 
 # ---- patch dropout (FLIP) -----------------------------------------------------------------------

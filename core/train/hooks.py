@@ -2,9 +2,11 @@
 
 `train(cfg, hooks=[...])` calls, on the main rank, each hook's
 - on_start(state)                 once, before the first step (state.step is the start step);
-- on_step(state, record)          after every step; record: step, lr, loss, logit_scale, grad_norm,
-                                  elapsed_s (training seconds so far, across resumes),
-                                  samples_per_s, data_wait_share;
+- on_step(state, record)          after every step; record (a Mapping: core.train.readout.StepRecord):
+                                  step, lr, loss, logit_scale, grad_norm, elapsed_s (training seconds
+                                  so far, across resumes), samples_per_s, data_wait_share; loss,
+                                  logit_scale and grad_norm wait for the device when read: read them
+                                  only on the steps that show them;
 - on_eval(state, results)         after each in-run eval (the data source's, e.g. the shapes world's);
 - on_snapshot(state, snapshot)    every `snapshot_every` steps, and whenever a hook's
                                   wants_snapshot(step) asks ("full", or "probe": only the matrix's
@@ -69,7 +71,7 @@ class MetricsLog(Hook):
 
     def on_step(self, state, record):
         if record["step"] % self.log_every == 0 or record["step"] == self.last_step:
-            self._write(record)
+            self._write(dict(record))  # reads the step's device numbers: the host waits here, not every step
 
     def on_eval(self, state, results):
         self._write({"step": state.step, "eval": eval_top1(results)})
@@ -81,10 +83,11 @@ class MetricsLog(Hook):
 
 
 class ProgressBar(Hook):
-    """A tqdm bar with the loss and the logit scale; eval lines are printed above it."""
+    """A tqdm bar with the loss and the logit scale, read every `every` steps (each read makes the
+    host wait for the device); eval lines are printed above it."""
 
-    def __init__(self, total: int):
-        self.total, self.bar = total, None
+    def __init__(self, total: int, every: int = 10):
+        self.total, self.every, self.bar = total, max(1, every), None
 
     def on_start(self, state):
         from tqdm.auto import tqdm
@@ -93,7 +96,8 @@ class ProgressBar(Hook):
 
     def on_step(self, state, record):
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}")
+        if record["step"] % self.every == 0 or record["step"] == self.total:
+            self.bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}")
 
     def on_end(self, state, finished):
         if self.bar is not None:

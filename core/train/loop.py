@@ -27,6 +27,7 @@ from .config import PRESET_MODELS, ConfigError, TrainConfig, validate
 from .data import Batch, batch_stream, make_source
 from .distributed import DistInfo, add_patch_dropout, init_from_env, mean_over_ranks
 from .hooks import MetricsLog, ProgressBar, make_snapshot
+from .readout import StepRecord
 from .step import TrainState, enable_checkpointing, lr_at, train_step, wrap_towers
 
 
@@ -103,7 +104,8 @@ class Run:
     def batches(self) -> Iterator[Batch]:
         d = self.cfg.data
         return batch_stream(self.source, d.batch_size // self.info.world_size, self.start_step, self.cfg.optim.steps,
-                            d.num_workers, self.info.rank, self.info.world_size, worker_nice=d.worker_nice)
+                            d.num_workers, self.info.rank, self.info.world_size, worker_nice=d.worker_nice,
+                            pin_memory=self.state.model.logit_scale.device.type == "cuda")
 
 
 def wants_snapshots(hooks: Sequence) -> bool:
@@ -146,7 +148,7 @@ def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_e
         trim_metrics(metrics, state.step)  # a resumed run drops the lines of the steps it redoes
     own: list = [MetricsLog(metrics, cfg.log.log_every, cfg.optim.steps)]
     if cfg.log.progress:
-        own.append(ProgressBar(cfg.optim.steps))
+        own.append(ProgressBar(cfg.optim.steps, cfg.log.log_every))
     evaluator = getattr(source, "evaluator", lambda c: None)(cfg)
     live = snapshot_every or wants_snapshots(hooks)
     probe = source.probe(probe_pairs) if live and hasattr(source, "probe") else None
@@ -214,7 +216,6 @@ def run_steps(run: Run) -> bool:
 
 def _run_steps(run: Run) -> bool:
     cfg, state, info = run.cfg, run.state, run.info
-    device = state.model.logit_scale.device
     t0 = last = time.perf_counter()
     before = state.elapsed_s  # training time of earlier starts of this run (a resume goes on counting)
     wait = 0.0
@@ -226,6 +227,7 @@ def _run_steps(run: Run) -> bool:
             out = train_step(state, batch, lr)
         except StepInterrupted:  # the step is dropped whole; the run ends as a should_stop would end it
             state.optimizer.zero_grad(set_to_none=True)
+            state.guard.raise_if_bad()
             if info.is_main:
                 run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
             return False
@@ -234,17 +236,26 @@ def _run_steps(run: Run) -> bool:
         last = time.perf_counter()
         elapsed = last - t0
         state.elapsed_s = before + elapsed
-        out["loss"] = mean_over_ranks(out["loss"], info, device)
-        run.call("on_step", state, {"step": state.step, "lr": lr, **out, "elapsed_s": round(state.elapsed_s, 2),
-                                    "samples_per_s": round((state.step - run.start_step) * cfg.data.batch_size / elapsed, 2),
-                                    "data_wait_share": round(wait / elapsed, 4)})
+        if info.enabled:  # every rank reads the same flag, so all stop together (should_stop waits each step anyway)
+            state.guard.raise_if_bad()
+        # the record's numbers stay on the device until a hook reads them (metrics.jsonl: every log_every steps);
+        # the clocks are the host's, so between reads they count queued work (exact over a run)
+        values = out.unread()
+        record = StepRecord({"step": state.step, "lr": lr, **values, "loss": mean_over_ranks(values["loss"], info),
+                             "elapsed_s": round(state.elapsed_s, 2),
+                             "samples_per_s": round((state.step - run.start_step) * cfg.data.batch_size / elapsed, 2),
+                             "data_wait_share": round(wait / elapsed, 4)}, out.on_read)
+        run.call("on_step", state, record)
         if info.is_main and run.evaluator is not None and state.step % cfg.log.eval_every == 0:
+            state.guard.raise_if_bad()
             _evaluate(run)
         due = _snapshot_due(run, state.step) if info.is_main and run.probe is not None else None
         if due:
+            state.guard.raise_if_bad()
             run.call("on_snapshot", state, make_snapshot(state, run.probe, run.matrix_size, full=due == "full"))
         stop = run.should_stop() and state.step < cfg.optim.steps
         if (cfg.runtime.save_every and state.step % cfg.runtime.save_every == 0) or state.step == cfg.optim.steps or stop:
+            state.guard.raise_if_bad()  # never a checkpoint after a NaN: the run ends with the last good one
             if info.is_main:
                 run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
             if info.enabled:
