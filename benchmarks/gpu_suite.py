@@ -5,16 +5,19 @@ training throughput and MFU, the step's split, and the quick-demo recipe's time 
     bash benchmarks/gpu_suite.sh --device cpu --quick  # the same script end to end on a CPU, tiny sizes
 
 Parts (each writes its rows into one JSON, benchmarks/results/gpu_suite[_quick].json, then a Markdown table):
-- app: `python app.py` on the device (CLIP_LAB_DEVICE) and on the CPU, side by side, with the bundled model and
-  the ViT-B/32 stand-in (benchmarks/standin.py, in a temporary HF cache); every named endpoint called with
-  its example inputs through gradio_client, cold then warm, on both; the device's answers checked against
-  the CPU's (every cosine within 1e-3, every top-1 equal: the numbers under keys naming them);
+- app: `python app.py` side by side (app_sides): on CUDA in float32, on CUDA at the default precision ("auto",
+  bf16 where core.precision's check passes) and on the CPU in float32 (on a CPU run: a bf16 app beside the
+  float32 one), with the bundled model and the ViT-B/32 stand-in (benchmarks/standin.py, in a temporary HF
+  cache); every named endpoint called with its example inputs through gradio_client, cold then warm, on each;
+  each app's answers checked against the CPU's (every cosine within 1e-3 in float32, 2e-2 in half precision,
+  every top-1 equal: the numbers under keys naming them), and each app's log line of what it serves;
 - precision: fp32, bf16 and fp16 inference on the device (the model cast, not autocast): the lowest cosine
   to fp32's embeddings, top-1 agreement on the bundled model's shapes-world evaluation and on the stand-in's
   1,000-class head, images/s; a precision qualifies with cosine >= 0.99 and every top-1 the same;
 - train: core's training step for the `base` (B/32) and `small` presets, bf16 autocast (fp32 on a CPU), fused
   AdamW on CUDA, with and without torch.compile: samples/s and MFU (benchmarks/train_throughput.py's `compare`);
-  and the split of one step into data, forward, backward and optimizer (each phase synchronised);
+  and the split of one step into data, forward, backward and optimizer (each phase synchronised), and how
+  often a step makes the host wait for the device (CUDA's sync debug mode; 0 is the aim);
 - quick-demo: scripts/train.py --recipe quick-demo on the device; seconds to colour >= 90%.
 """
 
@@ -107,6 +110,59 @@ def train_rows(device: str, q: dict, out: dict) -> None:
                                 warmup=3 if backend else 1))
     out["train"] = rows
     out["step_split"] = step_split(q["presets"][0], q["batch"], q["steps"], device, precision)
+    out["step_split"]["host_waits_per_step"] = host_waits(q["presets"][0], q["batch"], device, precision)
+
+
+def host_waits(preset: str, batch: int, device: str, precision: str, steps: int = 2) -> float:
+    """How often one of core's training steps makes the host wait for the device: on CUDA the synchronising
+    calls that torch.cuda.set_sync_debug_mode reports; on a CPU (where nothing waits) every Python-level read
+    of a tensor's value, each of which would be one on a GPU. The batch is in pinned memory, as the loader
+    puts it on CUDA."""
+    import warnings
+
+    import torch
+
+    from core.model import PRESETS, create
+    from core.train import ShapesPairs, TextTokens, TrainConfig, TrainState, Towers, make_optimizer, train_step
+
+    cfg = TrainConfig.from_flat(model=preset, batch_size=batch, precision=precision, device=device, lr=1e-4)
+    clip = create(preset, seed=0)
+    clip.model.to(device).train()
+    towers = Towers(clip.model).to(device)
+    state = TrainState(clip, towers, make_optimizer(towers, cfg), cfg)
+    src = ShapesPairs(seed=1, hard_negatives=0.0, image_size=PRESETS[preset].image_size, tokens=TextTokens.of(clip))
+    b = src.batch(0, batch)
+    if device.startswith("cuda"):
+        b.pixel_values = b.pixel_values.pin_memory()
+    train_step(state, b, 1e-4)  # warm-up
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if device.startswith("cuda"):
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                for _ in range(steps):
+                    train_step(state, b, 1e-4)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            return sum("synchroniz" in str(w.message) for w in caught) / steps
+    reads = {"n": 0}
+    real = {name: getattr(torch.Tensor, name) for name in ("item", "__bool__", "__float__", "__int__", "tolist")}
+
+    def counted(fn):
+        def read(self, *a, **k):
+            reads["n"] += 1
+            return fn(self, *a, **k)
+        return read
+    try:
+        for name, fn in real.items():
+            setattr(torch.Tensor, name, counted(fn))
+        for _ in range(steps):
+            train_step(state, b, 1e-4)
+    finally:
+        for name, fn in real.items():
+            setattr(torch.Tensor, name, fn)
+    return reads["n"] / steps
 
 
 def step_split(preset: str, batch: int, steps: int, device: str, precision: str = "bf16") -> dict:
@@ -229,19 +285,31 @@ def numbers(value, path: str = "") -> dict[str, object]:
     return found
 
 
-def compare_answers(dev, cpu) -> dict:
-    """Cosines within 1e-3 and the same top-1 answers, over every JSON output of one endpoint."""
+def compare_answers(dev, cpu, tolerance: float = 1e-3) -> dict:
+    """Cosines within `tolerance` and the same top-1 answers, over every JSON output of one endpoint."""
     a = {k: v for o in (dev or []) if isinstance(o, dict) for k, v in numbers(o).items()}
     b = {k: v for o in (cpu or []) if isinstance(o, dict) for k, v in numbers(o).items()}
     shared = sorted(set(a) & set(b))
     cos = [abs(a[k] - b[k]) for k in shared if isinstance(a[k], float)]
     same = [a[k] == b[k] for k in shared if isinstance(a[k], str)]
     return {"compared": len(shared), "max_cosine_diff": max(cos) if cos else None, "top1_equal": all(same),
-            "ok": (not cos or max(cos) <= 1e-3) and all(same)}
+            "ok": (not cos or max(cos) <= tolerance) and all(same)}
+
+
+HALF_TOLERANCE = 2e-2  # a half-precision app's cosines against float32's (its embeddings keep cosine >= 0.99)
+
+
+def app_sides(device: str) -> list[tuple[str, str, str]]:
+    """(label, CLIP_LAB_DEVICE, CLIP_LAB_PRECISION) of each app; the last, the CPU in float32, is the reference.
+    On CUDA: float32 (the device path, to 1e-3) and the default "auto" (bf16 where it qualifies); on a CPU
+    the bf16 app, so that the smoke run serves every endpoint from a half-precision model."""
+    if device == "cpu":
+        return [("cpu bf16", "cpu", "bf16"), ("cpu", "cpu", "fp32")]
+    return [(f"{device} fp32", device, "fp32"), (f"{device} auto", device, "auto"), ("cpu", "cpu", "fp32")]
 
 
 def app_rows(device: str, out: dict, tmp: Path) -> None:
-    """Both apps up side by side; every endpoint cold then warm on each; answers compared."""
+    """The apps up side by side; every endpoint cold then warm on each; answers compared with the CPU's."""
     import urllib.request
 
     from gradio_client import Client
@@ -251,40 +319,50 @@ def app_rows(device: str, out: dict, tmp: Path) -> None:
 
     image = tmp / "star.png"
     test_images(1)[0].save(image)
-    apps = {}
+    sides, apps = app_sides(device), {}
     try:
-        for dev in dict.fromkeys([device, "cpu"]):
-            env = {"CLIP_LAB_DEVICE": dev, "CLIP_LAB_WARMUP": "0", "HF_HUB_CACHE": os.environ["HF_HUB_CACHE"],
-                   "CLIP_LAB_CACHE_DIR": str(tmp / f"cache-{dev}"), "PYTHONPATH": str(ROOT)}
-            apps[dev] = start_app(tmp / f"app-{dev}.log", env)
-        for dev, (proc, url) in apps.items():
-            wait_until_up(url, proc, 240, tmp / f"app-{dev}.log")
-        url = apps[device][1]
-        with urllib.request.urlopen(url + "gradio_api/info", timeout=60) as r:
+        for label, dev, precision in sides:
+            slug = label.replace(" ", "-")
+            env = {"CLIP_LAB_DEVICE": dev, "CLIP_LAB_PRECISION": precision, "CLIP_LAB_WARMUP": "0",
+                   "HF_HUB_CACHE": os.environ["HF_HUB_CACHE"], "CLIP_LAB_CACHE_DIR": str(tmp / f"cache-{slug}"),
+                   "PYTHONPATH": str(ROOT)}
+            apps[label] = start_app(tmp / f"app-{slug}.log", env)
+        for label, (proc, url) in apps.items():
+            wait_until_up(url, proc, 240, tmp / f"app-{label.replace(' ', '-')}.log")
+        with urllib.request.urlopen(apps[sides[0][0]][1] + "gradio_api/info", timeout=60) as r:
             calls = endpoint_calls(json.load(r), str(image))
-        clients = {dev: Client(u, verbose=False) for dev, (_, u) in apps.items()}
+        clients = {label: Client(u, verbose=False) for label, (_, u) in apps.items()}
         rows = []
         for name, args in sorted(calls.items()):
-            row = {"endpoint": name}
-            answers = {}
-            for dev, client in clients.items():
+            row, answers = {"endpoint": name}, {}
+            for label, client in clients.items():
                 for attempt in ("cold", "warm"):
                     t = time.perf_counter()
                     try:
-                        answers[dev] = client.predict(api_name=name, **args)
-                        answers[dev] = answers[dev] if isinstance(answers[dev], (list, tuple)) else [answers[dev]]
-                        row[f"{dev}_{attempt}_s"] = time.perf_counter() - t
+                        answers[label] = client.predict(api_name=name, **args)
+                        answers[label] = answers[label] if isinstance(answers[label], (list, tuple)) else [answers[label]]
                     except Exception as e:  # an endpoint that needs an earlier step answers with its one line
-                        row[f"{dev}_{attempt}_s"] = time.perf_counter() - t
-                        row["message"] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-                        answers[dev] = None
-            if device != "cpu" and answers.get(device) is not None:
-                row.update(compare_answers(answers[device], answers["cpu"]))
+                        row.setdefault("messages", {})[label] = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+                        answers[label] = None
+                    row[f"{label}_{attempt}_s"] = time.perf_counter() - t
+            for label, _, precision in sides[:-1]:
+                if answers.get(label) is not None:
+                    tolerance = 1e-3 if precision == "fp32" else HALF_TOLERANCE
+                    row[label] = compare_answers(answers[label], answers["cpu"], tolerance)
             rows.append(row)
         out["app"] = rows
+        out["app_sides"] = [{"label": label, "device": dev, "precision": precision,
+                             "served": served_precisions(tmp / f"app-{label.replace(' ', '-')}.log")}
+                            for label, dev, precision in sides]
     finally:
         for proc, _ in apps.values():
             stop_app(proc)
+
+
+def served_precisions(log: Path) -> list[str]:
+    """The app's log lines of core.precision's check (what each model is served in, and why)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [line.split(" INFO ", 1)[-1].strip() for line in text.splitlines() if "probe images" in line]
 
 
 def machine(device: str) -> dict:
@@ -306,14 +384,17 @@ def percent(value) -> str:
 def table(out: dict) -> str:
     lines = [f"Machine: {out['machine'].get('gpu', out['machine']['device'])}, torch {out['machine']['torch']}", ""]
     if "app" in out:
-        lines += ["| endpoint | device cold s | device warm s | CPU warm s | answers vs CPU |", "|---|---|---|---|---|"]
-        dev = out["machine"]["device"]
+        labels = [side["label"] for side in out.get("app_sides", [])]
+        checked = labels[:-1]
+        lines += ["| endpoint | " + " | ".join(f"{x} cold s | {x} warm s" for x in labels) + " | "
+                  + " | ".join(f"{x} vs cpu" for x in checked) + " |", "|---" * (1 + 2 * len(labels) + len(checked)) + "|"]
         for r in out["app"]:
-            check = r.get("message", "") or (f"{'same' if r['ok'] else 'DIFFER'} ({r['compared']} numbers, max cos diff "
-                                              f"{r['max_cosine_diff'] or 0:.1e})" if "ok" in r else "—")
-            lines.append(f"| {r['endpoint']} | {r.get(f'{dev}_cold_s', 0):.2f} | {r.get(f'{dev}_warm_s', 0):.2f} | "
-                         f"{r.get('cpu_warm_s', 0):.2f} | {check} |")
-        lines.append("")
+            times = " | ".join(f"{r.get(f'{x}_cold_s', 0):.2f} | {r.get(f'{x}_warm_s', 0):.2f}" for x in labels)
+            checks = " | ".join(r.get("messages", {}).get(x, "")[:60] or (f"{'same' if r[x]['ok'] else 'DIFFER'} ({r[x]['compared']} "
+                                f"numbers, max cos diff {r[x]['max_cosine_diff'] or 0:.1e})" if x in r else "—")
+                                for x in checked)
+            lines.append(f"| {r['endpoint']} | {times} | {checks} |")
+        lines += [""] + [f"- {side['label']}: {line}" for side in out.get("app_sides", []) for line in side["served"]] + [""]
     if "precision" in out:
         lines += ["| model | precision | min cosine vs fp32 | top-1 agreement | images/s | qualifies |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['precision']} | {r['min_cosine_vs_fp32']:.4f} | {r['top1_agreement']:.1%} | "
@@ -325,7 +406,8 @@ def table(out: dict) -> str:
                   f"{r['median_ratio_ours_over_reference']:.2f}× | {percent(r.get('mfu'))} |" for r in out["train"]]
         s = out["step_split"]
         lines += ["", f"Step split ({s['preset']}, batch {s['batch']}, {s['seconds_per_step'] * 1000:.0f} ms a step): "
-                  + ", ".join(f"{k[:-6]} {v:.0%}" for k, v in s.items() if k.endswith("_share")), ""]
+                  + ", ".join(f"{k[:-6]} {v:.0%}" for k, v in s.items() if k.endswith("_share"))
+                  + f"; the host waits for the device {s.get('host_waits_per_step', '—')} times a step", ""]
     if "quick_demo" in out:
         d = out["quick_demo"]
         lines.append(f"quick-demo ({d['steps']} steps): colour >= 90% at step {d.get('colour_90_step', '—')}, "
@@ -350,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     build_standin(hub, q["standin"])
     out: dict = {"machine": machine(a.device), "quick": a.quick, "sizes": q}
     parts = [x.strip() for x in a.parts.split(",") if x.strip()]
+    path = Path(a.json) if a.json else ROOT / "benchmarks" / "results" / f"gpu_suite{'_quick' if a.quick else ''}.json"
     for part in parts:
         t = time.perf_counter()
         try:
@@ -359,8 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             out.setdefault("errors", {})[part] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         out.setdefault("part_seconds", {})[part] = time.perf_counter() - t
         print(f"{part}: {out['part_seconds'][part]:.0f} s", file=sys.stderr, flush=True)
-    path = Path(a.json) if a.json else ROOT / "benchmarks" / "results" / f"gpu_suite{'_quick' if a.quick else ''}.json"
-    path.write_text(json.dumps(out, indent=1, default=str))
+        path.write_text(json.dumps(out, indent=1, default=str))  # after each part: a run cut by the time limit keeps its parts
     print(table(out))
     return 1 if out.get("errors") else 0
 

@@ -21,7 +21,7 @@ from ..model import Clip
 from .config import TrainConfig
 from .data import Batch
 from .distributed import DistInfo, accumulate_two_pass, gather_with_grad
-from .readout import FiniteGuard, NonFiniteLossError, StepRecord, defers_checks
+from .readout import FiniteGuard, StepRecord, defers_checks
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -100,6 +100,10 @@ class AppConfig:
     max_model_mb: int = 2048
     # where models run: "auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:1", …
     device: str = "auto"
+    # what the towers run in [CLIP_LAB_PRECISION]: "auto" (bf16 on a CUDA device for each model whose bf16
+    # copy gives the same answers on a probe, core.precision; float32 on a CPU and on ZeroGPU, which lends its
+    # GPU only inside requests), "fp32", or "bf16" / "fp16" (checked where a GPU is at hand, never refused)
+    precision: str = "auto"
     preload: tuple[str, ...] = ()  # models loaded at start besides the default (CLIP_LAB_PRELOAD, comma-separated)
     # serving
     server_name: str = "127.0.0.1"
@@ -151,6 +155,11 @@ class AppConfig:
         cfg.test_gate = env.get("CLIP_LAB_TEST_GATE", "") == "1"
         cfg.run_history = env.get("CLIP_LAB_RUN_HISTORY", "0").lower() in ("1", "true", "yes")
         cfg.device = env.get("CLIP_LAB_DEVICE", cfg.device).strip() or "auto"
+        cfg.precision = env.get("CLIP_LAB_PRECISION", cfg.precision).strip().lower() or "auto"
+        from core.precision import POLICIES
+
+        if cfg.precision not in POLICIES:
+            raise ValueError(f"CLIP_LAB_PRECISION must be one of {', '.join(POLICIES)}, not {cfg.precision!r}")
         for name, attr in (("CLIP_LAB_MAX_RUNS", "max_runs"), ("CLIP_LAB_MAX_TRAIN_STEPS", "max_train_steps"),
                            ("CLIP_LAB_MAX_EXPLORE_ROWS", "max_explore_rows")):
             if env.get(name):

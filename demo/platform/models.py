@@ -12,14 +12,18 @@ moves out of the comparison pool into it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Callable
 
 import core
 from core.model import HUB_ID, ModelLoadError, bundled_models, looks_like_path
+from core.precision import adopt_precision, precision_of
 from demo.platform.config import AppConfig
 from demo.platform.lru import ByteLRU
+
+log = logging.getLogger("clip_lab")
 
 MAX_NAME = 256  # characters of a model name or path
 
@@ -40,8 +44,7 @@ class ModelCache:
 
     def __init__(self, config: "AppConfig", loader: Callable[[str], core.Clip] | None = None):
         self.config = config
-        self._loader = loader or (lambda source: core.load(source, device=config.torch_device(),
-                                                           max_bytes=config.max_model_mb << 20))
+        self._loader = loader or self._load_for_serving
         # the app's one LRU type, counted in models (each is large): demo.platform.services.ByteLRU
         self._models = ByteLRU(max_bytes=1 << 62, max_items=config.max_models)
         self._compared = ByteLRU(max_bytes=1 << 62, max_items=max(1, config.compare_models))
@@ -161,6 +164,17 @@ class ModelCache:
             if progress is not None:
                 progress(1.0, f"{name} ready")
             return clip
+
+    def _load_for_serving(self, source: str) -> core.Clip:
+        """core.load on the app's device, then the app's precision policy (core.precision): on a CUDA device,
+        "auto" keeps a bf16 copy when it gives float32's answers on the probe. The check is logged."""
+        from demo.platform.gpu import ZERO_GPU
+
+        clip = core.load(source, device=self.config.torch_device(), max_bytes=self.config.max_model_mb << 20)
+        served, check = adopt_precision(clip, self.config.precision, checkable=not ZERO_GPU)
+        if check is not None:
+            log.info("%s: %s; serving %s", source, check.describe(), precision_of(served))
+        return served
 
     def _cached(self, source: str, pool: str) -> core.Clip | None:
         """A model in memory for `pool`: the main pool's serves both; a comparison's moves to the main pool when
