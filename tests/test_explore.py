@@ -85,6 +85,10 @@ def test_a_selection_names_class_prompts_only_in_the_space_of_the_sets_model(sha
     _, other, _ = view.selected(call, ex, str(micro_dir), SimpleNamespace(_data=lasso))
     assert "Selection:** 300 images" in own and "Class prompts nearest to its centroid" in own
     assert "Class prompts nearest" not in other and "No class prompts" in other
+    # the session's model changes: the drawn map says whose space it shows, and says nothing for the set's own
+    assert view.model_changed(call, ex, None) == "" and view.model_changed(call, None, str(micro_dir)) == ""
+    notice = view.model_changed(call, ex, str(micro_dir))
+    assert f"space of `{es.receipt['model']}`" in notice and f"session's model `{micro_dir}`" in notice
 
 
 # ---------------------------------------------------------------- through the running app's API

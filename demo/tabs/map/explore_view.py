@@ -71,6 +71,22 @@ def open_embedding_set(call: Call, folder: str | None = None, method: str | None
     return fig, summary, ex, "", ""
 
 
+@handler("explore", turn=False)
+def model_changed(call: Call, ex: Explored | None = None, model: str | None = None) -> str:
+    """Whose space the drawn map shows: '' while the set was embedded by the session's model, else a warning
+    naming both (the map, a selection and a click still read the set; a search needs the set's model)."""
+    if ex is None:
+        return ""
+    es = the_set(call, ex.folder)
+    try:
+        check_model(es.receipt, call.model(model))
+        return ""
+    except SetError:
+        return (f"⚠️ **This map shows the space of `{es.receipt['model']}`, which embedded the set, not the session's "
+                f"model `{model or call.config.default_model}`.** Selections and neighbours still read the set; a "
+                f"search needs `{es.receipt['model']}`: pick it again, or embed the set with this model.")
+
+
 def shown(call: Call, ex: Explored | None):
     if ex is None:
         raise UserInputError("open an embedding set first")
@@ -204,6 +220,7 @@ def build_view(ctx, model_state: gr.State) -> None:
     with gr.Row():
         draw = gr.Button("Open and draw", variant="primary", elem_id="atlas-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="atlas-stop", scale=1)
+    notice = gr.Markdown("", elem_id="atlas-notice")
     plot = gr.Plot(label="The set's map: images ●, captions ◆ (drag a lasso to select; hover for the thumbnail)",
                    elem_id="atlas-plot")
     def hover(args: list) -> dict:
@@ -228,6 +245,8 @@ def build_view(ctx, model_state: gr.State) -> None:
                     [plot, status, state, summary, gallery], api_name="explore_set", concurrency_id="explore",
                     concurrency_limit=1, show_progress_on=[status, plot])
     stop_button(ctx, stop, "explore", [opened])
+    for event in (opened.success, model_state.change):  # whose space the drawn map shows
+        listen(ctx, event, model_changed, [state, model_state], [notice], api_name=False)
     view = dict(concurrency_id="explore_view", concurrency_limit=4)
     picked = listen(ctx, bridge.select, selected, [state, model_state], [gallery, summary, state], api_name=False, **view)
     listen(ctx, picked.then, selection_links, [state], [plot], api_name=False, **view)
