@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest_app import app_page, screenshot_dir
+from conftest_app import app_page, make_model_dirs, model_source, screenshot_dir
 
 from core.embedding_set import EmbedSource, embed_chunks, merge_parts, open_set
 from core.set_projection import SetProjection, project_set
@@ -24,7 +24,10 @@ def page(tmp_path_factory, bundled):
     embed_chunks(bundled, EmbedSource("shapes", n=1500, seed=5), root / "shapes1500", chunk_rows=512)
     merge_parts(root / "shapes1500")
     project_set(open_set(root / "shapes1500"), SetProjection())  # the map is read from the set, as a Space ships it
-    with app_page({"CLIP_LAB_DATA_DIRS": str(root), "OMP_NUM_THREADS": "1"}) as pg:
+    dirs = make_model_dirs(tmp_path_factory.mktemp("models"), model_source())  # a second model, to change to
+    with app_page({"CLIP_LAB_DATA_DIRS": str(root), "CLIP_LAB_MODEL_DIRS": str(dirs["folder"]),
+                   "OMP_NUM_THREADS": "1"}) as pg:
+        pg.other = str(dirs["other"])
         pg.get_by_role("tab", name="Embedding map").click()
         pg.locator("#atlas-accordion").click()
         pg.locator("#atlas-set input").click()
@@ -118,3 +121,19 @@ def test_hover_shows_the_thumbnail_and_a_search_rings_its_nearest_images(page, s
     assert any(n.startswith("nearest to") for n in names) and any("the query" in n for n in names)
     assert page.locator("#atlas-gallery figure").count() == 48  # the first 48 of the 50 ringed
     page.locator("#atlas-accordion").screenshot(path=str(shots / "map_explore_search.png"))
+
+
+def test_a_model_change_says_whose_space_the_map_shows(page, shots):
+    """Last in this file: it changes the session's model (and changes it back)."""
+    from test_browser_model_change import pick_model
+
+    assert page.locator("#atlas-notice").inner_text().strip() == ""
+    pick_model(page, page.other)
+    page.wait_for_selector("#atlas-notice :text('This map shows the space of')")
+    notice = page.locator("#atlas-notice").inner_text()
+    assert "shapes-tiny" in notice and "other-tiny" in notice and "search needs" in notice
+    page.locator("#atlas-notice").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "map_explore_model_change.png"))
+    pick_model(page, "shapes-tiny")
+    page.wait_for_function("() => document.querySelector('#atlas-notice').innerText.trim() === ''")
+
