@@ -4,6 +4,7 @@ reference) an effect's interval lies, and how the parts of a claim add up to one
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -45,7 +46,8 @@ def part(effect: dict, wins: str, loses: str, reference: float = 0.0, **fmt) -> 
     if where == "below":  # read the other way round: the sentence's number is positive
         flipped = {**effect, "mean": reference - (effect["mean"] - reference)}
         return REVERSED, f"{loses} by {points({**flipped, 'mean': flipped['mean'] - reference}, **fmt)}"
-    return NOT_AT_THIS_SCALE, f"“{wins}”: no difference beyond the noise ({points(effect, **fmt)}: the interval holds " \
+    quoted = re.sub(r'"([^"]*)"', r"‘\1’", wins)  # a quote inside the claim's quotes: single quotes
+    return NOT_AT_THIS_SCALE, f"“{quoted}”: no difference beyond the noise ({points(effect, **fmt)}: the interval holds " \
         f"{'0' if not reference else f'{reference:.2f}'})"
 
 

@@ -36,9 +36,10 @@ def prompts_figure(result: dict) -> go.Figure:
     s = result["summary"]
     fig = go.Figure()
     means, halves = zip(*(_pct(s[k]) for k, _ in PROMPT_BARS))
-    fig.add_trace(go.Bar(x=[label for _, label in PROMPT_BARS], y=means, error_y=dict(type="data", array=halves),
-                         marker_color=COLOURS[0], text=[f"{m:.1f}%" for m in means], textposition="inside",
-                         insidetextanchor="start", textfont=dict(color="white")))
+    # each mean under its bar (inside it, the interval's line would cross the number; its foot is off the axis)
+    fig.add_trace(go.Bar(x=[f"{label}<br><b>{m:.1f}%</b>" for (_, label), m in zip(PROMPT_BARS, means)], y=means,
+                         error_y=dict(type="data", array=halves), marker_color=COLOURS[0],
+                         hovertemplate="%{x}: %{y:.1f}%<extra></extra>"))
     low = max(0.0, min(means) - 3 * max(max(halves), 1.0))
     fig.update_yaxes(title="held-out accuracy %", range=[low, min(100.0, max(means) + 3 * max(max(halves), 1.0))])
     return fig
