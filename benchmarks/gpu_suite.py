@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 QUICK = {"presets": ["tiny"], "batch": 16, "steps": 3, "repeats": 3, "standin": "tiny", "eval_images": 64,
-         "demo_steps": 25, "compile": False}
+         "demo_steps": 25, "compile": False, "attempts": ["cold"]}
 FULL = {"presets": ["base", "small"], "batch": 256, "steps": 10, "repeats": 5, "standin": "base", "eval_images": 1000,
-        "demo_steps": 400, "compile": True}
+        "demo_steps": 400, "compile": True, "attempts": ["cold", "warm"]}
 
 
 def precision_rows(device: str, q: dict, out: dict) -> None:
@@ -308,8 +308,9 @@ def app_sides(device: str) -> list[tuple[str, str, str]]:
     return [(f"{device} fp32", device, "fp32"), (f"{device} auto", device, "auto"), ("cpu", "cpu", "fp32")]
 
 
-def app_rows(device: str, out: dict, tmp: Path) -> None:
-    """The apps up side by side; every endpoint cold then warm on each; answers compared with the CPU's."""
+def app_rows(device: str, q: dict, out: dict, tmp: Path) -> None:
+    """The apps up side by side; every endpoint cold then warm (the quick run: cold only) on each; answers
+    compared with the CPU's."""
     import urllib.request
 
     from gradio_client import Client
@@ -336,7 +337,7 @@ def app_rows(device: str, out: dict, tmp: Path) -> None:
         for name, args in sorted(calls.items()):
             row, answers = {"endpoint": name}, {}
             for label, client in clients.items():
-                for attempt in ("cold", "warm"):
+                for attempt in q["attempts"]:
                     t = time.perf_counter()
                     try:
                         answers[label] = client.predict(api_name=name, **args)
@@ -389,7 +390,8 @@ def table(out: dict) -> str:
         lines += ["| endpoint | " + " | ".join(f"{x} cold s | {x} warm s" for x in labels) + " | "
                   + " | ".join(f"{x} vs cpu" for x in checked) + " |", "|---" * (1 + 2 * len(labels) + len(checked)) + "|"]
         for r in out["app"]:
-            times = " | ".join(f"{r.get(f'{x}_cold_s', 0):.2f} | {r.get(f'{x}_warm_s', 0):.2f}" for x in labels)
+            times = " | ".join(f"{r.get(f'{x}_cold_s', 0):.2f} | " + (f"{r[f'{x}_warm_s']:.2f}" if f"{x}_warm_s" in r else "—")
+                               for x in labels)
             checks = " | ".join(r.get("messages", {}).get(x, "")[:60] or (f"{'same' if r[x]['ok'] else 'DIFFER'} ({r[x]['compared']} "
                                 f"numbers, max cos diff {r[x]['max_cosine_diff'] or 0:.1e})" if x in r else "—")
                                 for x in checked)
@@ -436,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         t = time.perf_counter()
         try:
-            {"app": lambda: app_rows(a.device, out, tmp), "precision": lambda: precision_rows(a.device, q, out),
+            {"app": lambda: app_rows(a.device, q, out, tmp), "precision": lambda: precision_rows(a.device, q, out),
              "train": lambda: train_rows(a.device, q, out), "quick_demo": lambda: quick_demo(a.device, q, out, tmp)}[part]()
         except Exception as e:  # one part's failure is reported, the others still run
             out.setdefault("errors", {})[part] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"

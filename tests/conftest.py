@@ -60,12 +60,16 @@ SLOW = {"test_an_uploaded_image_folder_zip_matches_the_transformers_pipeline", "
         "test_one_run_at_a_time_others_wait_in_line_and_a_stopped_run_resumes",
         "test_a_run_started_in_the_tab_resumes_with_the_cli", "test_the_cli_embeds_an_image_folder_with_captions",
         "test_two_torchrun_processes_share_the_chunks_and_rank_0_merges", "test_the_gpu_suite_runs_on_the_cpu_at_tiny_sizes",
-        "test_ctrl_c_stops_with_a_checkpoint_and_prints_the_resume_command"}
+        "test_ctrl_c_stops_with_a_checkpoint_and_prints_the_resume_command", "test_a_nan_on_one_rank_stops_every_rank_at_that_step"}
 SLOW_FILES = {"test_deploy_space.py"}  # builds Space bundles, resolves their requirements, serves one
+# the longest files run first, so that two xdist workers (--dist loadfile) do not end on one of them alone
+LONGEST_FIRST = ("test_gpu_suite.py", "test_browser_train.py", "test_mcp.py", "test_deploy_space.py")
 
 
 def pytest_collection_modifyitems(items):
-    """Mark each test with its tier: browser (by file), app (by the fixtures that serve the app), slow (by name)."""
+    """Mark each test with its tier: browser (by file), app (by the fixtures that serve the app), slow (by name);
+    then put the longest files first (the order inside each file kept)."""
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST))
     for item in items:
         if item.path.name.startswith("test_browser"):
             item.add_marker(pytest.mark.browser)

@@ -19,7 +19,7 @@ def test_the_gpu_suite_runs_on_the_cpu_at_tiny_sizes(tmp_path):
     assert result["machine"]["device"] == "cpu" and not result.get("errors")
     app = {r["endpoint"]: r for r in result["app"]}
     assert {"/zero_shot", "/evaluate", "/build_batch", "/explore_set"} <= set(app)
-    assert all(r["cpu_cold_s"] > 0 and r["cpu_warm_s"] > 0 for r in app.values())
+    assert all(r["cpu_cold_s"] > 0 and r["cpu bf16_cold_s"] > 0 for r in app.values())  # the quick run: cold only
     assert "messages" not in app["/zero_shot"]  # the example call answered (no one-line refusal)
     # every endpoint answers the same from a bf16 model as from float32: no refusal of its own, top-1 equal
     half = [r for r in app.values() if "cpu bf16" in r]
