@@ -113,7 +113,7 @@ def one_step(clip, images: list, captions: list[str], lr: float = 1e-4) -> OneSt
 
     if len(images) != len(captions) or len(images) < 2:
         raise ValueError("one step needs a square batch of at least 2 pairs")
-    model = copy.deepcopy(clip.model).eval()
+    model = copy.deepcopy(clip.model).float().eval()  # a bf16 served model would round a 1e-5 step away
     device = next(model.parameters()).device
     pixels = pixel_values(clip, images).to(device)
     ids = {k: (v.to(device) if v is not None else None) for k, v in tokenize(clip, captions).items()}

@@ -26,6 +26,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 POLICIES = ("auto", "fp32", "bf16", "fp16")
 MIN_COSINE = 0.99
 PROBE_IMAGES = 32
+KEPT_FLOAT32 = ("logit_scale", "logit_bias")  # scores' scale and bias: bf16 would turn exp(ln 100) into 98.9
 
 
 @dataclass
@@ -66,14 +67,12 @@ def probe(clip: Clip) -> tuple[torch.Tensor, list[str]]:
 
 
 def half_copy(clip: Clip, precision: str) -> Clip:
-    """A copy of `clip` whose towers are in `precision` ("bf16", "fp16"); its logit scale and bias stay
-    float32. The original is untouched."""
+    """A copy of `clip` whose towers are in `precision` ("bf16", "fp16"), each weight cast as it is copied
+    (no second float32 copy on the device); its logit scale and bias stay float32. The original is untouched."""
     dtype = DTYPES[precision]
-    model = copy.deepcopy(clip.model)
-    keep = {name: p.detach().clone() for name, p in model.named_parameters() if name in ("logit_scale", "logit_bias")}
-    model.to(dtype)
-    for name, value in keep.items():
-        getattr(model, name).data = value
+    cast = {id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad)
+            for name, p in clip.model.named_parameters() if name not in KEPT_FLOAT32 and p.is_floating_point()}
+    model = copy.deepcopy(clip.model, memo=cast)
     return Clip(model, clip.tokenizer, clip.processor, clip.source, clip.revision, clip.family)
 
 
@@ -101,10 +100,13 @@ def adopt_precision(clip: Clip, policy: str = "auto", checkable: bool = True) ->
     if policy == "fp32" or (policy == "auto" and (clip.device.type != "cuda" or not checkable)):
         return clip, None
     precision = "bf16" if policy == "auto" else policy
-    half = half_copy(clip, precision)
-    if not checkable:
-        return half, None
-    check = check_half(clip, precision, half)
+    try:
+        half = half_copy(clip, precision)
+        check = check_half(clip, precision, half) if checkable else None
+    except torch.OutOfMemoryError:
+        if policy != "auto":
+            raise
+        return clip, None  # no room for the copy beside float32: float32 stays, as before
     if policy == "auto" and not check.qualifies:
         return clip, check
     return half, check
@@ -112,5 +114,5 @@ def adopt_precision(clip: Clip, policy: str = "auto", checkable: bool = True) ->
 
 def precision_of(clip: Clip) -> str:
     """"fp32", "bf16" or "fp16": what the towers run in."""
-    dtype = next(p.dtype for name, p in clip.model.named_parameters() if name not in ("logit_scale", "logit_bias"))
+    dtype = next(p.dtype for name, p in clip.model.named_parameters() if name not in KEPT_FLOAT32)
     return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))

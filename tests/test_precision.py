@@ -59,3 +59,16 @@ def test_the_app_reads_its_precision_and_refuses_an_unknown_one():
     assert AppConfig.from_env({"CLIP_LAB_PRECISION": "BF16"}).precision == "bf16"
     with pytest.raises(ValueError, match="CLIP_LAB_PRECISION"):
         AppConfig.from_env({"CLIP_LAB_PRECISION": "half"})
+
+
+def test_one_step_on_a_bf16_served_model_moves_its_logits_as_float32_does(bundled):
+    """The similarity matrix's "one step" copies the served model: a bf16 copy would round a 1e-5 step away."""
+    from core.evaluate import shapes_eval_set
+    from core.microscope import one_step
+
+    samples = shapes_eval_set(6, seed=3)
+    images, captions = [s.image for s in samples], [s.caption for s in samples]
+    full = one_step(bundled, images, captions, lr=1e-5)
+    half = one_step(half_copy(bundled, "bf16"), images, captions, lr=1e-5)
+    moved = (full.after - full.before).abs().max()
+    assert moved > 1e-3 and (half.after - half.before).abs().max() > moved / 2

@@ -100,3 +100,37 @@ def test_clip_towers_leave_out_the_mask_and_get_the_masked_features(micro):
         masked = text_features(micro.model, tokens["input_ids"], tokens["attention_mask"])
     assert towers.causal_text
     torch.testing.assert_close(txt, masked, atol=1e-6, rtol=1e-5)
+
+
+def test_a_finite_loss_with_infinite_gradients_leaves_the_weights_alone(micro_dir):
+    state, source = _state(micro_dir)
+    train_step(state, source.batch(0, 8), 1e-3)
+    good = {k: v.clone() for k, v in state.towers.state_dict().items()}
+    weight = state.model.visual_projection.weight
+    handle = weight.register_hook(lambda g: g * float("inf"))  # backward overflows; the loss stays finite
+    record = train_step(state, source.batch(1, 8), 1e-3)
+    handle.remove()
+    assert all(torch.equal(state.towers.state_dict()[k], v) for k, v in good.items())
+    with pytest.raises(NonFiniteLossError, match="gradient norm is .* at step 2"):
+        record["loss"]
+
+
+def test_a_resume_keeps_the_fused_optimizer_of_this_run(micro_dir):
+    """A checkpoint written by an unfused AdamW (before it was fused on the CPU) resumes fused."""
+    from core.train.checkpoint import _optimizer_state, _restore_optimizer
+
+    cfg = TrainConfig.from_flat(model=str(micro_dir), batch_size=8, device="cpu", output_dir="")
+
+    def unfused(towers):  # make_optimizer's groups, as an unfused AdamW made them
+        groups = [{k: v for k, v in g.items() if k != "fused"} for g in make_optimizer(towers, cfg).param_groups]
+        return torch.optim.AdamW(groups, lr=1e-3)
+
+    old, source = _state(micro_dir, unfused)
+    train_step(old, source.batch(0, 8), 1e-3)
+    tensors, meta = _optimizer_state(old.optimizer)
+    assert meta["param_groups"][0]["fused"] is None
+    new, _ = _state(micro_dir)
+    _restore_optimizer(new.optimizer, tensors, meta)
+    assert all(g["fused"] for g in new.optimizer.param_groups)
+    assert new.optimizer.param_groups[0]["lr"] == meta["param_groups"][0]["lr"]  # what it learned still comes back
+    train_step(new, source.batch(1, 8), 1e-3)["loss"]  # the fused step runs on the restored state

@@ -54,12 +54,19 @@ def _optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": sd["param_groups"]}
 
 
+IMPLEMENTATION = ("fused", "foreach", "capturable")  # how this optimizer runs, not what it learned
+
+
 def _restore_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Load the saved state; the groups keep this optimizer's implementation flags (load_state_dict would
+    take the saved ones: a checkpoint from before AdamW was fused on the CPU would resume unfused)."""
     state: dict = {}
     for key, v in tensors.items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    groups = [{**saved, **{k: own[k] for k in IMPLEMENTATION if k in own}}
+              for saved, own in zip(meta["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -26,38 +26,51 @@ class NonFiniteLossError(RuntimeError):
 
 
 class FiniteGuard:
-    """A device flag: 1.0 while every loss so far was finite, 0.0 from the first one that was not.
+    """A device flag: 1.0 while every loss and gradient norm so far was finite, 0.0 from the first that was not.
 
-    update(loss, step) folds one step's loss in (under torchrun, every rank's, so all ranks agree);
-    skip is what a fused optimizer takes as found_inf; raise_if_bad() reads the flag (the host waits
-    for the device) and raises NonFiniteLossError naming the first bad step and its loss.
+    update(value, step, what) folds in one step's loss (what=LOSS, before backward) or gradient norm
+    (what=GRADIENTS, after clipping: a finite loss can still give inf gradients, in bf16 or in the second
+    pass of accumulation); under torchrun the loss's flag is all-reduced so all ranks agree (the gradient
+    norm is the same on every rank already). skip is what a fused optimizer takes as found_inf;
+    raise_if_bad() reads the flag (the host waits for the device) and raises NonFiniteLossError naming the
+    first bad step, what was not finite, and its value where this rank saw it.
     """
 
-    def __init__(self, device: torch.device | str):
-        self.ok = torch.ones((), device=device)
-        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step number; 0: none
-        self.bad_loss = torch.zeros((), device=device)
+    LOSS, GRADIENTS = 1, 2
 
-    def update(self, loss: torch.Tensor, step: int, distributed: bool = False) -> None:
-        """Fold in the loss of step `step` (1-based) without reading it on the host."""
-        finite = torch.isfinite(loss.detach()).all().float()
+    def __init__(self, device: torch.device | str):
+        self.ok = torch.ones((), dtype=torch.float32, device=device)  # fused AdamW's found_inf must be float32
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step number; 0: none
+        self.bad_value = torch.zeros((), dtype=torch.float32, device=device)
+        self.bad_what = torch.zeros((), dtype=torch.long, device=device)  # LOSS, GRADIENTS, or 0: another rank's
+
+    def update(self, value: torch.Tensor, step: int, distributed: bool = False, what: int = LOSS) -> None:
+        """Fold in step `step`'s (1-based) loss or gradient norm without reading it on the host."""
+        local = torch.isfinite(value.detach()).all().to(torch.float32)
+        finite = local.clone()
         if distributed:  # every rank skips and stops together
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         newly_bad = (self.ok > 0) & (finite == 0)
         self.first_bad = torch.where(newly_bad, step, self.first_bad)
-        self.bad_loss = torch.where(newly_bad, loss.detach().float(), self.bad_loss)
+        self.bad_value = torch.where(newly_bad, value.detach().float().reshape(()), self.bad_value)
+        self.bad_what = torch.where(newly_bad, torch.where(local == 0, what, 0), self.bad_what)
         self.ok = self.ok * finite
 
     @property
     def skip(self) -> torch.Tensor:
-        """found_inf for a fused optimizer: 1.0 from the first non-finite loss on (sticky), else 0.0."""
+        """found_inf for a fused optimizer: 1.0 from the first non-finite value on (sticky), else 0.0."""
         return 1.0 - self.ok
 
     def raise_if_bad(self) -> None:
-        """Raise NonFiniteLossError if any loss so far was NaN or inf (waits for the device)."""
-        if self.ok.item() < 1:
-            raise NonFiniteLossError(f"loss is {self.bad_loss.item()} at step {int(self.first_bad.item())} — "
-                                     "stopping; no weights were updated by that step or any after it")
+        """Raise NonFiniteLossError if any loss or gradient norm so far was NaN or inf (waits for the device)."""
+        if self.ok.item() >= 1:
+            return
+        step, what = int(self.first_bad.item()), int(self.bad_what.item())
+        seen = {self.LOSS: f"loss is {self.bad_value.item()}",
+                self.GRADIENTS: f"gradient norm is {self.bad_value.item()} (the loss was finite)"}.get(
+                    what, "the loss on another rank was not finite")
+        raise NonFiniteLossError(f"{seen} at step {step} — stopping; no weights were updated by that step or any "
+                                 "after it")
 
 
 def defers_checks(optimizer: torch.optim.Optimizer) -> bool:
@@ -76,6 +89,9 @@ class StepRecord(Mapping):
 
     def __init__(self, values: dict, on_read: Callable[[], None] | None = None):
         self._values, self._on_read = dict(values), on_read
+
+    def __contains__(self, key) -> bool:  # without reading the device (Mapping's would)
+        return key in self._values
 
     def __getitem__(self, key: str):
         value = self._values[key]
@@ -100,5 +116,5 @@ class StepRecord(Mapping):
         """What runs before a device value is first read (the finite guard's check)."""
         return self._on_read
 
-    def __repr__(self) -> str:
-        return f"StepRecord({dict(self)!r})"
+    def __repr__(self) -> str:  # without reading the device
+        return f"StepRecord({self._values!r})"

@@ -158,7 +158,7 @@ def train_step(state: TrainState, batch: Batch, lr: float) -> StepRecord:
     mask is None for a tokenizer without one, as SigLIP's own).
     Under torchrun the loss sees every rank's features (gathered with gradients). With
     cfg.loss.group_loss > 0 and hard-negative groups in the batch, the in-group InfoNCE is added.
-    A NaN/inf loss never touches the weights: with the fused optimizer the step (and every later one)
+    A NaN/inf loss or gradient norm never touches the weights: with the fused optimizer the step (and every later one)
     is skipped on the device and NonFiniteLossError is raised where the host next reads (a record's
     number, state.guard.raise_if_bad()); with another optimizer it is raised here, before the update.
     Returns a StepRecord of "loss", "logit_scale" and "grad_norm" (0-d tensors until read as floats).
@@ -213,8 +213,11 @@ def train_step(state: TrainState, batch: Batch, lr: float) -> StepRecord:
         loss.backward()
     params = [p for p in plain.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+    guard.update(grad_norm, state.step + 1, what=guard.GRADIENTS)  # equal on every rank: no collective
     if deferred:
         optimizer.found_inf = guard.skip  # fused AdamW skips the update (weights, moments, step count)
+    else:
+        guard.raise_if_bad()
     optimizer.step()
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))

@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 import core
 from core.model import HUB_ID, ModelLoadError, bundled_models, looks_like_path
 from core.precision import adopt_precision, precision_of
@@ -174,6 +176,9 @@ class ModelCache:
         served, check = adopt_precision(clip, self.config.precision, checkable=not ZERO_GPU)
         if check is not None:
             log.info("%s: %s; serving %s", source, check.describe(), precision_of(served))
+        if served is not clip and served.device.type == "cuda":
+            del clip  # the float32 weights: give their memory back to the device, not only to torch's cache
+            torch.cuda.empty_cache()
         return served
 
     def _cached(self, source: str, pool: str) -> core.Clip | None:
