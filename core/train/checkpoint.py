@@ -81,8 +81,10 @@ def save_checkpoint(state: TrainState, run_dir: str | os.PathLike) -> Path:
 
     The HF folder is renamed into place whole; optimizer.safetensors is written last, and a
     checkpoint counts as complete only with it (see latest_checkpoint), so a kill at any moment
-    leaves the previous checkpoint as the latest.
+    leaves the previous checkpoint as the latest. Never after a NaN: state.guard raises
+    NonFiniteLossError first, so a run ends with its last good checkpoint.
     """
+    state.guard.raise_if_bad()
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     target = ckpt_root / f"step-{state.step:07d}"

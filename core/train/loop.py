@@ -158,6 +158,7 @@ def setup(cfg: TrainConfig, start: str = "new", hooks: Sequence = (), snapshot_e
 
 def _evaluate(run: Run) -> None:
     state = run.state
+    state.guard.raise_if_bad()  # never an eval of a run that must stop
     state.model.eval()
     try:
         results = run.evaluator(state.clip)
@@ -227,7 +228,6 @@ def _run_steps(run: Run) -> bool:
             out = train_step(state, batch, lr)
         except StepInterrupted:  # the step is dropped whole; the run ends as a should_stop would end it
             state.optimizer.zero_grad(set_to_none=True)
-            state.guard.raise_if_bad()
             if info.is_main:
                 run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
             return False
@@ -247,15 +247,12 @@ def _run_steps(run: Run) -> bool:
                              "data_wait_share": round(wait / elapsed, 4)}, out.on_read)
         run.call("on_step", state, record)
         if info.is_main and run.evaluator is not None and state.step % cfg.log.eval_every == 0:
-            state.guard.raise_if_bad()
             _evaluate(run)
         due = _snapshot_due(run, state.step) if info.is_main and run.probe is not None else None
         if due:
-            state.guard.raise_if_bad()
             run.call("on_snapshot", state, make_snapshot(state, run.probe, run.matrix_size, full=due == "full"))
         stop = run.should_stop() and state.step < cfg.optim.steps
         if (cfg.runtime.save_every and state.step % cfg.runtime.save_every == 0) or state.step == cfg.optim.steps or stop:
-            state.guard.raise_if_bad()  # never a checkpoint after a NaN: the run ends with the last good one
             if info.is_main:
                 run.call("on_checkpoint", save_checkpoint(state, run.run_dir))
             if info.enabled:
